@@ -1,0 +1,43 @@
+"""Constants every process agrees on: sizes, limits, deadlines and gRPC channel options."""
+
+from __future__ import annotations
+
+MiB = 1 << 20
+
+# Layout defaults of the root directory.
+DEFAULT_CHUNK_SIZE = 4 * MiB
+MIN_CHUNK_SIZE = 4096
+MAX_CHUNK_SIZE = 64 * MiB
+DEFAULT_STRIPE_WIDTH = 4
+DEFAULT_REPLICATION = 3
+
+# Chunk data travels in stream messages of this size (DESIGN: 256 KiB to 1 MiB).
+STREAM_MESSAGE_BYTES = 1 * MiB
+# Largest gRPC message either end accepts; bigger ones are refused with RESOURCE_EXHAUSTED.
+MAX_MESSAGE_BYTES = 8 * MiB
+
+# Deadlines (seconds).
+META_RPC_TIMEOUT = 10.0
+STORAGE_RPC_TIMEOUT = 30.0
+CONNECT_TIMEOUT = 5.0
+
+# Cluster manager.
+HEARTBEAT_INTERVAL = 0.5
+HEARTBEAT_TIMEOUT = 5.0
+WRITE_SESSION_LEASE = 600.0
+
+# Listing pages.
+DEFAULT_LIST_LIMIT = 1000
+MAX_LIST_LIMIT = 10000
+
+DEFAULT_HOST = "127.0.0.1"
+
+GRPC_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.so_reuseport", 0),
+    ("grpc.keepalive_time_ms", 20000),
+    ("grpc.keepalive_timeout_ms", 10000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+]

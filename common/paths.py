@@ -1,0 +1,56 @@
+"""Path rules shared by the client and the metaserver: absolute, normalized, bounded."""
+
+from __future__ import annotations
+
+from chainfs.common.errors import ChainfsError, Reason
+
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4096
+MAX_DEPTH = 256
+
+
+def split_path(path: str) -> list[str]:
+    """The components of a normalized absolute path; [] is the root.
+
+    Accepts '/a//b/./c' and 'a/b' (taken from the root); '..' is resolved lexically but may never
+    climb above the root. Raises ChainfsError(INVALID_ARGUMENT or NAME_TOO_LONG).
+    """
+    if not isinstance(path, str):
+        raise ChainfsError(Reason.INVALID_ARGUMENT, f"path must be a string, not {type(path).__name__}")
+    if "\x00" in path:
+        raise ChainfsError(Reason.INVALID_ARGUMENT, f"path contains a NUL byte: {path!r}")
+    try:
+        encoded_len = len(path.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise ChainfsError(Reason.INVALID_ARGUMENT, f"path is not valid UTF-8: {path!r}") from exc
+    if encoded_len > MAX_PATH_BYTES:
+        raise ChainfsError(Reason.NAME_TOO_LONG, f"path longer than {MAX_PATH_BYTES} bytes")
+    parts: list[str] = []
+    for name in path.split("/"):
+        if name in ("", "."):
+            continue
+        if name == "..":
+            if not parts:
+                raise ChainfsError(Reason.INVALID_ARGUMENT, f"path escapes the root: {path!r}")
+            parts.pop()
+            continue
+        if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+            raise ChainfsError(Reason.NAME_TOO_LONG, f"name longer than {MAX_NAME_BYTES} bytes: {name[:40]}...")
+        parts.append(name)
+    if len(parts) > MAX_DEPTH:
+        raise ChainfsError(Reason.INVALID_ARGUMENT, f"path deeper than {MAX_DEPTH} levels")
+    return parts
+
+
+def normalize(path: str) -> str:
+    """The canonical form of a path: '/' or '/a/b'."""
+    return "/" + "/".join(split_path(path))
+
+
+def validate_name(name: str) -> str:
+    """A single directory entry name (no separators, not '.' or '..')."""
+    if not name or name in (".", "..") or "/" in name or "\x00" in name:
+        raise ChainfsError(Reason.INVALID_ARGUMENT, f"invalid name: {name!r}")
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise ChainfsError(Reason.NAME_TOO_LONG, f"name longer than {MAX_NAME_BYTES} bytes")
+    return name

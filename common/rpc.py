@@ -1,0 +1,120 @@
+"""gRPC plumbing shared by servers and clients: channels, servers, handler error mapping."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+from concurrent import futures
+from typing import Any, Callable, TypeVar
+
+import grpc
+
+from chainfs.common.config import GRPC_OPTIONS
+from chainfs.common.errors import ChainfsError, Reason, abort
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handler(func: F) -> F:
+    """Wraps a servicer method: a ChainfsError becomes its status; anything else is INTERNAL."""
+
+    @functools.wraps(func)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return func(self, request, context)
+        except ChainfsError as exc:
+            abort(context, exc.reason, exc.message)
+        except grpc.RpcError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the boundary: log, never leak a traceback
+            if context.code() is not None:  # already aborted by the handler
+                raise
+            log.exception("%s failed", func.__name__)
+            abort(context, Reason.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def stream_handler(func: F) -> F:
+    """Like `handler`, for server-streaming methods (generators)."""
+
+    @functools.wraps(func)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            yield from func(self, request, context)
+        except ChainfsError as exc:
+            abort(context, exc.reason, exc.message)
+        except grpc.RpcError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            if context.code() is not None:
+                raise
+            log.exception("%s failed", func.__name__)
+            abort(context, Reason.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def make_server(max_workers: int = 64) -> grpc.Server:
+    return grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+        options=GRPC_OPTIONS,
+        maximum_concurrent_rpcs=max_workers * 4,
+    )
+
+
+def bind(server: grpc.Server, host: str, port: int) -> int:
+    """Binds host:port (port 0 picks a free one) and returns the bound port."""
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind {host}:{port}")
+    return bound
+
+
+class ChannelPool:
+    """One channel per address per process, created lazily and rebuilt after a fork."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._channels: dict[str, grpc.Channel] = {}
+
+    def get(self, address: str) -> grpc.Channel:
+        with self._lock:
+            if self._pid != os.getpid():
+                # Channels inherited across fork must not be used (or closed) by the child.
+                self._channels = {}
+                self._pid = os.getpid()
+            channel = self._channels.get(address)
+            if channel is None:
+                channel = grpc.insecure_channel(address, options=GRPC_OPTIONS)
+                self._channels[address] = channel
+            return channel
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                for channel in self._channels.values():
+                    channel.close()
+            self._channels = {}
+
+
+def serve_forever_until_signal(server: grpc.Server, on_stop: Callable[[], None] | None = None) -> None:
+    """Blocks until SIGTERM/SIGINT, then stops the server gracefully."""
+    import signal
+
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    stop.wait()
+    server.stop(grace=2).wait()
+    if on_stop is not None:
+        on_stop()
