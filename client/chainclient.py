@@ -1,0 +1,117 @@
+"""ChainClient: whole-file operations over the metadata and storage RPC layers.
+
+This is the layer the CLI uses today and the fsspec filesystem builds on.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import BinaryIO, Iterator
+
+from chainfs.common import config
+from chainfs.proto import meta_pb2 as mpb
+from chainfs.proto import storage_pb2 as spb
+
+from chainfs.client.meta_client import MetaClient, RoutingCache
+from chainfs.client.placement import chain_of, chunk_count, chunk_ranges
+from chainfs.client.storage_client import ReadSpec, StorageClient
+from chainfs.client.writer import ChunkWriter
+
+READ_BATCH_BYTES = 64 * config.MiB  # bytes fetched per batched read round
+
+
+class ChainClient:
+    """A client of one chainfs cluster, named by its metaserver address."""
+
+    def __init__(self, address: str, meta_timeout: float = config.META_RPC_TIMEOUT,
+                 retry_deadline: float = 60.0) -> None:
+        self.address = address
+        self.meta = MetaClient(address, timeout=meta_timeout, retry_deadline=min(retry_deadline, 30.0))
+        self.routing = RoutingCache(self.meta)
+        self.storage = StorageClient(self.routing, retry_deadline=retry_deadline)
+        self._client_id = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    # ---- namespace ----
+
+    def stat(self, path: str) -> mpb.Inode:
+        return self.meta.stat(path)
+
+    def ls(self, path: str) -> list[mpb.DirEntry]:
+        return list(self.meta.list(path))
+
+    def mkdir(self, path: str, parents: bool = False) -> mpb.Inode:
+        return self.meta.mkdir(path, parents=parents)
+
+    def rm(self, path: str, recursive: bool = False) -> None:
+        self.meta.remove(path, recursive=recursive)
+
+    def rename(self, src: str, dst: str) -> None:
+        self.meta.rename(src, dst)
+
+    # ---- writing ----
+
+    def open_writer(self, path: str, mode: int = mpb.REPLACE, parents: bool = True,
+                    layout: mpb.Layout | None = None) -> ChunkWriter:
+        session = self.meta.open_write(path, mode, self._client_id, parents=parents, layout=layout)
+        return ChunkWriter(self.meta, self.storage, session)
+
+    def write_file(self, path: str, source: bytes | bytearray | memoryview | BinaryIO,
+                   mode: int = mpb.REPLACE, layout: mpb.Layout | None = None) -> mpb.Inode:
+        """Writes a whole file; it becomes visible at once when every chunk is committed."""
+        with self.open_writer(path, mode, layout=layout) as writer:
+            if isinstance(source, (bytes, bytearray, memoryview)):
+                writer.write(source)
+            else:
+                while block := source.read(writer.chunk_size):
+                    writer.write(block)
+            return writer.close()
+
+    # ---- reading ----
+
+    def read_file(self, path: str, offset: int = 0, length: int | None = None,
+                  replica: int | None = None) -> bytes:
+        inode = self.stat(path)
+        return b"".join(self.iter_read(inode, offset, length, replica, path=path))
+
+    def iter_read(self, inode: mpb.Inode, offset: int = 0, length: int | None = None,
+                  replica: int | None = None, path: str | None = None) -> Iterator[bytes]:
+        """Yields the file's bytes in order, fetching up to READ_BATCH_BYTES per batched round."""
+        if inode.type == mpb.DIRECTORY:
+            raise IsADirectoryError(21, "is a directory", path)
+        if offset < 0:
+            raise ValueError(f"negative offset: {offset}")
+        end = inode.length if length is None else min(inode.length, offset + max(0, length))
+        if offset >= end:
+            return
+        chunk_size = inode.layout.chunk_size
+        ranges = chunk_ranges(offset, end - offset, chunk_size)
+        per_round = max(1, READ_BATCH_BYTES // chunk_size)
+        for start in range(0, len(ranges), per_round):
+            batch = ranges[start:start + per_round]
+            specs = [ReadSpec(chain_of(inode.layout, r.index), inode.id, r.index, r.offset, r.length, replica)
+                     for r in batch]
+            yield from self.storage.read(specs)
+
+    def get_file(self, path: str, out: BinaryIO, replica: int | None = None) -> int:
+        inode = self.stat(path)
+        written = 0
+        for piece in self.iter_read(inode, replica=replica, path=path):
+            out.write(piece)
+            written += len(piece)
+        return written
+
+    # ---- inspection ----
+
+    def chunk_metas(self, path: str) -> dict[int, list[list[spb.ChunkMeta]]]:
+        """For each chain of the file: per replica (chain order), that replica's chunks of the file."""
+        inode = self.stat(path)
+        result: dict[int, list[list[spb.ChunkMeta]]] = {}
+        for chain_id in dict.fromkeys(inode.layout.chains):
+            chain = self.routing.chain(chain_id)
+            result[chain_id] = [self.storage.list_chunks(chain_id, r, inode.id) for r in range(len(chain.targets))]
+        return result
+
+    def expected_chunks(self, path: str) -> int:
+        inode = self.stat(path)
+        return chunk_count(inode.length, inode.layout.chunk_size)

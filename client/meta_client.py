@@ -1,0 +1,172 @@
+"""The metadata RPC layer: namespace and routing calls with deadlines, retries and the error table."""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Iterator, TypeVar
+
+import grpc
+
+from chainfs.common import config
+from chainfs.common.errors import ChainfsError, Reason, make_exception, to_exception
+from chainfs.common.paths import normalize
+from chainfs.common.rpc import ChannelPool
+from chainfs.proto import meta_pb2 as pb
+from chainfs.proto import meta_pb2_grpc as pb_grpc
+
+from chainfs.client.retry import call_with_retry
+
+T = TypeVar("T")
+
+# One pool per process: every client of the same metaserver shares its channel.
+CHANNELS = ChannelPool()
+
+
+def checked_path(path: str) -> str:
+    """Normalizes a path on the client side so bad input fails before any RPC."""
+    try:
+        return normalize(path)
+    except ChainfsError as exc:
+        raise make_exception(exc.reason, exc.message, path) from exc
+
+
+class MetaClient:
+    """Calls the metaserver. Failures surface as built-in exceptions naming the path."""
+
+    def __init__(self, address: str, timeout: float = config.META_RPC_TIMEOUT,
+                 retry_deadline: float = 30.0) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.retry_deadline = retry_deadline
+
+    @property
+    def _ns(self) -> pb_grpc.NamespaceStub:
+        return pb_grpc.NamespaceStub(CHANNELS.get(self.address))
+
+    @property
+    def _cm(self) -> pb_grpc.ClusterManagerStub:
+        return pb_grpc.ClusterManagerStub(CHANNELS.get(self.address))
+
+    def _call(self, fn: Callable[[], T], path: str | None) -> T:
+        try:
+            return call_with_retry(fn, self.retry_deadline, what=f"metaserver {self.address}")
+        except grpc.RpcError as err:
+            exc = to_exception(err, path)
+            if isinstance(exc, (ConnectionError, TimeoutError)):
+                exc = type(exc)(exc.errno, f"metaserver {self.address}: {exc.strerror}", path)
+            raise exc from None
+
+    # ---- namespace ----
+
+    def mkdir(self, path: str, parents: bool = False, layout: pb.Layout | None = None) -> pb.Inode:
+        path = checked_path(path)
+        req = pb.MkdirRequest(path=path, parents=parents, layout=layout)
+        return self._call(lambda: self._ns.Mkdir(req, timeout=self.timeout), path)
+
+    def create(self, path: str, exclusive: bool = False, parents: bool = False) -> pb.Inode:
+        path = checked_path(path)
+        req = pb.CreateRequest(path=path, exclusive=exclusive, parents=parents)
+        return self._call(lambda: self._ns.Create(req, timeout=self.timeout), path)
+
+    def stat(self, path: str) -> pb.Inode:
+        path = checked_path(path)
+        req = pb.PathRequest(path=path)
+        return self._call(lambda: self._ns.Stat(req, timeout=self.timeout), path)
+
+    def list_page(self, path: str, start_after: str = "", limit: int = 0) -> pb.ListReply:
+        path = checked_path(path)
+        req = pb.ListRequest(path=path, start_after=start_after, limit=limit)
+        return self._call(lambda: self._ns.List(req, timeout=self.timeout), path)
+
+    def list(self, path: str, page_size: int = 0) -> Iterator[pb.DirEntry]:
+        """All entries of a directory, fetched page by page."""
+        start_after = ""
+        while True:
+            reply = self.list_page(path, start_after, page_size)
+            yield from reply.entries
+            if not reply.more or not reply.entries:
+                return
+            start_after = reply.entries[-1].name
+
+    def rename(self, src: str, dst: str) -> None:
+        src, dst = checked_path(src), checked_path(dst)
+        req = pb.RenameRequest(src=src, dst=dst)
+        self._call(lambda: self._ns.Rename(req, timeout=self.timeout), src)
+
+    def remove(self, path: str, recursive: bool = False) -> None:
+        path = checked_path(path)
+        req = pb.RemoveRequest(path=path, recursive=recursive)
+        self._call(lambda: self._ns.Remove(req, timeout=self.timeout), path)
+
+    def set_layout(self, path: str, layout: pb.Layout) -> pb.Inode:
+        path = checked_path(path)
+        req = pb.SetLayoutRequest(path=path, layout=layout)
+        return self._call(lambda: self._ns.SetLayout(req, timeout=self.timeout), path)
+
+    def open_write(self, path: str, mode: int, client_id: str, parents: bool = True,
+                   layout: pb.Layout | None = None) -> pb.WriteSession:
+        path = checked_path(path)
+        req = pb.OpenWriteRequest(path=path, mode=mode, parents=parents, layout=layout, client_id=client_id)
+        return self._call(lambda: self._ns.OpenWrite(req, timeout=self.timeout), path)
+
+    def renew_session(self, session_id: int, path: str | None = None) -> pb.WriteSession:
+        req = pb.SessionRequest(session_id=session_id)
+        return self._call(lambda: self._ns.RenewSession(req, timeout=self.timeout), path)
+
+    def close_write(self, session_id: int, length: int, commit: bool = True,
+                    path: str | None = None) -> pb.Inode:
+        req = pb.CloseWriteRequest(session_id=session_id, length=length, commit=commit)
+        return self._call(lambda: self._ns.CloseWrite(req, timeout=self.timeout), path)
+
+    # ---- cluster ----
+
+    def routing(self, known_version: int = 0) -> pb.RoutingReply:
+        req = pb.RoutingRequest(known_version=known_version)
+        return self._call(lambda: self._cm.GetRouting(req, timeout=self.timeout), None)
+
+
+class RoutingCache:
+    """The client's copy of the routing table, refreshed when a call says it moved."""
+
+    def __init__(self, meta: MetaClient) -> None:
+        self._meta = meta
+        self._lock = threading.Lock()
+        self._table: pb.RoutingTable | None = None
+        self._chains: dict[int, pb.ChainInfo] = {}
+        self._nodes: dict[int, pb.NodeInfo] = {}
+
+    def table(self) -> pb.RoutingTable:
+        if self._table is None:
+            self.refresh()
+        assert self._table is not None
+        return self._table
+
+    def refresh(self) -> pb.RoutingTable:
+        with self._lock:
+            known = self._table.version if self._table is not None else 0
+            reply = self._meta.routing(known)
+            if reply.changed or self._table is None:
+                self._install(reply.routing)
+            assert self._table is not None
+            return self._table
+
+    def _install(self, table: pb.RoutingTable) -> None:
+        self._table = table
+        self._chains = {c.chain_id: c for c in table.chains}
+        self._nodes = {n.node_id: n for n in table.nodes}
+
+    def chain(self, chain_id: int) -> pb.ChainInfo:
+        self.table()
+        chain = self._chains.get(chain_id)
+        if chain is None:
+            self.refresh()
+            chain = self._chains.get(chain_id)
+        if chain is None:
+            raise ChainfsError(Reason.STALE_ROUTING, f"chain {chain_id} is not in the routing table")
+        return chain
+
+    def node_address(self, node_id: int) -> str:
+        node = self._nodes.get(node_id)
+        if node is None:
+            raise ChainfsError(Reason.STALE_ROUTING, f"node {node_id} is not in the routing table")
+        return node.address

@@ -1,0 +1,115 @@
+"""Writing a file through a write session: bytes are cut into chunks and written in parallel.
+
+The session's inode becomes visible only at `close()` (REPLACE/CREATE_NEW), so readers see the old
+file or the new one whole. A writer that fails abandons its session; its chunks are collected.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from concurrent.futures import Future
+
+from chainfs.proto import meta_pb2 as mpb
+
+from chainfs.client.meta_client import MetaClient
+from chainfs.client.placement import chain_of
+from chainfs.client.storage_client import EXECUTOR, StorageClient
+
+log = logging.getLogger(__name__)
+
+
+class ChunkWriter:
+    """Accepts bytes in order and keeps up to `max_in_flight` chunk writes running."""
+
+    def __init__(self, meta: MetaClient, storage: StorageClient, session: mpb.WriteSession,
+                 max_in_flight: int | None = None) -> None:
+        self.meta = meta
+        self.storage = storage
+        self.session = session
+        self.inode = session.inode
+        self.layout = session.inode.layout
+        self.chunk_size = self.layout.chunk_size
+        self.position = session.inode.length if session.inode.length else 0
+        self._buffer = bytearray()
+        self._buffer_start = self.position  # file offset of _buffer[0]
+        self._in_flight: deque[Future] = deque()
+        self._max_in_flight = max_in_flight or max(2, 2 * len(self.layout.chains))
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self.closed:
+            raise ValueError("write to a closed file")
+        self._buffer += data
+        self.position += len(data)
+        self._flush_full_chunks()
+        return len(data)
+
+    def _flush_full_chunks(self) -> None:
+        while True:
+            inner = self._buffer_start % self.chunk_size
+            room = self.chunk_size - inner
+            if len(self._buffer) < room:
+                return
+            self._submit(bytes(self._buffer[:room]))
+            del self._buffer[:room]
+
+    def _submit(self, data: bytes) -> None:
+        index, inner = divmod(self._buffer_start, self.chunk_size)
+        chain_id = chain_of(self.layout, index)
+        replace = inner == 0
+        fut = EXECUTOR.get().submit(self.storage.write_chunk, chain_id, self.inode.id, index, data,
+                                    self.chunk_size, inner, replace)
+        self._in_flight.append(fut)
+        self._buffer_start += len(data)
+        while len(self._in_flight) >= self._max_in_flight:
+            self._in_flight.popleft().result()
+
+    def _drain(self) -> None:
+        while self._in_flight:
+            self._in_flight.popleft().result()
+
+    def close(self) -> mpb.Inode:
+        """Writes what is buffered, waits for every chunk, then commits the session."""
+        if self.closed:
+            raise ValueError("file already closed")
+        try:
+            if self._buffer:
+                self._submit(bytes(self._buffer))
+                self._buffer.clear()
+            self._drain()
+        except BaseException:
+            self.abort()
+            raise
+        self.closed = True
+        return self.meta.close_write(self.session.session_id, self.position, commit=True,
+                                     path=self.session.path)
+
+    def abort(self) -> None:
+        """Abandons the session: nothing becomes visible; the chunks go to garbage collection."""
+        if self.closed:
+            return
+        self.closed = True
+        for fut in self._in_flight:
+            fut.cancel()
+        for fut in self._in_flight:
+            if not fut.cancelled():
+                try:
+                    fut.result()
+                except Exception:  # noqa: BLE001 - already failing; the session is dropped
+                    pass
+        self._in_flight.clear()
+        try:
+            self.meta.close_write(self.session.session_id, self.position, commit=False,
+                                  path=self.session.path)
+        except OSError as exc:
+            log.warning("could not abandon write session %d: %s", self.session.session_id, exc)
+
+    def __enter__(self) -> "ChunkWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

@@ -1,0 +1,108 @@
+"""gRPC servicers: thin adapters from meta.proto requests to Namespace and ClusterManager calls.
+
+Why thin: all rules live in the logic classes (tested without gRPC); here we only check that the
+request is well formed and translate. `rpc.handler` turns a ChainfsError into its gRPC status with
+the `chainfs-reason` trailer, and anything unexpected into INTERNAL (logged).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from chainfs.common.errors import ChainfsError, Reason
+from chainfs.common.rpc import handler
+from chainfs.metaserver.cluster_manager import ClusterManager
+from chainfs.metaserver.namespace import Namespace
+from chainfs.proto import meta_pb2 as pb
+from chainfs.proto import meta_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+
+def _layout(request: pb.MkdirRequest | pb.CreateRequest | pb.OpenWriteRequest | pb.SetLayoutRequest) -> pb.Layout | None:
+    return request.layout if request.HasField("layout") else None
+
+
+def _need_path(path: str, field: str = "path") -> str:
+    if not path:
+        raise ChainfsError(Reason.INVALID_ARGUMENT, f"{field} is required")
+    return path
+
+
+class NamespaceServicer(pb_grpc.NamespaceServicer):
+    def __init__(self, namespace: Namespace) -> None:
+        self.ns = namespace
+
+    @handler
+    def Mkdir(self, request: pb.MkdirRequest, context: grpc.ServicerContext) -> pb.Inode:
+        return self.ns.mkdir(_need_path(request.path), request.parents, _layout(request))
+
+    @handler
+    def Create(self, request: pb.CreateRequest, context: grpc.ServicerContext) -> pb.Inode:
+        return self.ns.create(_need_path(request.path), request.exclusive, request.parents, _layout(request))
+
+    @handler
+    def Stat(self, request: pb.PathRequest, context: grpc.ServicerContext) -> pb.Inode:
+        return self.ns.stat(_need_path(request.path))
+
+    @handler
+    def List(self, request: pb.ListRequest, context: grpc.ServicerContext) -> pb.ListReply:
+        entries, more = self.ns.list(_need_path(request.path), request.start_after, request.limit)
+        return pb.ListReply(entries=entries, more=more)
+
+    @handler
+    def Rename(self, request: pb.RenameRequest, context: grpc.ServicerContext) -> pb.Empty:
+        self.ns.rename(_need_path(request.src, "src"), _need_path(request.dst, "dst"))
+        return pb.Empty()
+
+    @handler
+    def Remove(self, request: pb.RemoveRequest, context: grpc.ServicerContext) -> pb.Empty:
+        self.ns.remove(_need_path(request.path), request.recursive)
+        return pb.Empty()
+
+    @handler
+    def SetLayout(self, request: pb.SetLayoutRequest, context: grpc.ServicerContext) -> pb.Inode:
+        if not request.HasField("layout"):
+            raise ChainfsError(Reason.INVALID_ARGUMENT, f"layout is required: {request.path}")
+        return self.ns.set_layout(_need_path(request.path), request.layout)
+
+    @handler
+    def OpenWrite(self, request: pb.OpenWriteRequest, context: grpc.ServicerContext) -> pb.WriteSession:
+        return self.ns.open_write(
+            _need_path(request.path), request.mode, request.parents, _layout(request), request.client_id
+        )
+
+    @handler
+    def RenewSession(self, request: pb.SessionRequest, context: grpc.ServicerContext) -> pb.WriteSession:
+        return self.ns.renew_session(request.session_id)
+
+    @handler
+    def CloseWrite(self, request: pb.CloseWriteRequest, context: grpc.ServicerContext) -> pb.Inode:
+        return self.ns.close_write(request.session_id, request.length, request.commit)
+
+
+class ClusterManagerServicer(pb_grpc.ClusterManagerServicer):
+    def __init__(self, cluster: ClusterManager) -> None:
+        self.cluster = cluster
+
+    @handler
+    def Register(self, request: pb.RegisterRequest, context: grpc.ServicerContext) -> pb.RegisterReply:
+        targets = [(t.target_id, t.path) for t in request.targets]
+        node_id, target_ids, routing = self.cluster.register(request.node_id, request.address, targets)
+        return pb.RegisterReply(node_id=node_id, target_ids=target_ids, routing=routing)
+
+    @handler
+    def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatReply:
+        if not request.node_id:
+            raise ChainfsError(Reason.INVALID_ARGUMENT, "heartbeat: node_id is required")
+        return self.cluster.heartbeat(request.node_id, request.address, request.targets, request.routing_version)
+
+    @handler
+    def GetRouting(self, request: pb.RoutingRequest, context: grpc.ServicerContext) -> pb.RoutingReply:
+        changed, routing = self.cluster.get_routing(request.known_version)
+        reply = pb.RoutingReply(changed=changed)
+        if routing is not None:
+            reply.routing.CopyFrom(routing)
+        return reply

@@ -1,0 +1,370 @@
+"""The namespace: directories, files, rename and remove, each one atomic synced batch.
+
+Why one lock: every mutation reads a little state (lookups, emptiness, counters) and then writes
+one batch; serializing mutations makes read-check-write races impossible without RocksDB
+transactions. Reads (stat, list) take no lock: each commit is atomic, so they see whole operations.
+
+Write sessions (open/renew/close, sweeping expired ones) live in `sessions.py` as a mixin that
+shares this class's lock and helpers; the garbage records they and `remove`/`rename` produce are
+listed by `gc_records()` for the collector.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Iterable, Protocol, Sequence
+
+from chainfs.common import config
+from chainfs.common.errors import ChainfsError, Reason
+from chainfs.common.paths import MAX_DEPTH, split_path
+from chainfs.metaserver.layout import default_layout, merge_layout, pick_chains, validate_layout
+from chainfs.metaserver.records import GcRecord
+from chainfs.metaserver.sessions import SessionsMixin
+from chainfs.metaserver.store import C_INODE, P_GC, ROOT_ID, MetaStore, Txn, _Reader, gc_key
+from chainfs.proto import meta_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+DIR_MODE = 0o755
+FILE_MODE = 0o644
+
+
+class ChainSource(Protocol):
+    """Where new files get their chains from (the cluster manager)."""
+
+    def chain_lengths(self) -> Sequence[tuple[int, int]]:
+        """(chain id, number of targets) of every chain, sorted by chain id."""
+        ...
+
+
+def show(parts: list[str]) -> str:
+    return "/" + "/".join(parts)
+
+
+class Namespace(SessionsMixin):
+    """Namespace operations over a MetaStore. Every error is a ChainfsError naming the path."""
+
+    def __init__(
+        self,
+        store: MetaStore,
+        chains: ChainSource | None = None,
+        replication: int = config.DEFAULT_REPLICATION,
+        lease_s: float = config.WRITE_SESSION_LEASE,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.store = store
+        self.chains = chains
+        self.replication = replication
+        self.lease_ns = int(lease_s * 1e9)
+        self.clock_ns = clock_ns
+        self._lock = threading.Lock()
+        self._ensure_root()
+
+    # ---- helpers ----
+
+    def _ensure_root(self) -> None:
+        with self._lock:
+            if self.store.get_inode(ROOT_ID) is not None:
+                return
+            now = self.clock_ns()
+            root = pb.Inode(
+                id=ROOT_ID,
+                type=pb.DIRECTORY,
+                layout=default_layout(self.replication),
+                ctime_ns=now,
+                mtime_ns=now,
+                mode=DIR_MODE,
+                parent_id=ROOT_ID,
+            )
+            txn = self.store.txn()
+            txn.put_inode(root)
+            txn.reserve(C_INODE, ROOT_ID)
+            self.store.commit(txn)
+            log.info("created the root directory (replication %d)", self.replication)
+
+    def _get(self, r: _Reader, inode_id: int, path: str) -> pb.Inode:
+        inode = r.get_inode(inode_id)
+        if inode is None:  # a dentry without its inode: only a concurrent removal explains it
+            raise ChainfsError(Reason.NOT_FOUND, f"no such file or directory: {path}")
+        return inode
+
+    def _walk(self, r: _Reader, parts: list[str], path: str) -> pb.Inode:
+        """The inode at `parts`; NOT_FOUND, or NOT_A_DIRECTORY when a middle component is a file."""
+        cur = self._get(r, ROOT_ID, path)
+        for name in parts:
+            if cur.type != pb.DIRECTORY:
+                raise ChainfsError(Reason.NOT_A_DIRECTORY, f"not a directory in path: {path}")
+            child = r.lookup(cur.id, name)
+            if child is None:
+                raise ChainfsError(Reason.NOT_FOUND, f"no such file or directory: {path}")
+            cur = self._get(r, child, path)
+        return cur
+
+    def _walk_dir(self, r: _Reader, parts: list[str], path: str) -> pb.Inode:
+        inode = self._walk(r, parts, path)
+        if inode.type != pb.DIRECTORY:
+            raise ChainfsError(Reason.NOT_A_DIRECTORY, f"not a directory: {path}")
+        return inode
+
+    def _parent_dir(self, txn: Txn, parts: list[str], path: str, parents: bool) -> pb.Inode:
+        """The directory that will hold parts[-1], creating missing ones when `parents`."""
+        cur = self._get(txn, ROOT_ID, path)
+        for name in parts[:-1]:
+            if cur.type != pb.DIRECTORY:
+                raise ChainfsError(Reason.NOT_A_DIRECTORY, f"not a directory in path: {path}")
+            child = txn.lookup(cur.id, name)
+            if child is None:
+                if not parents:
+                    raise ChainfsError(Reason.NOT_FOUND, f"parent directory does not exist: {path}")
+                cur = self._new_dir(txn, cur, name, None, path)
+            else:
+                cur = self._get(txn, child, path)
+        if cur.type != pb.DIRECTORY:
+            raise ChainfsError(Reason.NOT_A_DIRECTORY, f"parent is not a directory: {path}")
+        return cur
+
+    def _touch(self, txn: Txn, dir_id: int, now: int) -> None:
+        """A directory's mtime moves when an entry is added or removed (re-read: txn may hold a newer copy)."""
+        inode = txn.get_inode(dir_id)
+        if inode is not None:
+            inode.mtime_ns = now
+            txn.put_inode(inode)
+
+    def _new_dir(self, txn: Txn, parent: pb.Inode, name: str, layout: pb.Layout | None, path: str) -> pb.Inode:
+        now = self.clock_ns()
+        inode = pb.Inode(
+            id=txn.allocate(C_INODE, ROOT_ID + 1),
+            type=pb.DIRECTORY,
+            layout=validate_layout(merge_layout(parent.layout, layout), path),
+            ctime_ns=now,
+            mtime_ns=now,
+            mode=DIR_MODE,
+            parent_id=parent.id,
+        )
+        txn.put_inode(inode)
+        txn.link(parent.id, name, inode.id)
+        self._touch(txn, parent.id, now)
+        return inode
+
+    def _new_file(self, txn: Txn, parent: pb.Inode, layout: pb.Layout | None, path: str) -> pb.Inode:
+        """A new file inode with its stripe picked; NOT stored or linked (callers decide)."""
+        merged = validate_layout(merge_layout(parent.layout, layout), path)
+        inode_id = txn.allocate(C_INODE, ROOT_ID + 1)
+        chains = pick_chains(self.chains.chain_lengths() if self.chains else (), inode_id, merged, path)
+        merged.chains.extend(chains)
+        merged.stripe_width = len(chains)  # what the file really spreads over
+        now = self.clock_ns()
+        return pb.Inode(
+            id=inode_id,
+            type=pb.FILE,
+            length=0,
+            layout=merged,
+            ctime_ns=now,
+            mtime_ns=now,
+            mode=FILE_MODE,
+            parent_id=parent.id,
+        )
+
+    def _gc(self, txn: Txn, inode: pb.Inode, reason: str, length: int | None = None) -> None:
+        record = GcRecord.of(inode, self.clock_ns(), reason, length)
+        txn.put(gc_key(inode.id), record.to_bytes())
+
+    # ---- operations ----
+
+    def mkdir(self, path: str, parents: bool = False, layout: pb.Layout | None = None) -> pb.Inode:
+        parts = split_path(path)
+        where = show(parts)
+        with self._lock:
+            txn = self.store.txn()
+            if not parts:
+                if parents:
+                    return self._get(txn, ROOT_ID, where)
+                raise ChainfsError(Reason.EXISTS, f"directory exists: {where}")
+            parent = self._parent_dir(txn, parts, where, parents)
+            existing = txn.lookup(parent.id, parts[-1])
+            if existing is not None:
+                inode = self._get(txn, existing, where)
+                if inode.type == pb.DIRECTORY and parents:
+                    return inode
+                kind = "directory" if inode.type == pb.DIRECTORY else "file"
+                raise ChainfsError(Reason.EXISTS, f"{kind} exists: {where}")
+            inode = self._new_dir(txn, parent, parts[-1], layout, where)
+            self.store.commit(txn)
+            return inode
+
+    def create(
+        self, path: str, exclusive: bool = False, parents: bool = False, layout: pb.Layout | None = None
+    ) -> pb.Inode:
+        """An empty file; an existing file is returned unchanged unless `exclusive` (O_CREAT, no O_TRUNC)."""
+        parts = split_path(path)
+        where = show(parts)
+        if not parts:
+            raise ChainfsError(Reason.IS_A_DIRECTORY, f"is a directory: {where}")
+        with self._lock:
+            txn = self.store.txn()
+            parent = self._parent_dir(txn, parts, where, parents)
+            existing = txn.lookup(parent.id, parts[-1])
+            if existing is not None:
+                inode = self._get(txn, existing, where)
+                if inode.type == pb.DIRECTORY:
+                    raise ChainfsError(Reason.IS_A_DIRECTORY, f"is a directory: {where}")
+                if exclusive:
+                    raise ChainfsError(Reason.EXISTS, f"file exists: {where}")
+                return inode
+            inode = self._new_file(txn, parent, layout, where)
+            txn.put_inode(inode)
+            txn.link(parent.id, parts[-1], inode.id)
+            self._touch(txn, parent.id, inode.mtime_ns)
+            self.store.commit(txn)
+            return inode
+
+    def stat(self, path: str) -> pb.Inode:
+        parts = split_path(path)
+        return self._walk(self.store, parts, show(parts))
+
+    def list(self, path: str, start_after: str = "", limit: int = 0) -> tuple[list[pb.DirEntry], bool]:
+        """One page of a directory in name byte order, and whether more entries follow."""
+        parts = split_path(path)
+        directory = self._walk_dir(self.store, parts, show(parts))
+        limit = config.DEFAULT_LIST_LIMIT if limit <= 0 else min(limit, config.MAX_LIST_LIMIT)
+        entries: list[pb.DirEntry] = []
+        for name, child_id in self.store.children(directory.id, start_after):
+            if len(entries) == limit:
+                return entries, True
+            child = self.store.get_inode(child_id)
+            if child is not None:  # removed between the two reads
+                entries.append(pb.DirEntry(name=name, inode=child))
+        return entries, False
+
+    def rename(self, src: str, dst: str) -> None:
+        sp, dp = split_path(src), split_path(dst)
+        s_where, d_where = show(sp), show(dp)
+        if not sp:
+            raise ChainfsError(Reason.INVALID_ARGUMENT, f"cannot rename the root: {s_where}")
+        if not dp:
+            raise ChainfsError(Reason.INVALID_ARGUMENT, f"cannot replace the root: {s_where} -> {d_where}")
+        with self._lock:
+            txn = self.store.txn()
+            s_parent = self._walk_dir(txn, sp[:-1], s_where)
+            src_id = txn.lookup(s_parent.id, sp[-1])
+            if src_id is None:
+                raise ChainfsError(Reason.NOT_FOUND, f"no such file or directory: {s_where}")
+            if sp == dp:
+                return
+            d_parent = self._walk_dir(txn, dp[:-1], d_where)
+            moved = self._get(txn, src_id, s_where)
+            if moved.type == pb.DIRECTORY:
+                self._refuse_own_subtree(txn, moved.id, d_parent, s_where, d_where)
+            dst_id = txn.lookup(d_parent.id, dp[-1])
+            if dst_id is not None:
+                old = self._get(txn, dst_id, d_where)
+                if old.type == pb.DIRECTORY:
+                    if moved.type != pb.DIRECTORY:
+                        raise ChainfsError(Reason.IS_A_DIRECTORY, f"cannot replace a directory with a file: {d_where}")
+                    if txn.has_children(old.id):
+                        raise ChainfsError(Reason.NOT_EMPTY, f"directory not empty: {d_where}")
+                elif moved.type == pb.DIRECTORY:
+                    raise ChainfsError(Reason.NOT_A_DIRECTORY, f"cannot replace a file with a directory: {d_where}")
+                else:
+                    self._gc(txn, old, f"replaced by rename of {s_where}")
+                txn.delete_inode(old.id)
+            now = self.clock_ns()
+            txn.unlink(s_parent.id, sp[-1])
+            txn.link(d_parent.id, dp[-1], moved.id)
+            moved.parent_id = d_parent.id
+            moved.ctime_ns = now
+            txn.put_inode(moved)
+            self._touch(txn, s_parent.id, now)
+            self._touch(txn, d_parent.id, now)
+            self.store.commit(txn)
+
+    def _refuse_own_subtree(self, r: _Reader, moved_id: int, d_parent: pb.Inode, s_where: str, d_where: str) -> None:
+        """Walks parent ids from the destination's parent to the root; meeting `moved_id` is a cycle."""
+        cur = d_parent
+        for _ in range(MAX_DEPTH + 2):
+            if cur.id == moved_id:
+                raise ChainfsError(
+                    Reason.INVALID_ARGUMENT, f"cannot move a directory into itself: {s_where} -> {d_where}"
+                )
+            if cur.id == ROOT_ID:
+                return
+            cur = self._get(r, cur.parent_id, d_where)
+        raise ChainfsError(Reason.INTERNAL, f"directory parent chain does not reach the root: {d_where}")
+
+    def remove(self, path: str, recursive: bool = False) -> None:
+        parts = split_path(path)
+        where = show(parts)
+        if not parts:
+            raise ChainfsError(Reason.INVALID_ARGUMENT, f"cannot remove the root: {where}")
+        with self._lock:
+            txn = self.store.txn()
+            parent = self._walk_dir(txn, parts[:-1], where)
+            child_id = txn.lookup(parent.id, parts[-1])
+            if child_id is None:
+                raise ChainfsError(Reason.NOT_FOUND, f"no such file or directory: {where}")
+            inode = self._get(txn, child_id, where)
+            if inode.type == pb.DIRECTORY and txn.has_children(inode.id):
+                if not recursive:
+                    raise ChainfsError(Reason.NOT_EMPTY, f"directory not empty: {where}")
+                count = self._remove_subtree(txn, inode.id, where)
+                log.info("removing %s with %d entries below it", where, count)
+            elif inode.type != pb.DIRECTORY:
+                self._gc(txn, inode, f"removed {where}")
+            txn.unlink(parent.id, parts[-1])
+            txn.delete_inode(inode.id)
+            self._touch(txn, parent.id, self.clock_ns())
+            self.store.commit(txn)
+
+    def _remove_subtree(self, txn: Txn, dir_id: int, where: str) -> int:
+        """Queues the deletion of everything below a directory; file inodes become GC records."""
+        stack, count = [dir_id], 0
+        while stack:
+            current = stack.pop()
+            # The committed state is the right one to walk: this txn only deletes below `dir_id`.
+            for name, child_id in list(self.store.children(current)):
+                child = txn.get_inode(child_id)
+                if child is not None:
+                    if child.type == pb.DIRECTORY:
+                        stack.append(child_id)
+                    else:
+                        self._gc(txn, child, f"removed {where} recursively")
+                    txn.delete_inode(child_id)
+                txn.unlink(current, name)
+                count += 1
+        return count
+
+    def set_layout(self, path: str, layout: pb.Layout) -> pb.Inode:
+        """New defaults for files created later in a directory (existing files keep theirs)."""
+        parts = split_path(path)
+        where = show(parts)
+        with self._lock:
+            txn = self.store.txn()
+            inode = self._walk(txn, parts, where)
+            if inode.type != pb.DIRECTORY:
+                raise ChainfsError(Reason.NOT_A_DIRECTORY, f"layouts are set on directories only: {where}")
+            inode.layout.CopyFrom(validate_layout(merge_layout(inode.layout, layout), where))
+            inode.ctime_ns = self.clock_ns()
+            txn.put_inode(inode)
+            self.store.commit(txn)
+            return inode
+
+    # ---- garbage ----
+
+    def gc_records(self, limit: int | None = None) -> list[GcRecord]:
+        """Pending garbage (file inodes whose chunks must be deleted), oldest inode ids first."""
+        out: list[GcRecord] = []
+        for raw in self.store.values(P_GC):
+            if limit is not None and len(out) >= limit:
+                break
+            out.append(GcRecord.from_bytes(raw))
+        return out
+
+    def remove_gc_records(self, inode_ids: Iterable[int]) -> None:
+        """Called by the collector once an inode's chunks are gone from every chain."""
+        with self._lock:
+            txn = self.store.txn()
+            for inode_id in inode_ids:
+                txn.delete(gc_key(inode_id))
+            self.store.commit(txn)

@@ -1,0 +1,89 @@
+"""Internal records the metaserver keeps beside the protobuf tables: write sessions and pending GC.
+
+Why JSON dataclasses: these never cross the wire (meta.proto's WriteSession is the public view),
+so a small, readable, self-describing encoding is enough and needs no proto change.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from chainfs.proto import meta_pb2 as pb
+
+
+@dataclass
+class GcRecord:
+    """An unlinked (or never linked) file inode whose chunks must be deleted on the storage nodes.
+
+    `length` is a hint (the last known length; 0 when unknown, e.g. an abandoned session): the
+    collector should delete every chunk of `inode_id` on `chains`, not just the first length bytes.
+    """
+
+    inode_id: int
+    chunk_size: int
+    chains: list[int]
+    length: int
+    created_ns: int
+    reason: str = ""
+
+    @classmethod
+    def of(cls, inode: pb.Inode, now_ns: int, reason: str, length: int | None = None) -> GcRecord:
+        return cls(
+            inode_id=inode.id,
+            chunk_size=inode.layout.chunk_size,
+            chains=list(inode.layout.chains),
+            length=inode.length if length is None else length,
+            created_ns=now_ns,
+            reason=reason,
+        )
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> GcRecord:
+        return cls(**json.loads(raw))
+
+
+@dataclass
+class SessionRecord:
+    """A write session: which inode is written, where it will be linked, and until when.
+
+    The link target is (parent_id, name), not the path: a session follows its directory across a
+    rename, as an open directory handle would. `path` is only what the client asked for.
+    """
+
+    session_id: int
+    parent_id: int
+    name: str
+    path: str
+    mode: int  # pb.WriteMode
+    inode_hex: str  # the serialized Inode being written (unlinked for REPLACE/CREATE_NEW)
+    lease_expires_ns: int
+    client_id: str = ""
+    base_length: int = 0  # APPEND: the file's length when the session opened
+    created_ns: int = field(default=0)
+
+    @property
+    def inode(self) -> pb.Inode:
+        return pb.Inode.FromString(bytes.fromhex(self.inode_hex))
+
+    @inode.setter
+    def inode(self, value: pb.Inode) -> None:
+        self.inode_hex = value.SerializeToString().hex()
+
+    def to_proto(self) -> pb.WriteSession:
+        return pb.WriteSession(
+            session_id=self.session_id,
+            inode=self.inode,
+            lease_expires_ns=self.lease_expires_ns,
+            path=self.path,
+        )
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> SessionRecord:
+        return cls(**json.loads(raw))

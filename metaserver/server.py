@@ -1,0 +1,163 @@
+"""The metaserver process: store + namespace + cluster manager behind one gRPC server.
+
+`MetaServer` can run in-process (tests, tools) or through `run_server` (the module CLI and
+`chainfs meta serve`). The bound port is published in --port-file only after the server has
+started, written atomically, so whoever polls for the file can connect at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import threading
+
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from chainfs.common import config
+from chainfs.common.rpc import bind, make_server, serve_forever_until_signal
+from chainfs.metaserver.cluster_manager import ClusterManager
+from chainfs.metaserver.handlers import ClusterManagerServicer, NamespaceServicer
+from chainfs.metaserver.namespace import Namespace
+from chainfs.metaserver.store import MetaStore
+from chainfs.proto import meta_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = ("chainfs.Namespace", "chainfs.ClusterManager")
+DEFAULT_SWEEP_INTERVAL = 10.0
+
+
+class MetaServer:
+    """Opens the store at construction; `start()` serves and returns the port; `stop()` closes all."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        host: str = config.DEFAULT_HOST,
+        port: int = 0,
+        replication: int = config.DEFAULT_REPLICATION,
+        heartbeat_timeout: float = config.HEARTBEAT_TIMEOUT,
+        session_lease: float = config.WRITE_SESSION_LEASE,
+        sweep_interval: float = DEFAULT_SWEEP_INTERVAL,
+        max_workers: int = 64,
+    ) -> None:
+        self.host = host
+        self.requested_port = port
+        self.port = 0
+        self.sweep_interval = max(0.05, sweep_interval)
+        self.store = MetaStore(data_dir)
+        try:
+            self.cluster = ClusterManager(self.store, replication=replication, heartbeat_timeout=heartbeat_timeout)
+            self.namespace = Namespace(self.store, self.cluster, replication=replication, lease_s=session_lease)
+        except BaseException:
+            self.store.close()
+            raise
+        self.grpc_server = make_server(max_workers=max_workers)
+        pb_grpc.add_NamespaceServicer_to_server(NamespaceServicer(self.namespace), self.grpc_server)
+        pb_grpc.add_ClusterManagerServicer_to_server(ClusterManagerServicer(self.cluster), self.grpc_server)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+        self._stopped = False
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> int:
+        self.port = bind(self.grpc_server, self.host, self.requested_port)
+        self.grpc_server.start()
+        for name in ("", *SERVICE_NAMES):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="session-sweeper", daemon=True)
+        self._sweeper.start()
+        log.info("metaserver serving on %s (data %s)", self.address, self.store.path)
+        return self.port
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(self.sweep_interval):
+            try:
+                self.namespace.sweep_expired_sessions()
+            except Exception:  # noqa: BLE001 - keep sweeping; the next pass may succeed
+                log.exception("sweeping expired write sessions failed")
+
+    def stop(self, grace: float | None = 2.0) -> None:
+        """Stops serving, waits for in-flight calls (up to `grace`), then closes the store."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.health.enter_graceful_shutdown()
+        self.grpc_server.stop(grace).wait()
+        self._stop.set()
+        if self._sweeper is not None:
+            self._sweeper.join(timeout=10)
+        self.store.close()
+        log.info("metaserver stopped")
+
+    def __enter__(self) -> MetaServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The metaserver's flags; pass a (sub)parser to add them to it (`chainfs meta serve`)."""
+    p = parser or argparse.ArgumentParser(prog="python -m chainfs.metaserver", description="chainfs metaserver")
+    p.add_argument("--data-dir", required=True, help="RocksDB directory (created if missing)")
+    p.add_argument("--host", default=config.DEFAULT_HOST)
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p.add_argument("--port-file", default=None, help="write the bound port here once serving")
+    p.add_argument("--replication", type=int, default=config.DEFAULT_REPLICATION, help="targets per chain")
+    p.add_argument("--heartbeat-timeout", type=float, default=config.HEARTBEAT_TIMEOUT, help="seconds")
+    p.add_argument("--session-lease", type=float, default=config.WRITE_SESSION_LEASE, help="seconds")
+    p.add_argument("--sweep-interval", type=float, default=DEFAULT_SWEEP_INTERVAL, help="seconds")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def write_port_file(path: str, port: int) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(f"{port}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def server_from_args(args: argparse.Namespace) -> MetaServer:
+    return MetaServer(
+        args.data_dir,
+        host=args.host,
+        port=args.port,
+        replication=args.replication,
+        heartbeat_timeout=args.heartbeat_timeout,
+        session_lease=args.session_lease,
+        sweep_interval=args.sweep_interval,
+    )
+
+
+def run_server(args_list: list[str] | None = None, args: argparse.Namespace | None = None) -> int:
+    """Runs a metaserver until SIGTERM/SIGINT (main thread only). Returns the exit status."""
+    if args is None:
+        args = build_parser().parse_args(args_list)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.replication < 1:
+        log.error("--replication must be >= 1")
+        return 2
+    server = server_from_args(args)
+    try:
+        port = server.start()
+    except Exception:
+        server.stop(grace=0)
+        raise
+    if args.port_file:
+        write_port_file(args.port_file, port)
+    serve_forever_until_signal(server.grpc_server, on_stop=lambda: server.stop(grace=0))
+    return 0

@@ -1,0 +1,223 @@
+"""Write sessions: how a file's content becomes visible atomically.
+
+Why sessions: chunk data goes straight from the client to storage, so the metaserver only learns
+when a write starts and ends. REPLACE and CREATE_NEW write a NEW, unlinked inode and link it at
+close in one batch, so readers see either the old file or the whole new one, never a mix. APPEND
+writes into the existing inode and publishes the new length at close. A session holds a lease;
+a session whose client vanished expires and its unlinked inode becomes garbage.
+
+This is a mixin of `Namespace` (it shares the namespace lock and helpers).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Callable
+
+from chainfs.common.errors import ChainfsError, Reason
+from chainfs.common.paths import split_path
+from chainfs.metaserver.records import SessionRecord
+from chainfs.metaserver.store import C_SESSION, P_SESSION, MetaStore, Txn, session_key
+from chainfs.proto import meta_pb2 as pb
+
+if TYPE_CHECKING:
+    from chainfs.metaserver.store import _Reader
+
+log = logging.getLogger(__name__)
+
+WRITE_MODES = (pb.REPLACE, pb.CREATE_NEW, pb.APPEND)
+
+
+class SessionsMixin:
+    # Provided by Namespace.
+    store: MetaStore
+    lease_ns: int
+    clock_ns: Callable[[], int]
+    _lock: threading.Lock
+
+    if TYPE_CHECKING:
+
+        def _get(self, r: _Reader, inode_id: int, path: str) -> pb.Inode: ...
+        def _parent_dir(self, txn: Txn, parts: list[str], path: str, parents: bool) -> pb.Inode: ...
+        def _new_file(self, txn: Txn, parent: pb.Inode, layout: pb.Layout | None, path: str) -> pb.Inode: ...
+        def _gc(self, txn: Txn, inode: pb.Inode, reason: str, length: int | None = None) -> None: ...
+        def _touch(self, txn: Txn, dir_id: int, now: int) -> None: ...
+
+    def open_write(
+        self,
+        path: str,
+        mode: int,
+        parents: bool = False,
+        layout: pb.Layout | None = None,
+        client_id: str = "",
+    ) -> pb.WriteSession:
+        if mode not in WRITE_MODES:
+            raise ChainfsError(Reason.INVALID_ARGUMENT, f"unknown write mode {mode}: {path}")
+        parts = split_path(path)
+        where = "/" + "/".join(parts)
+        if not parts:
+            raise ChainfsError(Reason.IS_A_DIRECTORY, f"is a directory: {where}")
+        with self._lock:
+            txn = self.store.txn()
+            now = self.clock_ns()
+            parent = self._parent_dir(txn, parts, where, parents)
+            existing_id = txn.lookup(parent.id, parts[-1])
+            existing = None if existing_id is None else self._get(txn, existing_id, where)
+            if existing is not None and existing.type == pb.DIRECTORY:
+                raise ChainfsError(Reason.IS_A_DIRECTORY, f"is a directory: {where}")
+            if existing is not None and mode == pb.CREATE_NEW:
+                raise ChainfsError(Reason.EXISTS, f"file exists: {where}")
+            base_length = 0
+            if mode == pb.APPEND and existing is not None:
+                inode, base_length = existing, existing.length
+            else:
+                inode = self._new_file(txn, parent, layout, where)
+                if mode == pb.APPEND:  # appending to a missing file creates it, empty and visible
+                    txn.put_inode(inode)
+                    txn.link(parent.id, parts[-1], inode.id)
+                    self._touch(txn, parent.id, now)
+            record = SessionRecord(
+                session_id=txn.allocate(C_SESSION),
+                parent_id=parent.id,
+                name=parts[-1],
+                path=where,
+                mode=mode,
+                inode_hex="",
+                lease_expires_ns=now + self.lease_ns,
+                client_id=client_id,
+                base_length=base_length,
+                created_ns=now,
+            )
+            record.inode = inode
+            txn.put(session_key(record.session_id), record.to_bytes())
+            self.store.commit(txn)
+            log.debug("session %d open: %s %s inode %d", record.session_id, pb.WriteMode.Name(mode), where, inode.id)
+            return record.to_proto()
+
+    def renew_session(self, session_id: int) -> pb.WriteSession:
+        with self._lock:
+            txn = self.store.txn()
+            now = self.clock_ns()
+            record = self._live_session(txn, session_id, now)
+            record.lease_expires_ns = now + self.lease_ns
+            if record.mode == pb.APPEND:
+                current = txn.get_inode(record.inode.id)
+                if current is not None:
+                    record.inode = current
+            txn.put(session_key(session_id), record.to_bytes())
+            self.store.commit(txn)
+            return record.to_proto()
+
+    def close_write(self, session_id: int, length: int, commit: bool = True) -> pb.Inode:
+        """Publishes (or abandons) a session's inode; returns the inode as it now is."""
+        with self._lock:
+            txn = self.store.txn()
+            now = self.clock_ns()
+            record = self._live_session(txn, session_id, now)
+            inode = record.inode
+            where = record.path
+            txn.delete(session_key(session_id))
+            if not commit:
+                if record.mode != pb.APPEND:
+                    self._gc(txn, inode, f"session {session_id} abandoned", length)
+                else:  # the file keeps its length from before the session
+                    inode = txn.get_inode(inode.id) or inode
+                self.store.commit(txn)
+                return inode
+            if record.mode == pb.APPEND:
+                return self._close_append(txn, record, length, now)
+            failure = self._link_conflict(txn, record)
+            if failure is not None:
+                self._gc(txn, inode, f"session {session_id} failed: {failure.reason.value}", length)
+                self.store.commit(txn)
+                raise failure
+            old_id = txn.lookup(record.parent_id, record.name)
+            if old_id is not None:
+                old = self._get(txn, old_id, where)
+                self._gc(txn, old, f"replaced by session {session_id}")
+                txn.delete_inode(old.id)
+            inode.length = length
+            inode.mtime_ns = inode.ctime_ns = now
+            inode.parent_id = record.parent_id
+            txn.put_inode(inode)
+            txn.link(record.parent_id, record.name, inode.id)
+            self._touch(txn, record.parent_id, now)
+            self.store.commit(txn)
+            return inode
+
+    def _link_conflict(self, txn: Txn, record: SessionRecord) -> ChainfsError | None:
+        """Why a REPLACE/CREATE_NEW inode cannot be linked now (checked again at commit)."""
+        where = record.path
+        parent = txn.get_inode(record.parent_id)
+        if parent is None or parent.type != pb.DIRECTORY:
+            return ChainfsError(Reason.NOT_FOUND, f"parent directory was removed during the write: {where}")
+        existing_id = txn.lookup(record.parent_id, record.name)
+        if existing_id is None:
+            return None
+        existing = self._get(txn, existing_id, where)
+        if existing.type == pb.DIRECTORY:
+            return ChainfsError(Reason.IS_A_DIRECTORY, f"a directory appeared during the write: {where}")
+        if record.mode == pb.CREATE_NEW:
+            return ChainfsError(Reason.EXISTS, f"file exists: {where}")
+        return None
+
+    def _close_append(self, txn: Txn, record: SessionRecord, length: int, now: int) -> pb.Inode:
+        current = txn.get_inode(record.inode.id)
+        if current is None:
+            # Removed or replaced while appending: chunks written since a GC pass must go too.
+            self._gc(txn, record.inode, f"append session {record.session_id} outlived its file", length)
+            self.store.commit(txn)
+            raise ChainfsError(Reason.NOT_FOUND, f"file was removed during the append: {record.path}")
+        if length < record.base_length:
+            raise ChainfsError(
+                Reason.INVALID_ARGUMENT,
+                f"append cannot shrink a file ({length} < {record.base_length}): {record.path}",
+            )
+        current.length = length
+        current.mtime_ns = current.ctime_ns = now
+        txn.put_inode(current)
+        self.store.commit(txn)
+        return current
+
+    def _live_session(self, txn: Txn, session_id: int, now: int) -> SessionRecord:
+        """The session, or SESSION_EXPIRED (an expired one is swept right here, then refused)."""
+        raw = txn.get(session_key(session_id))
+        if raw is None:
+            raise ChainfsError(Reason.SESSION_EXPIRED, f"unknown or expired write session {session_id}")
+        record = SessionRecord.from_bytes(raw)
+        if record.lease_expires_ns < now:
+            self._expire(txn, record)
+            self.store.commit(txn)
+            raise ChainfsError(
+                Reason.SESSION_EXPIRED, f"write session {session_id} expired: {record.path}"
+            )
+        return record
+
+    def _expire(self, txn: Txn, record: SessionRecord) -> None:
+        txn.delete(session_key(record.session_id))
+        inode = record.inode
+        if record.mode != pb.APPEND:
+            self._gc(txn, inode, f"session {record.session_id} expired", 0)
+        elif txn.get_inode(inode.id) is None:
+            self._gc(txn, inode, f"append session {record.session_id} expired after its file went")
+
+    def sweep_expired_sessions(self, now_ns: int | None = None) -> int:
+        """Ends every session whose lease ran out (one batch); returns how many."""
+        with self._lock:
+            now = self.clock_ns() if now_ns is None else now_ns
+            txn = self.store.txn()
+            expired = 0
+            for raw in self.store.values(P_SESSION):
+                record = SessionRecord.from_bytes(raw)
+                if record.lease_expires_ns < now:
+                    self._expire(txn, record)
+                    expired += 1
+            self.store.commit(txn)
+        if expired:
+            log.info("swept %d expired write sessions", expired)
+        return expired
+
+    def sessions(self) -> list[SessionRecord]:
+        """Every open session (for tests and status pages)."""
+        return [SessionRecord.from_bytes(raw) for raw in self.store.values(P_SESSION)]

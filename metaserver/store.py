@@ -1,0 +1,264 @@
+"""The metadata store: one RocksDB (rocksdict, raw bytes) holding every metaserver table.
+
+Why one keyspace with one-byte prefixes: a namespace operation touches inodes, dentries, sessions,
+GC records and counters at once, and RocksDB makes a single WriteBatch atomic only within one DB.
+Integers in keys are big-endian so byte order equals numeric order (prefix scans list in id order),
+and dentry names follow the parent id so a directory listing is one prefix scan in name byte order.
+
+Every change goes through a `Txn`: reads see the transaction's own pending writes (so one operation
+can allocate an id, create parents and link an entry before anything is written), and `commit`
+writes everything as ONE WriteBatch with sync=True, so a reply is only sent once the change is on
+disk. The caller (Namespace, ClusterManager) serializes its transactions with its own lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Iterator
+
+from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+
+from chainfs.proto import meta_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+# ---- key encoding ----
+
+P_INODE = b"I"    # I + u64 inode id              -> Inode
+P_DENTRY = b"D"   # D + u64 parent id + name utf8  -> u64 child id
+P_SESSION = b"S"  # S + u64 session id            -> SessionRecord (JSON)
+P_GC = b"G"       # G + u64 inode id              -> GcRecord (JSON)
+P_NODE = b"N"     # N + u32 node id               -> NodeInfo
+P_TARGET = b"T"   # T + u32 target id             -> TargetInfo
+P_CHAIN = b"C"    # C + u32 chain id              -> ChainInfo (targets hold only target ids, in order)
+P_COUNTER = b"M"  # M + name                      -> u64
+
+# Counter names and their first value.
+C_INODE = b"next_inode"
+C_SESSION = b"next_session"
+C_NODE = b"next_node"
+C_TARGET = b"next_target"
+C_CHAIN = b"next_chain"
+C_ROUTING = b"routing_version"
+
+ROOT_ID = 1
+
+
+def u64(value: int) -> bytes:
+    return value.to_bytes(8, "big")
+
+
+def u32(value: int) -> bytes:
+    return value.to_bytes(4, "big")
+
+
+def inode_key(inode_id: int) -> bytes:
+    return P_INODE + u64(inode_id)
+
+
+def dentry_prefix(parent_id: int) -> bytes:
+    return P_DENTRY + u64(parent_id)
+
+
+def dentry_key(parent_id: int, name: str) -> bytes:
+    return dentry_prefix(parent_id) + name.encode("utf-8")
+
+
+def session_key(session_id: int) -> bytes:
+    return P_SESSION + u64(session_id)
+
+
+def gc_key(inode_id: int) -> bytes:
+    return P_GC + u64(inode_id)
+
+
+def node_key(node_id: int) -> bytes:
+    return P_NODE + u32(node_id)
+
+
+def target_key(target_id: int) -> bytes:
+    return P_TARGET + u32(target_id)
+
+
+def chain_key(chain_id: int) -> bytes:
+    return P_CHAIN + u32(chain_id)
+
+
+def counter_key(name: bytes) -> bytes:
+    return P_COUNTER + name
+
+
+# ---- readers shared by the store and transactions ----
+
+
+class _Reader:
+    """Typed accessors over `get` and `scan`, so the store and a transaction read alike."""
+
+    def get(self, key: bytes) -> bytes | None:
+        raise NotImplementedError
+
+    def scan(self, prefix: bytes, start_after: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) for keys starting with `prefix`, in byte order, after `start_after` (a full key)."""
+        raise NotImplementedError
+
+    def get_inode(self, inode_id: int) -> pb.Inode | None:
+        raw = self.get(inode_key(inode_id))
+        return None if raw is None else pb.Inode.FromString(raw)
+
+    def lookup(self, parent_id: int, name: str) -> int | None:
+        raw = self.get(dentry_key(parent_id, name))
+        return None if raw is None else int.from_bytes(raw, "big")
+
+    def children(self, parent_id: int, start_after: str = "") -> Iterator[tuple[str, int]]:
+        """(name, child id) of a directory in name byte order, after `start_after`."""
+        prefix = dentry_prefix(parent_id)
+        after = prefix + start_after.encode("utf-8") if start_after else None
+        for key, value in self.scan(prefix, after):
+            yield key[len(prefix):].decode("utf-8"), int.from_bytes(value, "big")
+
+    def has_children(self, parent_id: int) -> bool:
+        return next(self.children(parent_id), None) is not None
+
+    def counter(self, name: bytes, default: int) -> int:
+        raw = self.get(counter_key(name))
+        return default if raw is None else int.from_bytes(raw, "big")
+
+    def values(self, prefix: bytes) -> Iterator[bytes]:
+        for _, value in self.scan(prefix):
+            yield value
+
+
+# ---- the store ----
+
+
+class MetaStore(_Reader):
+    """RocksDB opened in raw mode; reads go straight to the DB, writes only through `commit`."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        os.makedirs(self.path, exist_ok=True)
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        self._db: Rdict | None = Rdict(self.path, options)
+        self._write_options = WriteOptions()
+        self._write_options.sync = True  # durable before the reply (survives SIGKILL and power loss)
+        self._close_lock = threading.Lock()
+        log.info("metadata store open at %s", self.path)
+
+    @property
+    def db(self) -> Rdict:
+        if self._db is None:
+            raise RuntimeError("metadata store is closed")
+        return self._db
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.db.get(key)
+
+    def scan(self, prefix: bytes, start_after: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        it = self.db.iter()
+        it.seek(start_after if start_after is not None else prefix)
+        while it.valid():
+            key = it.key()
+            if not key.startswith(prefix):
+                break
+            if start_after is None or key > start_after:
+                yield key, it.value()
+            it.next()
+
+    def txn(self) -> Txn:
+        return Txn(self)
+
+    def commit(self, txn: Txn) -> None:
+        """Writes a transaction's changes as one synced WriteBatch (nothing if it changed nothing)."""
+        if not txn.writes:
+            return
+        batch = WriteBatch(raw_mode=True)
+        for key, value in txn.writes.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        self.db.write(batch, self._write_options)
+        txn.writes.clear()
+
+    def close(self) -> None:
+        with self._close_lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+                log.info("metadata store closed: %s", self.path)
+
+    def __enter__(self) -> MetaStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Txn(_Reader):
+    """Pending writes over the store; reads see them. Commit with `MetaStore.commit`."""
+
+    def __init__(self, store: MetaStore) -> None:
+        self.store = store
+        self.writes: dict[bytes, bytes | None] = {}  # None = delete
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self.writes:
+            return self.writes[key]
+        return self.store.get(key)
+
+    def scan(self, prefix: bytes, start_after: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        pending = sorted(
+            k for k in self.writes if k.startswith(prefix) and (start_after is None or k > start_after)
+        )
+        i = 0
+        for key, value in self.store.scan(prefix, start_after):
+            while i < len(pending) and pending[i] < key:
+                if self.writes[pending[i]] is not None:
+                    yield pending[i], self.writes[pending[i]]  # type: ignore[misc]
+                i += 1
+            if i < len(pending) and pending[i] == key:
+                i += 1
+                if self.writes[key] is not None:
+                    yield key, self.writes[key]  # type: ignore[misc]
+                continue
+            yield key, value
+        for key in pending[i:]:
+            if self.writes[key] is not None:
+                yield key, self.writes[key]  # type: ignore[misc]
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.writes[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self.writes[key] = None
+
+    # typed writers
+
+    def put_inode(self, inode: pb.Inode) -> None:
+        self.put(inode_key(inode.id), inode.SerializeToString())
+
+    def delete_inode(self, inode_id: int) -> None:
+        self.delete(inode_key(inode_id))
+
+    def link(self, parent_id: int, name: str, child_id: int) -> None:
+        self.put(dentry_key(parent_id, name), u64(child_id))
+
+    def unlink(self, parent_id: int, name: str) -> None:
+        self.delete(dentry_key(parent_id, name))
+
+    def set_counter(self, name: bytes, value: int) -> None:
+        self.put(counter_key(name), u64(value))
+
+    def allocate(self, name: bytes, first: int = 1) -> int:
+        """The next id of a counter; the bumped counter is written in this same transaction."""
+        value = self.counter(name, first)
+        self.set_counter(name, value + 1)
+        return value
+
+    def reserve(self, name: bytes, used: int) -> None:
+        """Makes sure a counter never hands out `used` (an id that came from elsewhere)."""
+        if self.counter(name, 1) <= used:
+            self.set_counter(name, used + 1)
