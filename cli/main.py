@@ -47,8 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
-        where = f": {exc.filename}" if exc.filename else ""
-        return f"{exc.strerror}{where}"
+        named = exc.filename and str(exc.filename) in exc.strerror
+        return exc.strerror if named or not exc.filename else f"{exc.strerror}: {exc.filename}"
     return str(exc) or type(exc).__name__
 
 

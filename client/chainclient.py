@@ -40,8 +40,9 @@ class ChainClient:
     def ls(self, path: str) -> list[mpb.DirEntry]:
         return list(self.meta.list(path))
 
-    def mkdir(self, path: str, parents: bool = False) -> mpb.Inode:
-        return self.meta.mkdir(path, parents=parents)
+    def mkdir(self, path: str, parents: bool = False, layout: mpb.Layout | None = None) -> mpb.Inode:
+        """Creates a directory; `layout` sets the defaults its new files inherit."""
+        return self.meta.mkdir(path, parents=parents, layout=layout)
 
     def rm(self, path: str, recursive: bool = False) -> None:
         self.meta.remove(path, recursive=recursive)

@@ -109,7 +109,7 @@ class ChunkWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
+        if exc_type is not None:
             self.abort()
+        elif not self.closed:
+            self.close()

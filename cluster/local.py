@@ -130,6 +130,7 @@ class LocalCluster:
         port_file.unlink(missing_ok=True)
         args = ["--data-dir", meta.data_dir, "--host", self.state.host, "--port", str(meta.port),
                 "--port-file", str(port_file), "--replication", str(self.state.replicas),
+                "--min-nodes", str(self.storage_nodes),
                 "--heartbeat-timeout", str(self.state.heartbeat_timeout)]
         proc = spawn(META_MODULE, args, Path(meta.log))
         self._procs["meta"] = proc

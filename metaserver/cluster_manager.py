@@ -37,11 +37,15 @@ class ClusterManager:
         heartbeat_timeout: float = config.HEARTBEAT_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
         wall_ns: Callable[[], int] = time.time_ns,
+        min_nodes: int = 0,
     ) -> None:
         if replication < 1:
             raise ValueError("replication must be >= 1")
         self.store = store
         self.replication = replication
+        # Chains form only once this many nodes are alive, so that a cluster booting node by node
+        # spreads its chains over all of them instead of filling the first R to arrive.
+        self.min_nodes = max(min_nodes, replication)
         self.heartbeat_timeout = heartbeat_timeout
         self.clock = clock
         self.wall_ns = wall_ns
@@ -168,6 +172,8 @@ class ClusterManager:
         so heads spread over nodes. A new chain holds no data, so all its targets start SERVING.
         """
         r = self.replication
+        if sum(1 for node_id in self.nodes if self._alive(node_id)) < self.min_nodes:
+            return []
         free: dict[int, list[int]] = {}
         for target in sorted(self.targets.values(), key=lambda t: t.target_id):
             if target.chain_id == 0 and self._alive(target.node_id):

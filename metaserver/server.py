@@ -41,6 +41,7 @@ class MetaServer:
         session_lease: float = config.WRITE_SESSION_LEASE,
         sweep_interval: float = DEFAULT_SWEEP_INTERVAL,
         max_workers: int = 64,
+        min_nodes: int = 0,
     ) -> None:
         self.host = host
         self.requested_port = port
@@ -48,7 +49,8 @@ class MetaServer:
         self.sweep_interval = max(0.05, sweep_interval)
         self.store = MetaStore(data_dir)
         try:
-            self.cluster = ClusterManager(self.store, replication=replication, heartbeat_timeout=heartbeat_timeout)
+            self.cluster = ClusterManager(self.store, replication=replication, heartbeat_timeout=heartbeat_timeout,
+                                          min_nodes=min_nodes)
             self.namespace = Namespace(self.store, self.cluster, replication=replication, lease_s=session_lease)
         except BaseException:
             self.store.close()
@@ -112,6 +114,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--port-file", default=None, help="write the bound port here once serving")
     p.add_argument("--replication", type=int, default=config.DEFAULT_REPLICATION, help="targets per chain")
+    p.add_argument("--min-nodes", type=int, default=0,
+                   help="form chains only once this many storage nodes are alive (default: replication)")
     p.add_argument("--heartbeat-timeout", type=float, default=config.HEARTBEAT_TIMEOUT, help="seconds")
     p.add_argument("--session-lease", type=float, default=config.WRITE_SESSION_LEASE, help="seconds")
     p.add_argument("--sweep-interval", type=float, default=DEFAULT_SWEEP_INTERVAL, help="seconds")
@@ -137,6 +141,7 @@ def server_from_args(args: argparse.Namespace) -> MetaServer:
         heartbeat_timeout=args.heartbeat_timeout,
         session_lease=args.session_lease,
         sweep_interval=args.sweep_interval,
+        min_nodes=args.min_nodes,
     )
 
 

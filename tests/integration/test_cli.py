@@ -49,7 +49,7 @@ def test_cluster_up_files_status_down(tmp_path: Path) -> None:
         run("rm", f"{url}/d/in.bin")
         missing = run("ls", f"{url}/d/in.bin", check=False)
         assert missing.returncode == 1
-        assert "No such file or directory" in missing.stderr and "/d/in.bin" in missing.stderr
+        assert "no such file or directory" in missing.stderr.lower() and "/d/in.bin" in missing.stderr
         assert "Traceback" not in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
         bad = run("ls", "not-a-url", check=False)
         assert bad.returncode == 1 and "chainfs URL" in bad.stderr

@@ -28,7 +28,7 @@ def test_cluster_forms_chains_on_distinct_nodes(cluster: LocalCluster) -> None:
 
 
 def test_64mib_round_trip_from_every_replica(cluster: LocalCluster, client: ChainClient) -> None:
-    client.meta.mkdir("/big", layout=mpb.Layout(chunk_size=1 * MiB, stripe_width=4))
+    client.mkdir("/big", layout=mpb.Layout(chunk_size=1 * MiB, stripe_width=4))
     data = random.Random(64).randbytes(64 * MiB)
     inode = client.write_file("/big/data.bin", data)
     assert inode.length == len(data)
@@ -49,7 +49,7 @@ def test_64mib_round_trip_from_every_replica(cluster: LocalCluster, client: Chai
 
 
 def test_partial_and_ranged_reads(client: ChainClient) -> None:
-    client.meta.mkdir("/ranges", layout=mpb.Layout(chunk_size=64 * 1024, stripe_width=3))
+    client.mkdir("/ranges", layout=mpb.Layout(chunk_size=64 * 1024, stripe_width=3))
     data = random.Random(7).randbytes(300_000)
     client.write_file("/ranges/f", data)
     rnd = random.Random(8)
@@ -61,7 +61,7 @@ def test_partial_and_ranged_reads(client: ChainClient) -> None:
 
 
 def test_append_extends_a_file(client: ChainClient) -> None:
-    client.meta.mkdir("/append", layout=mpb.Layout(chunk_size=64 * 1024, stripe_width=2))
+    client.mkdir("/append", layout=mpb.Layout(chunk_size=64 * 1024, stripe_width=2))
     first, second = b"a" * 100_000, b"b" * 70_000
     client.write_file("/append/log", first)
     inode = client.write_file("/append/log", second, mode=mpb.APPEND)
@@ -78,7 +78,7 @@ def test_empty_file_and_overwrite(client: ChainClient) -> None:
 
 
 def test_concurrent_writers_to_distinct_files(client: ChainClient) -> None:
-    client.meta.mkdir("/many", layout=mpb.Layout(chunk_size=64 * 1024, stripe_width=4))
+    client.mkdir("/many", layout=mpb.Layout(chunk_size=64 * 1024, stripe_width=4))
     payloads = {f"/many/f{i}": random.Random(i).randbytes(200_000 + i) for i in range(8)}
     errors: list[BaseException] = []
 
@@ -100,7 +100,7 @@ def test_concurrent_writers_to_distinct_files(client: ChainClient) -> None:
 
 def test_same_chunk_writers_never_yield_torn_reads(client: ChainClient) -> None:
     """Writers replace one chunk with uniform patterns; readers of any replica see one whole pattern."""
-    client.meta.mkdir("/torn", layout=mpb.Layout(chunk_size=256 * 1024, stripe_width=1))
+    client.mkdir("/torn", layout=mpb.Layout(chunk_size=256 * 1024, stripe_width=1))
     size = 256 * 1024
     inode = client.write_file("/torn/chunk", bytes(size))
     chain_id = inode.layout.chains[0]

@@ -216,3 +216,20 @@ def test_pick_chains_rules() -> None:
     with pytest.raises(ChainfsError) as ei:
         pick_chains([], 1, layout, "/f")
     assert ei.value.reason == Reason.NO_CHAINS
+
+
+def test_chains_wait_for_min_nodes_then_spread_over_all(tmp_path) -> None:
+    """Nodes arriving one by one with R=2 < N=3: no chain forms until all 3 are alive."""
+    from chainfs.metaserver.cluster_manager import ClusterManager
+    from chainfs.metaserver.store import MetaStore
+
+    store = MetaStore(str(tmp_path / "db"))
+    try:
+        cm = ClusterManager(store, replication=2, min_nodes=3)
+        for n in range(3):
+            _, _, table = cm.register(0, f"127.0.0.1:{7000 + n}", [(0, f"/t{n}a"), (0, f"/t{n}b")])
+            assert len(table.chains) == (0 if n < 2 else 3)
+        used = [t.node_id for c in table.chains for t in c.targets]
+        assert sorted(used) == [1, 1, 2, 2, 3, 3]
+    finally:
+        store.close()

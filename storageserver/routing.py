@@ -1,0 +1,316 @@
+"""The storage node's view of the cluster: registration, heartbeats and chain lookups.
+
+Replication needs only the small `RoutingView` interface (`position`, `refresh`), so tests can hand
+it a fake. `ClusterRouting` is the real one: it registers with the cluster manager (keeping its node
+and target ids in `<data dir>/node.json` so a restart comes back as the same node), heartbeats every
+`config.HEARTBEAT_INTERVAL`, installs newer routing tables, and fences itself (reports its targets
+offline) when the manager has been unreachable for half the heartbeat timeout (DESIGN rule 6).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import grpc
+
+from chainfs.common import config
+from chainfs.common.errors import ChainfsError, Reason, is_retryable, reason_of
+from chainfs.common.rpc import ChannelPool
+from chainfs.proto import meta_pb2, meta_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVING = meta_pb2.SERVING
+SYNCING = meta_pb2.SYNCING
+OFFLINE = meta_pb2.OFFLINE
+_ACTIVE = (SERVING, SYNCING)
+IDENTITY_FILE = "node.json"
+
+
+@dataclass(frozen=True)
+class ChainPosition:
+    """Where this node's target stands in one chain, as of one routing table."""
+
+    chain_id: int
+    chain_version: int
+    target_id: int             # this node's target in the chain
+    state: int                 # its public state (meta_pb2.TargetState); OFFLINE when fenced
+    predecessor: int           # target id, 0 when none
+    successor: int             # target id, 0 when none
+    successor_address: str     # host:port of the successor's node, "" when none
+    is_head: bool
+    is_tail: bool
+
+
+class RoutingView(Protocol):
+    """What replication asks of the cluster view."""
+
+    def position(self, chain_id: int) -> ChainPosition | None:
+        """This node's place in the chain, or None when it holds no target of it."""
+
+    def refresh(self) -> None:
+        """Pulls the routing table now (rate-limited); returns once it is as fresh as it gets."""
+
+
+def compute_position(routing: meta_pb2.RoutingTable, chain_id: int, local_targets: set[int],
+                     fenced: bool = False) -> ChainPosition | None:
+    """The position of the first local target in `chain_id`.
+
+    Successor/predecessor: the next/previous target in chain order that is SERVING or SYNCING.
+    Head: the first SERVING target. Tail: an active target with no active successor.
+    """
+    chain = next((c for c in routing.chains if c.chain_id == chain_id), None)
+    if chain is None:
+        return None
+    targets = list(chain.targets)
+    at = next((i for i, t in enumerate(targets) if t.target_id in local_targets), None)
+    if at is None:
+        return None
+    me = targets[at]
+    state = OFFLINE if fenced else me.state
+    active = state in _ACTIVE
+    pred = next((t for t in reversed(targets[:at]) if t.state in _ACTIVE), None)
+    succ = next((t for t in targets[at + 1:] if t.state in _ACTIVE), None)
+    head = next((t for t in targets if t.state == SERVING), None)
+    address = ""
+    if succ is not None:
+        address = next((n.address for n in routing.nodes if n.node_id == succ.node_id), "")
+    return ChainPosition(
+        chain_id=chain_id,
+        chain_version=chain.version,
+        target_id=me.target_id,
+        state=state,
+        predecessor=pred.target_id if pred is not None else 0,
+        successor=succ.target_id if succ is not None else 0,
+        successor_address=address,
+        is_head=active and state == SERVING and head is not None and head.target_id == me.target_id,
+        is_tail=active and succ is None,
+    )
+
+
+def _write_json_atomically(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ClusterRouting:
+    """Registration, heartbeats and the routing table of one storage node."""
+
+    def __init__(self, meta_address: str, data_dir: str | os.PathLike[str], address: str,
+                 target_paths: Sequence[str], channels: ChannelPool | None = None, *,
+                 heartbeat_interval: float = config.HEARTBEAT_INTERVAL,
+                 refresh_interval: float = 0.05, self_fence: bool = True) -> None:
+        self.meta_address = meta_address
+        self.data_dir = Path(data_dir)
+        self.address = address
+        self.target_paths = [str(Path(p).resolve()) for p in target_paths]
+        self.channels = channels or ChannelPool()
+        self.heartbeat_interval = heartbeat_interval
+        self.refresh_interval = refresh_interval
+        self.self_fence = self_fence
+        self.node_id = 0
+        self.target_ids: list[int] = []
+        self._routing = meta_pb2.RoutingTable()
+        self._install_lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._last_refresh = 0.0
+        self._last_contact = 0.0  # monotonic time of the last answer from the manager
+        self._heartbeat_timeout = config.HEARTBEAT_TIMEOUT
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._listeners: list[Callable[[list[int]], None]] = []
+        self._load_identity()
+
+    # ---- identity ----
+
+    def _identity_path(self) -> Path:
+        return self.data_dir / IDENTITY_FILE
+
+    def _load_identity(self) -> None:
+        path = self._identity_path()
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable %s: %s", path, exc)
+            return
+        self.node_id = int(saved.get("node_id", 0))
+        by_path = {str(k): int(v) for k, v in saved.get("targets", {}).items()}
+        self.target_ids = [by_path.get(p, 0) for p in self.target_paths]
+        log.info("loaded identity: node %d, targets %s", self.node_id, self.target_ids)
+
+    def _save_identity(self) -> None:
+        _write_json_atomically(self._identity_path(), {
+            "node_id": self.node_id,
+            "targets": dict(zip(self.target_paths, self.target_ids)),
+        })
+
+    # ---- registration ----
+
+    def on_registered(self, callback: Callable[[list[int]], None]) -> None:
+        """Calls `callback(target_ids)` after every successful (re-)registration."""
+        self._listeners.append(callback)
+
+    def _stub(self) -> meta_pb2_grpc.ClusterManagerStub:
+        return meta_pb2_grpc.ClusterManagerStub(self.channels.get(self.meta_address))
+
+    def register(self, stop: threading.Event | None = None, timeout: float | None = None) -> None:
+        """Registers (or re-registers with the saved ids), retrying until the manager answers."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        backoff = 0.1
+        attempt = 0
+        while True:
+            ids = self.target_ids if len(self.target_ids) == len(self.target_paths) else [0] * len(self.target_paths)
+            request = meta_pb2.RegisterRequest(
+                node_id=self.node_id,
+                address=self.address,
+                targets=[meta_pb2.RegisterTarget(target_id=t, path=p) for t, p in zip(ids, self.target_paths)],
+            )
+            try:
+                reply = self._stub().Register(request, timeout=config.META_RPC_TIMEOUT)
+                break
+            except grpc.RpcError as err:
+                reason = reason_of(err)
+                attempt += 1
+                if reason == Reason.NOT_FOUND and self.node_id:
+                    log.warning("manager does not know node %d; registering as a new node", self.node_id)
+                    self.node_id, self.target_ids = 0, []
+                    continue
+                if not is_retryable(reason) and reason != Reason.INTERNAL:
+                    raise ChainfsError(reason, f"registration refused: {err.details()}") from err
+                if attempt == 1 or attempt % 20 == 0:
+                    log.info("waiting for the cluster manager at %s (%s)", self.meta_address, reason.value)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ChainfsError(Reason.UNAVAILABLE, f"cluster manager at {self.meta_address} did not answer")
+            if stop is not None and stop.wait(backoff):
+                raise ChainfsError(Reason.UNAVAILABLE, "stopped while registering")
+            if stop is None:
+                time.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+        if len(reply.target_ids) != len(self.target_paths):
+            raise ChainfsError(Reason.INTERNAL, f"manager returned {len(reply.target_ids)} target ids "
+                                                f"for {len(self.target_paths)} targets")
+        if self.node_id and reply.node_id != self.node_id:
+            log.warning("manager renamed node %d to %d", self.node_id, reply.node_id)
+        self.node_id = reply.node_id
+        self.target_ids = list(reply.target_ids)
+        self._save_identity()
+        self._last_contact = time.monotonic()
+        if reply.HasField("routing"):
+            self._install(reply.routing)
+        log.info("registered as node %d at %s with targets %s", self.node_id, self.address, self.target_ids)
+        for callback in self._listeners:
+            callback(list(self.target_ids))
+
+    # ---- heartbeats ----
+
+    def start_heartbeats(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _heartbeat_loop(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                self.heartbeat()
+                if failures:
+                    log.info("cluster manager reachable again after %d failed heartbeats", failures)
+                failures = 0
+            except grpc.RpcError as err:
+                failures += 1
+                reason = reason_of(err)
+                if reason == Reason.NOT_FOUND:
+                    log.warning("manager forgot node %d; re-registering", self.node_id)
+                    try:
+                        self.register(self._stop, timeout=self.heartbeat_interval * 4)
+                    except ChainfsError as exc:
+                        log.warning("re-registration failed: %s", exc.message)
+                elif failures == 1 or failures % 20 == 0:
+                    log.warning("heartbeat to %s failed (%s): %s", self.meta_address, reason.value, err.details())
+            except Exception:  # noqa: BLE001 - the heartbeat thread must not die
+                failures += 1
+                log.exception("heartbeat failed")
+            self._stop.wait(self.heartbeat_interval)
+
+    def heartbeat(self) -> None:
+        request = meta_pb2.HeartbeatRequest(
+            node_id=self.node_id,
+            address=self.address,
+            targets=[
+                meta_pb2.TargetInfo(target_id=t, node_id=self.node_id, path=p, local_state=meta_pb2.UPTODATE)
+                for t, p in zip(self.target_ids, self.target_paths)
+            ],
+            routing_version=self._routing.version,
+        )
+        timeout = max(1.0, min(config.META_RPC_TIMEOUT, self._heartbeat_timeout / 2))
+        reply = self._stub().Heartbeat(request, timeout=timeout)
+        self._last_contact = time.monotonic()
+        if reply.heartbeat_timeout_ms > 0:
+            self._heartbeat_timeout = reply.heartbeat_timeout_ms / 1000.0
+        if reply.HasField("routing"):
+            self._install(reply.routing)
+
+    # ---- routing table ----
+
+    def _install(self, table: meta_pb2.RoutingTable) -> None:
+        with self._install_lock:
+            empty = not self._routing.chains and not self._routing.nodes
+            if table.version > self._routing.version or empty:
+                if table.version != self._routing.version:
+                    log.info("routing version %d -> %d", self._routing.version, table.version)
+                self._routing = table
+
+    @property
+    def routing(self) -> meta_pb2.RoutingTable:
+        return self._routing
+
+    def refresh(self) -> None:
+        with self._refresh_lock:
+            if time.monotonic() - self._last_refresh < self.refresh_interval:
+                return
+            try:
+                reply = self._stub().GetRouting(
+                    meta_pb2.RoutingRequest(known_version=self._routing.version), timeout=2.0
+                )
+            except grpc.RpcError as err:
+                log.debug("routing refresh failed: %s", reason_of(err).value)
+                return
+            finally:
+                self._last_refresh = time.monotonic()
+            self._last_contact = time.monotonic()
+            if reply.HasField("routing") and (reply.changed or reply.routing.version > self._routing.version):
+                self._install(reply.routing)
+
+    @property
+    def fenced(self) -> bool:
+        """True when the manager has not answered for half the heartbeat timeout."""
+        if not self.self_fence or not self._last_contact:
+            return False
+        return time.monotonic() - self._last_contact > self._heartbeat_timeout / 2
+
+    def position(self, chain_id: int) -> ChainPosition | None:
+        return compute_position(self._routing, chain_id, set(self.target_ids), self.fenced)

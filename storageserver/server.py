@@ -1,0 +1,160 @@
+"""A storage node process: targets (ChunkStores), the Storage gRPC service, registration, heartbeats.
+
+Startup order matters: the gRPC server is bound and started first (peers forward writes to us as
+soon as the manager puts us into chains), then the node registers with its bound address, then
+heartbeats start, and only then is the port file written, so whoever waits for the port file finds
+a registered, serving node. SIGTERM stops heartbeats, the server and the RocksDBs in that order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from chainfs.common import config
+from chainfs.common.errors import ChainfsError
+from chainfs.common.rpc import ChannelPool, bind, make_server
+from chainfs.storageserver.chunk_store import ChunkStore
+from chainfs.storageserver.handlers import StorageServicer, add_to_server
+from chainfs.storageserver.replication import Replicator
+from chainfs.storageserver.routing import ClusterRouting
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "chainfs.Storage"
+RPC_WORKERS = 64
+
+
+class StorageNode:
+    """Everything one storage server process runs; usable in-process as well."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], meta_address: str, *, host: str = config.DEFAULT_HOST,
+                 port: int = 0, targets: int = 4, advertise_host: str | None = None, fsync: bool = True,
+                 self_fence: bool = True) -> None:
+        if targets < 1:
+            raise ValueError("a storage node needs at least one target")
+        self.data_dir = Path(data_dir).resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        paths = [self.data_dir / f"target-{k}" for k in range(targets)]
+        self._local_stores: list[ChunkStore] = []
+        try:
+            for path in paths:
+                self._local_stores.append(ChunkStore(path, fsync=fsync))
+        except BaseException:
+            for store in self._local_stores:
+                store.close()
+            raise
+        self.stores: dict[int, ChunkStore] = {}  # filled with target ids once registered
+        self.channels = ChannelPool()
+        self.server = make_server(RPC_WORKERS)
+        self.port = bind(self.server, host, port)
+        if advertise_host is None:
+            advertise_host = host if host not in ("0.0.0.0", "::", "[::]", "") else config.DEFAULT_HOST
+        self.address = f"{advertise_host}:{self.port}"
+        self.routing = ClusterRouting(meta_address, self.data_dir, self.address, [str(p) for p in paths],
+                                      self.channels, self_fence=self_fence)
+        self.routing.on_registered(self._map_targets)
+        self.replicator = Replicator(self.routing, self.stores, self.channels,
+                                     max_client_updates=max(1, RPC_WORKERS // 3))
+        add_to_server(StorageServicer(self.replicator), self.server)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self._stopped = False
+
+    def start(self, stop: threading.Event | None = None, register_timeout: float | None = None) -> None:
+        """Starts serving, registers (retrying until the manager answers) and starts heartbeats."""
+        self.server.start()
+        log.info("storage service listening at %s", self.address)
+        self.routing.register(stop, register_timeout)
+        self.routing.start_heartbeats()
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def _map_targets(self, target_ids: list[int]) -> None:
+        mapping = dict(zip(target_ids, self._local_stores))
+        for stale in set(self.stores) - set(mapping):
+            del self.stores[stale]
+        self.stores.update(mapping)
+
+    def stop(self, grace: float = 2.0) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self.health.enter_graceful_shutdown()
+        self.routing.stop()
+        self.server.stop(grace).wait()
+        self.channels.close()
+        for store in self._local_stores:
+            store.close()
+        log.info("storage node %d stopped", self.routing.node_id)
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The storage server's options; pass a (sub)parser to add them to it."""
+    if parser is None:
+        parser = argparse.ArgumentParser(prog="python -m chainfs.storageserver",
+                                         description="Run a chainfs storage server.")
+    parser.add_argument("--data-dir", required=True, help="directory holding target-<k> data dirs")
+    parser.add_argument("--meta", required=True, metavar="HOST:PORT", help="metaserver address")
+    parser.add_argument("--host", default=config.DEFAULT_HOST, help="address to bind")
+    parser.add_argument("--port", type=int, default=0, help="port to bind (0 picks a free one)")
+    parser.add_argument("--port-file", help="write the bound port here once registered")
+    parser.add_argument("--targets", type=int, default=4, help="number of targets (data dirs)")
+    parser.add_argument("--advertise-host", help="host peers use to reach this node (default: --host)")
+    parser.add_argument("--no-fsync", action="store_true", help="skip fsync (tests and benchmarks only)")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
+    return parser
+
+
+def _write_port_file(path: str, port: int) -> None:
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="ascii") as f:
+        f.write(f"{port}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+
+
+def run_server(argv: list[str] | None = None) -> int:
+    """Runs a storage server until SIGTERM/SIGINT; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s storage %(name)s: %(message)s",
+    )
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
+    node = StorageNode(args.data_dir, args.meta, host=args.host, port=args.port, targets=args.targets,
+                       advertise_host=args.advertise_host, fsync=not args.no_fsync)
+    try:
+        node.start(stop)
+    except ChainfsError as exc:
+        node.stop(grace=0)
+        if stop.is_set():
+            log.info("stopped before registration completed")
+            return 0
+        log.error("could not start: %s", exc.message)
+        return 1
+    if args.port_file:
+        _write_port_file(args.port_file, node.port)
+    log.info("storage node %d serving at %s (targets %s)", node.routing.node_id, node.address,
+             node.routing.target_ids)
+    while not stop.wait(1.0):
+        pass
+    log.info("stopping")
+    node.stop()
+    return 0
