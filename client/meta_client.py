@@ -118,6 +118,10 @@ class MetaClient:
         req = pb.CloseWriteRequest(session_id=session_id, length=length, commit=commit)
         return self._call(lambda: self._ns.CloseWrite(req, timeout=self.timeout), path)
 
+    def check_namespace(self) -> pb.NamespaceCheckReply:
+        """The metaserver's namespace check (fsck): problems, linked files, pending inodes."""
+        return self._call(lambda: self._ns.CheckNamespace(pb.Empty(), timeout=max(self.timeout, 60.0)), None)
+
     # ---- cluster ----
 
     def routing(self, known_version: int = 0) -> pb.RoutingReply:

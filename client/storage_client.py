@@ -43,10 +43,16 @@ _ITEM_REASON = {
 }
 
 
-class _Executor:
-    """A process-wide pool for parallel chunk I/O, rebuilt after a fork."""
+class LazyPool:
+    """A process-wide thread pool, created on first use and rebuilt after a fork.
 
-    def __init__(self) -> None:
+    Work that waits on a pool must never run inside that same pool (it could starve), so each
+    level of fan-out (files, then chunks) has its own.
+    """
+
+    def __init__(self, name: str, workers: int = 16) -> None:
+        self.name = name
+        self.workers = workers
         self._lock = threading.Lock()
         self._pid = -1
         self._pool: ThreadPoolExecutor | None = None
@@ -54,12 +60,12 @@ class _Executor:
     def get(self) -> ThreadPoolExecutor:
         with self._lock:
             if self._pool is None or self._pid != os.getpid():
-                self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="chunk-io")
+                self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=self.name)
                 self._pid = os.getpid()
             return self._pool
 
 
-EXECUTOR = _Executor()
+EXECUTOR = LazyPool("chunk-io")
 
 
 @dataclass

@@ -44,6 +44,8 @@ class ClusterState:
     heartbeat_timeout: float
     meta: ServerState
     storage: list[ServerState] = field(default_factory=list)
+    gc_interval: float = 2.0
+    gc_grace: float = 30.0
 
     @property
     def address(self) -> str:
@@ -61,6 +63,7 @@ class ClusterState:
             host=data["host"], replicas=data["replicas"], targets_per_node=data["targets_per_node"],
             heartbeat_timeout=data["heartbeat_timeout"], meta=ServerState(**data["meta"]),
             storage=[ServerState(**s) for s in data["storage"]],
+            gc_interval=data.get("gc_interval", 2.0), gc_grace=data.get("gc_grace", 30.0),
         )
 
 
@@ -69,7 +72,8 @@ class LocalCluster:
 
     def __init__(self, root: str | os.PathLike[str], storage_nodes: int = 3, replicas: int = 3,
                  targets_per_node: int = 4, port: int = 0, host: str = DEFAULT_HOST,
-                 heartbeat_timeout: float = 5.0, start_timeout: float = 60.0) -> None:
+                 heartbeat_timeout: float = 5.0, start_timeout: float = 60.0, gc_interval: float = 2.0,
+                 gc_grace: float = 30.0, fsync: bool = True) -> None:
         if storage_nodes < 1:
             raise ValueError(f"storage_nodes must be >= 1, got {storage_nodes}")
         if not 1 <= replicas <= storage_nodes:
@@ -80,10 +84,11 @@ class LocalCluster:
             raise ValueError(f"port must be between 0 and 65535, got {port}")
         self.root = Path(root).resolve()
         self.start_timeout = start_timeout
+        self.fsync = fsync  # False only where durability is not under test (it costs 3 fsyncs per hop)
         self._procs: dict[str, subprocess.Popen] = {}
         self.state = ClusterState(
             host=host, replicas=replicas, targets_per_node=targets_per_node,
-            heartbeat_timeout=heartbeat_timeout,
+            heartbeat_timeout=heartbeat_timeout, gc_interval=gc_interval, gc_grace=gc_grace,
             meta=ServerState(port=port, data_dir=str(self.root / "meta"), log=str(self.root / "logs" / "meta.log")),
             storage=[ServerState(data_dir=str(self.root / f"storage-{i}"),
                                  log=str(self.root / "logs" / f"storage-{i}.log")) for i in range(storage_nodes)],
@@ -131,7 +136,8 @@ class LocalCluster:
         args = ["--data-dir", meta.data_dir, "--host", self.state.host, "--port", str(meta.port),
                 "--port-file", str(port_file), "--replication", str(self.state.replicas),
                 "--min-nodes", str(self.storage_nodes),
-                "--heartbeat-timeout", str(self.state.heartbeat_timeout)]
+                "--heartbeat-timeout", str(self.state.heartbeat_timeout),
+                "--gc-interval", str(self.state.gc_interval), "--gc-grace", str(self.state.gc_grace)]
         proc = spawn(META_MODULE, args, Path(meta.log))
         self._procs["meta"] = proc
         meta.pid = proc.pid
@@ -145,6 +151,8 @@ class LocalCluster:
         args = ["--data-dir", node.data_dir, "--meta", self.address, "--host", self.state.host,
                 "--port", str(node.port), "--port-file", str(port_file),
                 "--targets", str(self.state.targets_per_node)]
+        if not self.fsync:
+            args.append("--no-fsync")
         proc = spawn(STORAGE_MODULE, args, Path(node.log))
         self._procs[f"storage-{i}"] = proc
         node.pid = proc.pid

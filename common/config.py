@@ -40,4 +40,7 @@ GRPC_OPTIONS: list[tuple[str, int]] = [
     ("grpc.keepalive_timeout_ms", 10000),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.keepalive_permit_without_calls", 1),
+    # Server side: accept the clients' keepalive pings instead of answering GOAWAY too_many_pings.
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10000),
+    ("grpc.http2.max_ping_strikes", 0),
 ]

@@ -5,9 +5,13 @@ RocksDB; every change is still written (one synced batch) before memory is updat
 reloaded from the store if a write fails. Liveness (last heartbeat) and the targets' local states
 are memory only: they are rebuilt within one heartbeat interval after a restart.
 
-Chains are formed greedily when nodes register or heartbeat (see `_form_chains`). Failure detection and target
-state transitions come later; they go through `update_chain`, which changes order and states of
-one chain and bumps its version and the routing version in the same batch.
+Chains are formed greedily when nodes register or heartbeat (see `_form_chains`). Failure detection:
+`check_chains()` (called by the metaserver's monitor thread every fraction of the heartbeat timeout)
+feeds every chain through 3FS's state table (`chain_states.next_chain`), with OFFLINE as the local
+state of targets whose node has been silent for longer than the timeout, and writes back what
+changed through `update_chain` (chain and routing versions bumped in the same batch). Nodes and
+clients pull the new table: nodes with every heartbeat reply, clients when a call says it moved.
+After a manager restart, nodes not heard from yet are left alone for one timeout (grace).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 from chainfs.common import config
 from chainfs.common.errors import ChainfsError, Reason
+from chainfs.metaserver.chain_states import OFFLINE_LOCAL, UNKNOWN, TargetView, next_chain
 from chainfs.metaserver.store import (
     C_CHAIN, C_NODE, C_ROUTING, C_TARGET, P_CHAIN, P_NODE, P_TARGET,
     MetaStore, Txn, chain_key, node_key, target_key,
@@ -53,6 +58,7 @@ class ClusterManager:
         self._last_seen: dict[int, float] = {}      # node id -> clock() of its last heartbeat
         self._last_seen_ns: dict[int, int] = {}     # node id -> wall time of the same
         self._local_states: dict[int, int] = {}     # target id -> LocalTargetState
+        self._started = clock()
         self._load()
 
     def _load(self) -> None:
@@ -270,7 +276,37 @@ class ClusterManager:
         with self._lock:
             return [(cid, len(self.chains[cid].targets)) for cid in sorted(self.chains)]
 
-    # ---- chain changes (used by failure detection and resync, later) ----
+    # ---- failure detection and state transitions ----
+
+    def _local_state(self, target: pb.TargetInfo) -> int:
+        """What the table sees as the target's local state: OFFLINE once its node is silent past T."""
+        seen = self._last_seen.get(target.node_id)
+        if seen is None:
+            in_grace = self.clock() - self._started <= self.heartbeat_timeout
+            return UNKNOWN if in_grace else OFFLINE_LOCAL
+        if not self._alive(target.node_id):
+            return OFFLINE_LOCAL
+        return self._local_states.get(target.target_id, UNKNOWN)
+
+    def check_chains(self) -> list[int]:
+        """Applies the state table to every chain; returns the ids of the chains that changed."""
+        changed: list[int] = []
+        with self._lock:
+            for chain_id in sorted(self.chains):
+                stored = self.chains[chain_id]
+                views = [TargetView(t.target_id, self.targets[t.target_id].state,
+                                    self._local_state(self.targets[t.target_id])) for t in stored.targets]
+                nxt = next_chain(views)
+                old = [(v.target_id, v.public) for v in views]
+                if nxt == old:
+                    continue
+                states = {tid: state for tid, state in nxt if state != self.targets[tid].state}
+                log.info("chain %d: %s -> %s", chain_id, _show(old), _show(nxt))
+                self.update_chain(chain_id, order=[tid for tid, _ in nxt], states=states)
+                changed.append(chain_id)
+        return changed
+
+    # ---- chain changes ----
 
     def update_chain(
         self,
@@ -310,3 +346,7 @@ class ClusterManager:
             if target is None or not target.chain_id:
                 raise ChainfsError(Reason.NOT_FOUND, f"target {target_id} is not in any chain")
             return self.update_chain(target.chain_id, states={target_id: state})
+
+
+def _show(chain: list[tuple[int, int]]) -> str:
+    return "[" + ", ".join(f"{tid}:{pb.TargetState.Name(state).lower()}" for tid, state in chain) + "]"

@@ -15,6 +15,7 @@ from chainfs.common.errors import ChainfsError, Reason
 from chainfs.common.rpc import handler
 from chainfs.metaserver.cluster_manager import ClusterManager
 from chainfs.metaserver.namespace import Namespace
+from chainfs.metaserver.ns_check import check_namespace
 from chainfs.proto import meta_pb2 as pb
 from chainfs.proto import meta_pb2_grpc as pb_grpc
 
@@ -81,6 +82,11 @@ class NamespaceServicer(pb_grpc.NamespaceServicer):
     @handler
     def CloseWrite(self, request: pb.CloseWriteRequest, context: grpc.ServicerContext) -> pb.Inode:
         return self.ns.close_write(request.session_id, request.length, request.commit)
+
+    @handler
+    def CheckNamespace(self, request: pb.Empty, context: grpc.ServicerContext) -> pb.NamespaceCheckReply:
+        chains = {cid for cid, _ in self.ns.chains.chain_lengths()} if self.ns.chains is not None else None
+        return check_namespace(self.ns, chains)
 
 
 class ClusterManagerServicer(pb_grpc.ClusterManagerServicer):

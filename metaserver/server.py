@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from chainfs.common import config
 from chainfs.common.rpc import bind, make_server, serve_forever_until_signal
 from chainfs.metaserver.cluster_manager import ClusterManager
+from chainfs.metaserver.gc import DEFAULT_GC_GRACE, DEFAULT_GC_INTERVAL, DEFAULT_GC_RATE, GarbageCollector
 from chainfs.metaserver.handlers import ClusterManagerServicer, NamespaceServicer
 from chainfs.metaserver.namespace import Namespace
 from chainfs.metaserver.store import MetaStore
@@ -42,6 +43,9 @@ class MetaServer:
         sweep_interval: float = DEFAULT_SWEEP_INTERVAL,
         max_workers: int = 64,
         min_nodes: int = 0,
+        gc_interval: float = DEFAULT_GC_INTERVAL,
+        gc_rate: float = DEFAULT_GC_RATE,
+        gc_grace: float = DEFAULT_GC_GRACE,
     ) -> None:
         self.host = host
         self.requested_port = port
@@ -60,8 +64,13 @@ class MetaServer:
         pb_grpc.add_ClusterManagerServicer_to_server(ClusterManagerServicer(self.cluster), self.grpc_server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
+        self.gc = GarbageCollector(self.namespace, self.cluster, interval=gc_interval,
+                                   session_interval=self.sweep_interval, rate=gc_rate, grace=gc_grace)
+        # The state table runs a few times per heartbeat timeout, so a silent node is noticed soon
+        # after T and a finished resync turns into SERVING promptly.
+        self.monitor_interval = min(0.2, max(0.02, heartbeat_timeout / 10))
         self._stop = threading.Event()
-        self._sweeper: threading.Thread | None = None
+        self._monitor: threading.Thread | None = None
         self._stopped = False
 
     @property
@@ -73,17 +82,18 @@ class MetaServer:
         self.grpc_server.start()
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        self._sweeper = threading.Thread(target=self._sweep_loop, name="session-sweeper", daemon=True)
-        self._sweeper.start()
+        self._monitor = threading.Thread(target=self._monitor_loop, name="chain-monitor", daemon=True)
+        self._monitor.start()
+        self.gc.start()
         log.info("metaserver serving on %s (data %s)", self.address, self.store.path)
         return self.port
 
-    def _sweep_loop(self) -> None:
-        while not self._stop.wait(self.sweep_interval):
+    def _monitor_loop(self) -> None:
+        while not self._stop.wait(self.monitor_interval):
             try:
-                self.namespace.sweep_expired_sessions()
-            except Exception:  # noqa: BLE001 - keep sweeping; the next pass may succeed
-                log.exception("sweeping expired write sessions failed")
+                self.cluster.check_chains()
+            except Exception:  # noqa: BLE001 - keep watching; the next pass may succeed
+                log.exception("checking chains failed")
 
     def stop(self, grace: float | None = 2.0) -> None:
         """Stops serving, waits for in-flight calls (up to `grace`), then closes the store."""
@@ -93,8 +103,9 @@ class MetaServer:
         self.health.enter_graceful_shutdown()
         self.grpc_server.stop(grace).wait()
         self._stop.set()
-        if self._sweeper is not None:
-            self._sweeper.join(timeout=10)
+        if self._monitor is not None:
+            self._monitor.join(timeout=10)
+        self.gc.stop()
         self.store.close()
         log.info("metaserver stopped")
 
@@ -118,7 +129,14 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                    help="form chains only once this many storage nodes are alive (default: replication)")
     p.add_argument("--heartbeat-timeout", type=float, default=config.HEARTBEAT_TIMEOUT, help="seconds")
     p.add_argument("--session-lease", type=float, default=config.WRITE_SESSION_LEASE, help="seconds")
-    p.add_argument("--sweep-interval", type=float, default=DEFAULT_SWEEP_INTERVAL, help="seconds")
+    p.add_argument("--sweep-interval", type=float, default=DEFAULT_SWEEP_INTERVAL,
+                   help="seconds between sweeps of expired write sessions")
+    p.add_argument("--gc-interval", type=float, default=DEFAULT_GC_INTERVAL,
+                   help="seconds between garbage collection passes")
+    p.add_argument("--gc-grace", type=float, default=DEFAULT_GC_GRACE,
+                   help="seconds a removed file's chunks are kept for readers that still hold it")
+    p.add_argument("--gc-rate", type=float, default=DEFAULT_GC_RATE,
+                   help="at most this many chunk removal calls per second")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -142,6 +160,9 @@ def server_from_args(args: argparse.Namespace) -> MetaServer:
         session_lease=args.session_lease,
         sweep_interval=args.sweep_interval,
         min_nodes=args.min_nodes,
+        gc_interval=args.gc_interval,
+        gc_rate=args.gc_rate,
+        gc_grace=args.gc_grace,
     )
 
 

@@ -322,3 +322,13 @@ class RoutingReply(_message.Message):
     changed: bool
     routing: RoutingTable
     def __init__(self, changed: _Optional[bool] = ..., routing: _Optional[_Union[RoutingTable, _Mapping]] = ...) -> None: ...
+
+class NamespaceCheckReply(_message.Message):
+    __slots__ = ("problems", "files", "pending_inodes")
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    PENDING_INODES_FIELD_NUMBER: _ClassVar[int]
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    files: _containers.RepeatedCompositeFieldContainer[Inode]
+    pending_inodes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, problems: _Optional[_Iterable[str]] = ..., files: _Optional[_Iterable[_Union[Inode, _Mapping]]] = ..., pending_inodes: _Optional[_Iterable[int]] = ...) -> None: ...

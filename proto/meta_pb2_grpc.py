@@ -84,6 +84,11 @@ class NamespaceStub:
                 request_serializer=chainfs_dot_proto_dot_meta__pb2.CloseWriteRequest.SerializeToString,
                 response_deserializer=chainfs_dot_proto_dot_meta__pb2.Inode.FromString,
                 _registered_method=True)
+        self.CheckNamespace = channel.unary_unary(
+                '/chainfs.Namespace/CheckNamespace',
+                request_serializer=chainfs_dot_proto_dot_meta__pb2.Empty.SerializeToString,
+                response_deserializer=chainfs_dot_proto_dot_meta__pb2.NamespaceCheckReply.FromString,
+                _registered_method=True)
 
 
 class NamespaceServicer:
@@ -149,6 +154,12 @@ class NamespaceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckNamespace(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NamespaceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -201,6 +212,11 @@ def add_NamespaceServicer_to_server(servicer, server):
                     servicer.CloseWrite,
                     request_deserializer=chainfs_dot_proto_dot_meta__pb2.CloseWriteRequest.FromString,
                     response_serializer=chainfs_dot_proto_dot_meta__pb2.Inode.SerializeToString,
+            ),
+            'CheckNamespace': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckNamespace,
+                    request_deserializer=chainfs_dot_proto_dot_meta__pb2.Empty.FromString,
+                    response_serializer=chainfs_dot_proto_dot_meta__pb2.NamespaceCheckReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -473,6 +489,33 @@ class Namespace:
             '/chainfs.Namespace/CloseWrite',
             chainfs_dot_proto_dot_meta__pb2.CloseWriteRequest.SerializeToString,
             chainfs_dot_proto_dot_meta__pb2.Inode.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckNamespace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chainfs.Namespace/CheckNamespace',
+            chainfs_dot_proto_dot_meta__pb2.Empty.SerializeToString,
+            chainfs_dot_proto_dot_meta__pb2.NamespaceCheckReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -185,3 +185,23 @@ class RemoveChunksReply(_message.Message):
     REMOVED_FIELD_NUMBER: _ClassVar[int]
     removed: int
     def __init__(self, removed: _Optional[int] = ...) -> None: ...
+
+class SyncRequest(_message.Message):
+    __slots__ = ("chain_id", "chain_version", "from_target", "remove", "done")
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FROM_TARGET_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    chain_id: int
+    chain_version: int
+    from_target: int
+    remove: _containers.RepeatedCompositeFieldContainer[ChunkId]
+    done: bool
+    def __init__(self, chain_id: _Optional[int] = ..., chain_version: _Optional[int] = ..., from_target: _Optional[int] = ..., remove: _Optional[_Iterable[_Union[ChunkId, _Mapping]]] = ..., done: _Optional[bool] = ...) -> None: ...
+
+class SyncReply(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: int
+    def __init__(self, removed: _Optional[int] = ...) -> None: ...

@@ -54,6 +54,11 @@ class StorageStub:
                 request_serializer=chainfs_dot_proto_dot_storage__pb2.RemoveChunksRequest.SerializeToString,
                 response_deserializer=chainfs_dot_proto_dot_storage__pb2.RemoveChunksReply.FromString,
                 _registered_method=True)
+        self.Sync = channel.unary_unary(
+                '/chainfs.Storage/Sync',
+                request_serializer=chainfs_dot_proto_dot_storage__pb2.SyncRequest.SerializeToString,
+                response_deserializer=chainfs_dot_proto_dot_storage__pb2.SyncReply.FromString,
+                _registered_method=True)
 
 
 class StorageServicer:
@@ -87,6 +92,13 @@ class StorageServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Sync(self, request, context):
+        """Predecessor -> syncing successor: removals and sync-done.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +121,11 @@ def add_StorageServicer_to_server(servicer, server):
                     servicer.RemoveChunks,
                     request_deserializer=chainfs_dot_proto_dot_storage__pb2.RemoveChunksRequest.FromString,
                     response_serializer=chainfs_dot_proto_dot_storage__pb2.RemoveChunksReply.SerializeToString,
+            ),
+            'Sync': grpc.unary_unary_rpc_method_handler(
+                    servicer.Sync,
+                    request_deserializer=chainfs_dot_proto_dot_storage__pb2.SyncRequest.FromString,
+                    response_serializer=chainfs_dot_proto_dot_storage__pb2.SyncReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +236,33 @@ class Storage:
             '/chainfs.Storage/RemoveChunks',
             chainfs_dot_proto_dot_storage__pb2.RemoveChunksRequest.SerializeToString,
             chainfs_dot_proto_dot_storage__pb2.RemoveChunksReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Sync(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chainfs.Storage/Sync',
+            chainfs_dot_proto_dot_storage__pb2.SyncRequest.SerializeToString,
+            chainfs_dot_proto_dot_storage__pb2.SyncReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,18 +6,23 @@ machine-readable reason in the trailing metadata) and anything unexpected into I
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import grpc
 
+from chainfs.common.errors import ChainfsError, Reason
 from chainfs.common.rpc import handler, stream_handler
 from chainfs.proto import storage_pb2, storage_pb2_grpc
 from chainfs.storageserver.replication import Replicator
 
+if TYPE_CHECKING:
+    from chainfs.storageserver.resync import Resyncer
+
 
 class StorageServicer(storage_pb2_grpc.StorageServicer):
-    def __init__(self, replicator: Replicator) -> None:
+    def __init__(self, replicator: Replicator, resyncer: "Resyncer | None" = None) -> None:
         self.replicator = replicator
+        self.resyncer = resyncer
 
     @handler
     def Write(self, request_iterator: Iterator[storage_pb2.WriteRequest],
@@ -38,6 +43,12 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
     def RemoveChunks(self, request: storage_pb2.RemoveChunksRequest,
                      context: grpc.ServicerContext) -> storage_pb2.RemoveChunksReply:
         return self.replicator.remove_chunks(request, context.time_remaining())
+
+    @handler
+    def Sync(self, request: storage_pb2.SyncRequest, context: grpc.ServicerContext) -> storage_pb2.SyncReply:
+        if self.resyncer is None:
+            raise ChainfsError(Reason.INVALID_ARGUMENT, "this server does not take part in resync")
+        return self.resyncer.handle_sync(request)
 
 
 def add_to_server(servicer: StorageServicer, server: grpc.Server) -> None:

@@ -3,9 +3,15 @@
 Writes: the head checks chain version, headship and the client's CRC, then under the chunk's lock
 builds the new content (copy-on-write: committed content patched with the update), stages it as
 pending version committed+1, forwards the FULL new content down the chain and commits once the
-successor has acknowledged (the tail commits at once). A failed forward discards the pending version
-and fails the write with a retryable status, so the client refreshes routing and retries; request
-ids make a retry apply once. Successors take the predecessor's version as authoritative.
+successor has acknowledged (the tail commits at once). Successors take the predecessor's version as
+authoritative.
+
+A forward that fails (successor down, stale routing) or hangs while the chain version moves (the
+successor was declared dead, e.g. SIGSTOPped) is re-forwarded to whatever successor the newest
+routing names (or committed here when we became the tail), until the hop's deadline; only then is
+the pending version discarded and the write failed with a retryable status. Not aborting early
+matters: a successor may already have committed the update, and discarding it here would leave
+replicas that disagree. Request ids make every retry apply once.
 
 Reads: any SERVING replica answers from committed data only; a non-tail replica holding a pending
 version answers PENDING instead.
@@ -40,6 +46,10 @@ log = logging.getLogger(__name__)
 
 # Failures of a successor that are passed to the client as they are (retrying will not help).
 _PASS_THROUGH = {Reason.NO_SPACE, Reason.TOO_LARGE, Reason.IO_ERROR}
+
+
+class _Rerouted(Exception):
+    """The chain version moved while a forward was in flight: forward again to the new successor."""
 
 
 class KeyedLocks:
@@ -155,6 +165,8 @@ class Replicator:
         now = self.routing.position(pos.chain_id)
         if now is None or now.chain_version != pos.chain_version or now.target_id != pos.target_id:
             raise ChainfsError(Reason.STALE_ROUTING, f"chain {pos.chain_id} changed during the request")
+        if now.state not in (SERVING, SYNCING):  # fenced (e.g. resumed after SIGSTOP) or taken out
+            raise ChainfsError(Reason.STALE_ROUTING, f"target {pos.target_id} takes no writes now")
         return now
 
     def _deadline(self, time_remaining: float | None) -> float:
@@ -258,9 +270,13 @@ class Replicator:
                             h: storage_pb2.WriteHeader, version: int, content: bytearray, crc: int,
                             deadline: float) -> storage_pb2.WriteReply:
         try:
-            if pos.successor:
-                self._forward_write(pos, h, version, content, crc, deadline)
-            meta = store.commit(key, version, len(content), crc, h.chain_version, h.request_id)
+            pos, acked = self._forward_until_acked(pos, h, version, content, crc, deadline)
+            if not acked:
+                # We are the tail: make sure we were not fenced meanwhile (a stale commit must not
+                # slip in after a SIGCONT). Once a successor has acknowledged, never back out: it
+                # has committed, and so must we, or replicas would disagree.
+                pos = self._recheck(pos)
+            meta = store.commit(key, version, len(content), crc, pos.chain_version, h.request_id)
         except BaseException:
             try:
                 store.abort_pending(key)
@@ -269,18 +285,58 @@ class Replicator:
             raise
         return storage_pb2.WriteReply(meta=meta)
 
+    def _forward_until_acked(self, pos: ChainPosition, h: storage_pb2.WriteHeader, version: int,
+                             content: bytearray, crc: int, deadline: float) -> tuple[ChainPosition, bool]:
+        """Forwards to the current successor until one acknowledges; returns the position used and
+        whether a successor acknowledged (False: we are, or became, the tail)."""
+        while pos.successor:
+            try:
+                self._forward_write(pos, h, version, content, crc, deadline)
+                return pos, True
+            except _Rerouted:
+                pass
+            except ChainfsError as exc:
+                if exc.reason not in (Reason.UNAVAILABLE, Reason.STALE_ROUTING):
+                    raise
+                if deadline - time.monotonic() <= 0.06:
+                    raise  # out of time: the client retries (with refreshed routing)
+                time.sleep(0.05)
+                self.routing.refresh()
+            self._left(deadline)
+            now = self.routing.position(pos.chain_id)
+            if now is None or now.target_id != pos.target_id or now.state not in (SERVING, SYNCING):
+                raise ChainfsError(Reason.STALE_ROUTING,
+                                   f"target {pos.target_id} left chain {pos.chain_id} during a write")
+            if now.chain_version != pos.chain_version:
+                log.info("chain %d: re-forwarding version %d of %s to target %d (chain v%d)",
+                         pos.chain_id, version, h.chunk.index, now.successor, now.chain_version)
+            pos = now
+        return pos, False
+
     def _forward_write(self, pos: ChainPosition, h: storage_pb2.WriteHeader, version: int,
                        content: bytearray, crc: int, deadline: float) -> None:
         header = storage_pb2.WriteHeader(
-            chain_id=h.chain_id, chain_version=h.chain_version, chunk=h.chunk, offset=0,
+            chain_id=h.chain_id, chain_version=pos.chain_version, chunk=h.chunk, offset=0,
             length=len(content), replace=True, data_crc=crc, chunk_size=h.chunk_size,
             request_id=h.request_id, version=version, from_target=pos.target_id,
         )
         stub = self._stub(pos)
-        try:
-            reply = stub.Write(self._write_stream(header, content), timeout=self._left(deadline))
-        except grpc.RpcError as err:
-            raise self._forward_error(pos, err) from None
+        call = stub.Write.future(self._write_stream(header, content), timeout=self._left(deadline))
+        while True:
+            try:
+                reply = call.result(timeout=0.1)
+                break
+            except grpc.FutureTimeoutError:
+                # A successor that hangs (paused) is replaced by the manager; heartbeats bring the
+                # new routing within an interval, so watching our copy of it is enough.
+                now = self.routing.position(pos.chain_id)
+                if now is None or now.chain_version != pos.chain_version:
+                    call.cancel()
+                    raise _Rerouted() from None
+            except grpc.FutureCancelledError:
+                raise _Rerouted() from None
+            except grpc.RpcError as err:
+                raise self._forward_error(pos, err) from None
         m = reply.meta
         if m.version != version or m.length != len(content) or m.crc != crc:
             log.error("chain %d: successor %d acknowledged version %d/%d bytes/crc %08x, expected %d/%d/%08x",

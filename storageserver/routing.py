@@ -3,8 +3,18 @@
 Replication needs only the small `RoutingView` interface (`position`, `refresh`), so tests can hand
 it a fake. `ClusterRouting` is the real one: it registers with the cluster manager (keeping its node
 and target ids in `<data dir>/node.json` so a restart comes back as the same node), heartbeats every
-`config.HEARTBEAT_INTERVAL`, installs newer routing tables, and fences itself (reports its targets
-offline) when the manager has been unreachable for half the heartbeat timeout (DESIGN rule 6).
+`config.HEARTBEAT_INTERVAL`, installs newer routing tables, and fences itself (treats its targets as
+offline: no reads, no writes) when the manager has been unreachable for half the heartbeat timeout
+(DESIGN rule 6).
+
+The fence is a lease: it runs from the moment the last successful heartbeat was SENT, never from
+when its reply arrived (a reply that sat in a socket while the process was SIGSTOPped must not
+renew it), and only heartbeats renew it (the manager's liveness clock runs on heartbeats; a routing
+pull it does not see must not extend our right to serve). The manager declares a node dead only
+after T without a heartbeat, so a node always stops serving at least T/2 before its chain moves on.
+
+A restarted node (its targets still SERVING/SYNCING/WAITING in the table) sends no heartbeats until
+the manager has marked them offline, as 3FS does: every returning target goes through resync.
 """
 
 from __future__ import annotations
@@ -47,6 +57,7 @@ class ChainPosition:
     successor_address: str     # host:port of the successor's node, "" when none
     is_head: bool
     is_tail: bool
+    successor_state: int = 0   # the successor's public state, 0 when none
 
 
 class RoutingView(Protocol):
@@ -92,6 +103,7 @@ def compute_position(routing: meta_pb2.RoutingTable, chain_id: int, local_target
         successor_address=address,
         is_head=active and state == SERVING and head is not None and head.target_id == me.target_id,
         is_tail=active and succ is None,
+        successor_state=succ.state if succ is not None else 0,
     )
 
 
@@ -126,6 +138,7 @@ class ClusterRouting:
         self.self_fence = self_fence
         self.node_id = 0
         self.target_ids: list[int] = []
+        self.restarted = False  # set when an identity was saved by an earlier run
         self._routing = meta_pb2.RoutingTable()
         self._install_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
@@ -135,6 +148,8 @@ class ClusterRouting:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._listeners: list[Callable[[list[int]], None]] = []
+        # Reports each target's local state in heartbeats (resync decides); default: up to date.
+        self.local_state: Callable[[int], int] = lambda target_id: meta_pb2.UPTODATE
         self._load_identity()
 
     # ---- identity ----
@@ -152,6 +167,7 @@ class ClusterRouting:
             log.warning("ignoring unreadable %s: %s", path, exc)
             return
         self.node_id = int(saved.get("node_id", 0))
+        self.restarted = self.node_id != 0
         by_path = {str(k): int(v) for k, v in saved.get("targets", {}).items()}
         self.target_ids = [by_path.get(p, 0) for p in self.target_paths]
         log.info("loaded identity: node %d, targets %s", self.node_id, self.target_ids)
@@ -212,7 +228,6 @@ class ClusterRouting:
         self.node_id = reply.node_id
         self.target_ids = list(reply.target_ids)
         self._save_identity()
-        self._last_contact = time.monotonic()
         if reply.HasField("routing"):
             self._install(reply.routing)
         log.info("registered as node %d at %s with targets %s", self.node_id, self.address, self.target_ids)
@@ -220,6 +235,30 @@ class ClusterRouting:
             callback(list(self.target_ids))
 
     # ---- heartbeats ----
+
+    def must_wait_before_heartbeats(self) -> bool:
+        """True while we restarted and a target of ours is still SERVING/SYNCING/WAITING in the table.
+
+        A brand-new node (no saved identity) holds no data, so its targets may serve at once.
+        """
+        if not self.restarted:
+            return False
+        mine = set(self.target_ids)
+        return any(t.target_id in mine and t.state in (SERVING, SYNCING, meta_pb2.WAITING)
+                   for c in self._routing.chains for t in c.targets)
+
+    def wait_until_offline(self, stop: threading.Event | None = None, poll: float = 0.1) -> None:
+        """Pulls routing until the manager has marked our chained targets offline (or lastsrv)."""
+        logged = False
+        while self.must_wait_before_heartbeats():
+            if not logged:
+                log.info("restarted: waiting for the manager to mark our targets offline before heartbeating")
+                logged = True
+            if stop is not None and stop.is_set():
+                raise ChainfsError(Reason.UNAVAILABLE, "stopped while waiting to rejoin")
+            self._last_refresh = 0.0
+            self.refresh()
+            (stop.wait(poll) if stop is not None else time.sleep(poll))
 
     def start_heartbeats(self) -> None:
         if self._thread is None:
@@ -261,18 +300,20 @@ class ClusterRouting:
             node_id=self.node_id,
             address=self.address,
             targets=[
-                meta_pb2.TargetInfo(target_id=t, node_id=self.node_id, path=p, local_state=meta_pb2.UPTODATE)
+                meta_pb2.TargetInfo(target_id=t, node_id=self.node_id, path=p, local_state=self.local_state(t))
                 for t, p in zip(self.target_ids, self.target_paths)
             ],
             routing_version=self._routing.version,
         )
         timeout = max(1.0, min(config.META_RPC_TIMEOUT, self._heartbeat_timeout / 2))
+        sent = time.monotonic()
         reply = self._stub().Heartbeat(request, timeout=timeout)
-        self._last_contact = time.monotonic()
         if reply.heartbeat_timeout_ms > 0:
             self._heartbeat_timeout = reply.heartbeat_timeout_ms / 1000.0
         if reply.HasField("routing"):
             self._install(reply.routing)
+        # Only now, with the table the manager sent installed: the lease runs from `sent`.
+        self._last_contact = max(self._last_contact, sent)
 
     # ---- routing table ----
 
@@ -301,15 +342,16 @@ class ClusterRouting:
                 return
             finally:
                 self._last_refresh = time.monotonic()
-            self._last_contact = time.monotonic()
             if reply.HasField("routing") and (reply.changed or reply.routing.version > self._routing.version):
                 self._install(reply.routing)
 
     @property
     def fenced(self) -> bool:
-        """True when the manager has not answered for half the heartbeat timeout."""
-        if not self.self_fence or not self._last_contact:
+        """True when no heartbeat sent in the last T/2 was answered (or none was, yet)."""
+        if not self.self_fence:
             return False
+        if not self._last_contact:
+            return True
         return time.monotonic() - self._last_contact > self._heartbeat_timeout / 2
 
     def position(self, chain_id: int) -> ChainPosition | None:

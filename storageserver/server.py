@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from chainfs.common import config
@@ -24,6 +25,7 @@ from chainfs.common.rpc import ChannelPool, bind, make_server
 from chainfs.storageserver.chunk_store import ChunkStore
 from chainfs.storageserver.handlers import StorageServicer, add_to_server
 from chainfs.storageserver.replication import Replicator
+from chainfs.storageserver.resync import Resyncer
 from chainfs.storageserver.routing import ClusterRouting
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ class StorageNode:
 
     def __init__(self, data_dir: str | os.PathLike[str], meta_address: str, *, host: str = config.DEFAULT_HOST,
                  port: int = 0, targets: int = 4, advertise_host: str | None = None, fsync: bool = True,
-                 self_fence: bool = True) -> None:
+                 self_fence: bool = True, rejoin_wait: bool = True) -> None:
         if targets < 1:
             raise ValueError("a storage node needs at least one target")
         self.data_dir = Path(data_dir).resolve()
@@ -63,9 +65,12 @@ class StorageNode:
         self.routing.on_registered(self._map_targets)
         self.replicator = Replicator(self.routing, self.stores, self.channels,
                                      max_client_updates=max(1, RPC_WORKERS // 3))
-        add_to_server(StorageServicer(self.replicator), self.server)
+        self.resyncer = Resyncer(self.routing, self.replicator, self.stores, self.channels)
+        self.routing.local_state = self.resyncer.local_state
+        add_to_server(StorageServicer(self.replicator, self.resyncer), self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.rejoin_wait = rejoin_wait
         self._stopped = False
 
     def start(self, stop: threading.Event | None = None, register_timeout: float | None = None) -> None:
@@ -73,7 +78,16 @@ class StorageNode:
         self.server.start()
         log.info("storage service listening at %s", self.address)
         self.routing.register(stop, register_timeout)
+        # A restart: no heartbeats until the manager has marked our targets offline (3FS), so each
+        # one comes back through waiting -> syncing -> serving.
+        if self.rejoin_wait:
+            self.routing.wait_until_offline(stop)
+        try:
+            self.routing.heartbeat()  # the first lease, so we serve as soon as the port is published
+        except grpc.RpcError as err:
+            log.warning("first heartbeat failed: %s", err.code())
         self.routing.start_heartbeats()
+        self.resyncer.start()
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
@@ -89,6 +103,7 @@ class StorageNode:
         self._stopped = True
         self.health.enter_graceful_shutdown()
         self.routing.stop()
+        self.resyncer.stop()
         self.server.stop(grace).wait()
         self.channels.close()
         for store in self._local_stores:
@@ -109,6 +124,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--targets", type=int, default=4, help="number of targets (data dirs)")
     parser.add_argument("--advertise-host", help="host peers use to reach this node (default: --host)")
     parser.add_argument("--no-fsync", action="store_true", help="skip fsync (tests and benchmarks only)")
+    parser.add_argument("--no-rejoin-wait", action="store_true",
+                        help="after a restart, heartbeat at once instead of waiting to be marked offline "
+                             "(only for managers without failure detection)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
     return parser
 
@@ -139,7 +157,8 @@ def run_server(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
     node = StorageNode(args.data_dir, args.meta, host=args.host, port=args.port, targets=args.targets,
-                       advertise_host=args.advertise_host, fsync=not args.no_fsync)
+                       advertise_host=args.advertise_host, fsync=not args.no_fsync,
+                       rejoin_wait=not args.no_rejoin_wait)
     try:
         node.start(stop)
     except ChainfsError as exc:

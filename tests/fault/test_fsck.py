@@ -1,0 +1,57 @@
+"""`chainfs fsck URL`: exit 0 on a clean cluster; prints the difference and exits 1 when one replica
+holds a different chunk, and when a target is not serving."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chainfs.common.checksum import crc32c
+from chainfs.common.rpc import ChannelPool
+from chainfs.proto import meta_pb2 as mpb
+from chainfs.proto import storage_pb2 as spb
+from chainfs.proto import storage_pb2_grpc as spb_grpc
+
+from tests.fault.harness import CHUNK, WAIT, client, make_cluster, node_index, the_chain, wait_state
+
+pytestmark = pytest.mark.fault
+
+
+def run_fsck(url: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "chainfs.cli.main", "fsck", url],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_fsck_cli(tmp_path: Path) -> None:
+    with make_cluster(tmp_path / "c") as cluster:
+        c = client(cluster)
+        c.mkdir("/f", layout=mpb.Layout(chunk_size=CHUNK, stripe_width=1))
+        inode = c.write_file("/f/x", b"a" * (CHUNK + 10))
+        done = run_fsck(cluster.url)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "clean" in done.stdout
+
+        # Make the tail's copy of chunk 1 differ, as a lost update would: a forwarded full-chunk
+        # write from its predecessor with a newer version.
+        chain = the_chain(cluster)
+        pred, tail = chain.targets[1], chain.targets[2]
+        address = next(n.address for n in cluster.routing().nodes if n.node_id == tail.node_id)
+        bogus = b"b" * 10
+        header = spb.WriteHeader(chain_id=chain.chain_id, chain_version=chain.version,
+                                 chunk=spb.ChunkId(inode=inode.id, index=1), length=len(bogus), replace=True,
+                                 data_crc=crc32c(bogus), chunk_size=CHUNK, version=7, from_target=pred.target_id)
+        stub = spb_grpc.StorageStub(ChannelPool().get(address))
+        stub.Write(iter([spb.WriteRequest(header=header), spb.WriteRequest(data=bogus)]), timeout=10)
+        done = run_fsck(cluster.url)
+        assert done.returncode == 1
+        assert f"chunk {inode.id}:1: replicas differ" in done.stdout, done.stdout
+
+        # A target that is not serving cannot be compared: reported, non-zero.
+        index = node_index(cluster, tail.node_id)
+        cluster.kill_storage(index)
+        wait_state(cluster, tail.node_id, mpb.OFFLINE, WAIT)
+        done = run_fsck(cluster.url)
+        assert done.returncode == 1 and "offline, not compared" in done.stdout, done.stdout
