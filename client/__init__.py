@@ -2,5 +2,6 @@
 
 from chainfs.client.chainclient import ChainClient
 from chainfs.client.url import ChainfsURL, parse_url
+from chainfs.client.fs import ChainFileSystem  # after ChainClient: fs builds on it
 
-__all__ = ["ChainClient", "ChainfsURL", "parse_url"]
+__all__ = ["ChainClient", "ChainFileSystem", "ChainfsURL", "parse_url"]

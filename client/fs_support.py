@@ -1,0 +1,116 @@
+"""What the fsspec filesystem shares per process: clients, gevent setup, path and info helpers.
+
+fsspec caches one filesystem instance per thread (per greenlet under gevent), so instances must be
+cheap: they hold only their storage options, and every instance of the same cluster in a process
+shares one ChainClient (and through it one gRPC channel per server), rebuilt after a fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from datetime import datetime, timezone
+from typing import Any
+
+from chainfs.proto import meta_pb2 as mpb
+
+from chainfs.client.chainclient import ChainClient
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = "chainfs"
+ADDRESS_ENV = "CHAINFS_ADDRESS"  # default cluster for `chainfs:///path` and options without a host
+
+_lock = threading.Lock()
+_clients: dict[tuple[str, float], ChainClient] = {}
+_clients_pid = os.getpid()
+_gevent_ready = False
+
+
+def init_gevent_if_patched() -> bool:
+    """Lets gRPC cooperate with gevent's hub, when (and only when) gevent has monkey-patched.
+
+    grpc's gevent integration must run after `gevent.monkey.patch_all()` and before any gRPC
+    channel exists; chainfs creates channels lazily, so calling this from the filesystem's
+    constructor is early enough for locust (which patches at import). Without patching, nothing
+    changes: plain threads keep the default gRPC polling.
+    """
+    global _gevent_ready
+    if _gevent_ready or "gevent" not in sys.modules:
+        return _gevent_ready
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover - a module named gevent without gevent.monkey
+        return False
+    if not monkey.is_module_patched("socket"):
+        return False
+    with _lock:
+        if not _gevent_ready:
+            import grpc.experimental.gevent as grpc_gevent
+
+            grpc_gevent.init_gevent()
+            _gevent_ready = True
+            log.debug("gRPC switched to gevent-cooperative polling")
+    return True
+
+
+def shared_client(address: str, retry_deadline: float) -> ChainClient:
+    """The process-wide client of one cluster: shared by every instance and greenlet."""
+    global _clients, _clients_pid
+    with _lock:
+        if _clients_pid != os.getpid():  # a forked child must not reuse its parent's objects
+            _clients, _clients_pid = {}, os.getpid()
+        key = (address, retry_deadline)
+        client = _clients.get(key)
+        if client is None:
+            client = ChainClient(address, retry_deadline=retry_deadline)
+            _clients[key] = client
+        return client
+
+
+def split_address(text: str) -> tuple[str, int]:
+    """'HOST:PORT' (or '[v6]:PORT') -> (host, port); ValueError naming what is wrong."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def clean_path(path: str) -> str:
+    """A filesystem path in fsspec form: absolute, single slashes, no trailing slash."""
+    parts = [p for p in str(path).split("/") if p not in ("", ".")]
+    return "/" + "/".join(parts)
+
+
+def join(parent: str, name: str) -> str:
+    return parent.rstrip("/") + "/" + name
+
+
+def to_info(path: str, inode: mpb.Inode) -> dict[str, Any]:
+    """An fsspec info dict; it carries what a reader needs, so opening a file costs one stat."""
+    is_dir = inode.type == mpb.DIRECTORY
+    return {
+        "name": path,
+        "size": 0 if is_dir else int(inode.length),
+        "type": "directory" if is_dir else "file",
+        "ino": int(inode.id),
+        "created": inode.ctime_ns / 1e9,
+        "mtime": inode.mtime_ns / 1e9,
+        "mtime_ns": int(inode.mtime_ns),
+        "mode": int(inode.mode),
+        "chunk_size": int(inode.layout.chunk_size),
+        "chains": [int(c) for c in inode.layout.chains],
+    }
+
+
+def to_inode(info: dict[str, Any]) -> mpb.Inode:
+    """Rebuilds the parts of an inode that reads need, from an info dict."""
+    kind = mpb.DIRECTORY if info["type"] == "directory" else mpb.FILE
+    layout = mpb.Layout(chunk_size=info["chunk_size"], chains=info["chains"])
+    return mpb.Inode(id=info["ino"], type=kind, length=info["size"], layout=layout)
+
+
+def to_datetime(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)

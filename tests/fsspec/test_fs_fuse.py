@@ -1,0 +1,107 @@
+"""The FUSE mount, started by `chainfs mount` as its own process and removed by `chainfs umount`."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from chainfs.cli.mount_cmd import fuse_available
+from chainfs.client.fs import ChainFileSystem
+from chainfs.cluster import LocalCluster
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(fuse_available() is not None, reason=f"FUSE unavailable: {fuse_available()}")]
+
+CHAINFS = [sys.executable, "-m", "chainfs.cli.main"]
+BIG = 100 << 20
+
+
+def chainfs(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([*CHAINFS, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def mounted(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    mnt = tmp_path_factory.mktemp("mnt")
+    proc = chainfs("mount", cluster.url, str(mnt))
+    if proc.returncode != 0 and "fusermount" in proc.stderr and "permission" in proc.stderr.lower():
+        pytest.skip(f"FUSE mounts are not permitted here: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stderr
+    assert os.path.ismount(mnt)
+    try:
+        yield mnt
+    finally:
+        result = chainfs("umount", str(mnt))
+        if os.path.ismount(mnt):  # last resort, so no test run leaves a mount behind
+            subprocess.run(["fusermount", "-uz", str(mnt)], capture_output=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+    deadline = time.monotonic() + 10
+    while os.path.ismount(mnt) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.ismount(mnt)
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(8 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def test_big_file_cp_in_and_out(mounted: Path, cfs: ChainFileSystem, tmp_path: Path) -> None:
+    src = tmp_path / "big.bin"
+    with open(src, "wb") as f:
+        for _ in range(BIG >> 20):
+            f.write(os.urandom(1 << 20))
+    subprocess.run(["cp", str(src), str(mounted / "big-in.bin")], check=True, timeout=300)
+    # Committed when cp closed the file: fsspec sees it whole, right away.
+    assert cfs.info("/big-in.bin")["size"] == BIG
+    h = hashlib.md5()
+    with cfs.open("/big-in.bin", "rb") as f:
+        while block := f.read(8 << 20):
+            h.update(block)
+    assert h.hexdigest() == _md5(src)
+
+    with cfs.open("/big-out.bin", "wb") as f, open(src, "rb") as fin:
+        while block := fin.read(8 << 20):
+            f.write(block[::-1])
+    expected = hashlib.md5()
+    with open(src, "rb") as fin:
+        while block := fin.read(8 << 20):
+            expected.update(block[::-1])
+    dst = tmp_path / "back.bin"
+    subprocess.run(["cp", str(mounted / "big-out.bin"), str(dst)], check=True, timeout=300)
+    assert _md5(dst) == expected.hexdigest()
+    cfs.rm(["/big-in.bin", "/big-out.bin"])
+
+
+def test_posix_operations(mounted: Path, cfs: ChainFileSystem) -> None:
+    d = mounted / "posix"
+    d.mkdir()
+    (d / "a.txt").write_text("alpha")
+    with open(d / "a.txt", "a") as f:
+        f.write("-beta")
+    assert (d / "a.txt").read_text() == "alpha-beta"
+    assert cfs.cat_file("/posix/a.txt") == b"alpha-beta"
+    subprocess.run(["mv", str(d / "a.txt"), str(d / "b.txt")], check=True, timeout=30)
+    subprocess.run(["mkdir", "-p", str(d / "x" / "y")], check=True, timeout=30)
+    subprocess.run(["cp", str(d / "b.txt"), str(d / "x" / "y" / "c.txt")], check=True, timeout=30)
+    listing = subprocess.run(["ls", str(d)], capture_output=True, text=True, check=True, timeout=30).stdout.split()
+    assert listing == ["b.txt", "x"]
+    assert sorted(cfs.find("/posix")) == ["/posix/b.txt", "/posix/x/y/c.txt"]
+    cfs.pipe_file("/posix/from-fsspec", b"seen through the mount")
+    assert (d / "from-fsspec").read_bytes() == b"seen through the mount"
+    subprocess.run(["rm", "-r", str(d / "x")], check=True, timeout=30)
+    os.remove(d / "b.txt")
+    with pytest.raises(FileNotFoundError):
+        open(d / "missing")
+    subprocess.run(["rm", "-rf", str(d)], check=True, timeout=30)
+    assert not cfs.exists("/posix")
