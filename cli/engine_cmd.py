@@ -1,0 +1,31 @@
+"""`chainfs engine serve`: the numpy inference engine with its KV cache on chainfs (or `file`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    engine = sub.add_parser("engine", help="the inference engine that keeps prefix KV on chainfs")
+    esub = engine.add_subparsers(dest="engine_command", metavar="ACTION", required=True)
+    serve = esub.add_parser("serve", help="serve OpenAI-style completions over HTTP")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, required=True, help="HTTP port (0 picks a free one)")
+    serve.add_argument("--model", choices=["tiny", "small"], default="tiny")
+    serve.add_argument("--cache", default="none",
+                       help="none, or a store URL: chainfs://HOST:PORT/dir, file:///dir, memory://dir")
+    serve.add_argument("--block-tokens", type=int, default=64, help="tokens per KV block (default 64)")
+    serve.add_argument("--capacity", type=int, default=0, help="store capacity in bytes (0 = unbounded)")
+    serve.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from chainfs.engine.server import build_engine, serve  # numpy loads only for this command
+
+    if args.block_tokens <= 0:
+        raise ValueError("--block-tokens must be positive")
+    logging.getLogger("chainfs").setLevel(logging.DEBUG if args.debug else logging.INFO)
+    engine = build_engine(args.model, args.cache, args.block_tokens, args.capacity or None)
+    serve(engine, args.host, args.port)
+    return 0

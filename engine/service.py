@@ -1,0 +1,120 @@
+"""The engine: prompt in, tokens out, with prefix KV reused from the block store.
+
+A request runs: lookup (one batched probe) -> load (one batched read) -> prefill of the uncached
+rest -> first token (TTFT) -> store of the new full blocks -> decode. The cache is looked up on
+prompt[:-1] because the last prompt token must always be computed to produce logits, so every
+block the lookup reports can be used, and the engine's cached tokens equal the store's hits.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from chainfs.engine.cache import CacheHandle
+from chainfs.engine.model import Transformer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Completion:
+    prompt_tokens: int
+    token_ids: list[int]
+    cached_tokens: int
+    timings: dict[str, float] = field(default_factory=dict)  # milliseconds
+    cache_used: bool = False
+    kv_bytes_read: int = 0     # KV payload loaded from the store for this request
+    kv_bytes_written: int = 0  # KV payload of the new blocks this request stored
+
+    @property
+    def miss_tokens(self) -> int:
+        return self.prompt_tokens - self.cached_tokens
+
+
+class Engine:
+    """One model, one optional cache; requests are computed one at a time (numpy already uses
+    every core for one request's matmuls)."""
+
+    def __init__(self, model: Transformer, cache: CacheHandle | None = None) -> None:
+        self.model = model
+        self.cache = cache
+        self._lock = threading.Lock()
+
+    @property
+    def config(self):  # noqa: ANN201 - ModelConfig
+        return self.model.config
+
+    def complete(self, prompt: list[int], max_tokens: int, temperature: float = 0.0,
+                 seed: int | None = None) -> Completion:
+        with self._lock:
+            return self._complete(prompt, max_tokens, temperature, seed)
+
+    def _complete(self, prompt: list[int], max_tokens: int, temperature: float,
+                  seed: int | None) -> Completion:
+        t0 = time.perf_counter()
+        timings = {"kv_lookup_ms": 0.0, "kv_load_ms": 0.0, "kv_store_ms": 0.0}
+        tokens = np.asarray(prompt, dtype=np.int64)
+        store = self.cache.get() if self.cache else None
+        cached_kv = None
+        bytes_read = bytes_written = 0
+        if store is not None:
+            t = time.perf_counter()
+            found = store.lookup(tokens[:-1])
+            timings["kv_lookup_ms"] = _ms(t)
+            t = time.perf_counter()
+            blocks = store.load(found)
+            timings["kv_load_ms"] = _ms(t)
+            bytes_read = sum(b.nbytes for b in blocks)
+            if blocks:
+                cached_kv = np.concatenate(blocks, axis=3)
+                if cached_kv.shape[:3] + cached_kv.shape[4:] != _layout(self.model):
+                    log.warning("cached KV has shape %s, not this model's layout: ignored", cached_kv.shape)
+                    cached_kv = None
+        cached = 0 if cached_kv is None else cached_kv.shape[3]
+        t = time.perf_counter()
+        logits, kv = self.model.prefill(tokens, cached_kv, reserve=max_tokens)
+        timings["prefill_compute_ms"] = _ms(t)
+        rng = np.random.default_rng(seed)
+        out: list[int] = []
+        if max_tokens > 0:
+            out.append(_sample(logits[-1], temperature, rng))
+        timings["ttft_ms"] = _ms(t0)
+        if store is not None:
+            t = time.perf_counter()
+            b = store.block_tokens
+            first, last = cached // b, len(tokens) // b
+            new_blocks = [kv[:, :, :, i * b:(i + 1) * b] for i in range(first, last)]
+            if new_blocks:
+                written = store.store(tokens[:last * b], new_blocks, start_block=first)
+                bytes_written = written * new_blocks[0].nbytes
+            timings["kv_store_ms"] = _ms(t)
+        pos = len(tokens)
+        while len(out) < max_tokens:
+            step = self.model.forward(np.asarray(out[-1:]), kv, pos)
+            pos += 1
+            out.append(_sample(step[-1], temperature, rng))
+        timings["total_ms"] = _ms(t0)
+        return Completion(len(tokens), out, cached, {k: round(v, 3) for k, v in timings.items()},
+                          cache_used=store is not None, kv_bytes_read=bytes_read, kv_bytes_written=bytes_written)
+
+
+def _layout(model: Transformer) -> tuple[int, ...]:
+    c = model.config
+    return (c.n_layers, 2, c.n_kv_heads, c.head_dim)
+
+
+def _sample(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    z = logits.astype(np.float64) / temperature
+    p = np.exp(z - z.max())
+    return int(rng.choice(len(p), p=p / p.sum()))
+
+
+def _ms(since: float) -> float:
+    return (time.perf_counter() - since) * 1000.0

@@ -1,0 +1,60 @@
+"""The block store over a real chainfs cluster (separate processes on loopback)."""
+
+from __future__ import annotations
+
+import uuid
+
+import fsspec
+import numpy as np
+import pytest
+
+pytest.importorskip("chainfs.client.fs")
+
+from chainfs.kvcache import KVBlockStore, Namespace, block_keys  # noqa: E402
+from conftest import B, block_for, tokens  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def chain_fs(cluster):
+    host, port = cluster.address.rsplit(":", 1)
+    return fsspec.filesystem("chainfs", host=host, port=int(port))
+
+
+def test_store_lookup_load_restart_and_corruption_on_chainfs(chain_fs, ns: Namespace) -> None:
+    root = f"/kv-{uuid.uuid4().hex[:8]}"
+    store = KVBlockStore(chain_fs, root, ns, capacity_bytes=1 << 30)
+    toks = tokens(4 * B)
+    blocks = [block_for(i) for i in range(4)]
+    assert store.lookup(toks).hit_blocks == 0
+    assert store.store(toks, blocks) == 4
+    found = store.lookup(toks)
+    assert found.hit_blocks == 4
+    for got, want in zip(store.load(found), blocks):
+        np.testing.assert_array_equal(got, want)
+
+    restarted = KVBlockStore(chain_fs, root, ns, capacity_bytes=1 << 30)
+    assert len(restarted.index) == 4 and restarted.lookup(toks).hit_blocks == 4
+
+    path = restarted.path_of(block_keys(ns, toks)[3])
+    blob = bytearray(chain_fs.cat_file(path))
+    blob[-1] ^= 0xFF
+    chain_fs.pipe_file(path, bytes(blob))
+    assert len(restarted.load(restarted.lookup(toks))) == 3
+    assert restarted.stats.corrupt_blocks == 1
+    assert restarted.store(toks, blocks[3:], start_block=3) == 1
+    assert len(restarted.load(restarted.lookup(toks))) == 4
+
+
+def test_eviction_on_chainfs(chain_fs, ns: Namespace) -> None:
+    root = f"/kv-{uuid.uuid4().hex[:8]}"
+    one = KVBlockStore(chain_fs, root, ns)
+    one.store(tokens(B, seed=0), [block_for(0)])
+    size = one.index.total_bytes
+    store = KVBlockStore(chain_fs, root, ns, capacity_bytes=3 * size)
+    for s in range(1, 8):
+        store.store(tokens(B, seed=s), [block_for(s)])
+        assert store.disk_usage() <= 3 * size
+    assert store.stats.evictions == 5
+    assert [store.lookup(tokens(B, seed=s)).hit_blocks for s in (5, 6, 7)] == [1, 1, 1]
