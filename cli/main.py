@@ -11,7 +11,7 @@ import logging
 import sys
 from typing import Sequence
 
-from chainfs.cli import cluster_cmd, file_cmd, server_cmd
+from chainfs.cli import cluster_cmd, engine_cmd, file_cmd, fsck_cmd, loadtest_cmd, mount_cmd, server_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,8 +19,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     file_cmd.register(sub)
+    mount_cmd.register(sub)
     cluster_cmd.register(sub)
     server_cmd.register(sub)
+    engine_cmd.register(sub)
+    loadtest_cmd.register(sub)
+    fsck_cmd.register(sub)
     return parser
 
 
@@ -42,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"chainfs: error: {describe(exc)}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, file_cmd.UsageError) else 1
 
 
 def describe(exc: BaseException) -> str:

@@ -1,0 +1,144 @@
+"""What a comparison measured: per-scenario figures, the console table, JSON, CSV and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from chainfs.engine.presets import ModelConfig
+from chainfs.loadtest.ideal import capacity_curve, replay
+from chainfs.loadtest.plots import plot_all
+from chainfs.loadtest.stats import write_csv
+from chainfs.loadtest.workload import Request
+
+# DeepSeek's published prices per million input tokens (see DESIGN.md, "Figures worth knowing").
+PRICE_HIT_PER_M = 0.14
+PRICE_MISS_PER_M = 0.55
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else 0.0
+
+
+def hit_rate_over_time(rows: list[dict], buckets: int = 20) -> list[tuple[float, float, float]]:
+    """(end of window in s, hit rate of the window, cumulative hit rate up to its end).
+
+    The windowed rate shows phases (a cold start, a warmed cache); the cumulative one converges
+    to the overall figure and stays readable when windows hold few requests.
+    """
+    ok = sorted((r for r in rows if r["ok"]), key=lambda r: r["sent_s"])
+    if not ok:
+        return []
+    end = ok[-1]["sent_s"] or 1.0
+    width = end / buckets
+    series = []
+    total_prompt = total_hit = 0
+    for b in range(buckets):
+        lo, hi = b * width, (b + 1) * width
+        window = [r for r in ok if lo <= r["sent_s"] < hi or (b == buckets - 1 and r["sent_s"] == end)]
+        prompt = sum(r["prompt_tokens"] for r in window)
+        hit = sum(r["hit_tokens"] for r in window)
+        total_prompt, total_hit = total_prompt + prompt, total_hit + hit
+        if prompt:
+            series.append((hi, hit / prompt, total_hit / total_prompt))
+    return series
+
+
+def scenario_figures(rows: list[dict], ideal_rate: float, model: ModelConfig) -> dict[str, Any]:
+    ok = [r for r in rows if r["ok"]]
+    prompt = sum(r["prompt_tokens"] for r in rows)
+    hit = sum(r["hit_tokens"] for r in ok)
+    ttft = [r["ttft_ms"] for r in ok]
+    computed = sum(r["prompt_tokens"] - r["hit_tokens"] for r in ok)
+    compute_s = sum(r["prefill_compute_ms"] for r in ok) / 1000
+    load_s = sum(r["kv_load_ms"] for r in ok) / 1000
+    bytes_read = sum(r["kv_bytes_read"] for r in ok)
+    bytes_written = sum(r["kv_bytes_written"] for r in ok)
+    cost = ((hit * PRICE_HIT_PER_M + (prompt - hit) * PRICE_MISS_PER_M) / prompt) if prompt else 0.0
+    per_token_s = compute_s / computed if computed else 0.0
+    return {
+        "requests": len(rows), "errors": len(rows) - len(ok), "prompt_tokens": prompt, "hit_tokens": hit,
+        "miss_tokens": prompt - hit, "token_hit_rate": hit / prompt if prompt else 0.0,
+        "ideal_token_hit_rate": ideal_rate,
+        "hit_rate_over_time": hit_rate_over_time(rows),
+        "ttft_ms": {"p50": percentile(ttft, 50), "p90": percentile(ttft, 90), "p99": percentile(ttft, 99),
+                    "mean": float(np.mean(ttft)) if ttft else 0.0},
+        "prefill_tokens_computed": computed, "prefill_compute_s": compute_s,
+        "prefill_compute_ms_per_token": per_token_s * 1000,
+        "kv_bytes_read": bytes_read, "kv_bytes_written": bytes_written, "kv_load_s": load_s,
+        "kv_read_bandwidth_mb_s": bytes_read / load_s / 1e6 if load_s else 0.0,
+        "break_even_bandwidth_mb_s": model.kv_bytes_per_token / per_token_s / 1e6 if per_token_s else 0.0,
+        "cost_per_million_input_usd": cost,
+    }
+
+
+def build_report(results: dict[str, list[dict]], requests: list[Request], model: ModelConfig,
+                 block_tokens: int, config: dict[str, Any]) -> dict[str, Any]:
+    ideal = replay(requests, block_tokens).token_hit_rate
+    scenarios = {name: scenario_figures(rows, ideal, model) for name, rows in results.items()}
+    if "none" in scenarios:
+        base = scenarios["none"]["cost_per_million_input_usd"]
+        base_ttft = scenarios["none"]["ttft_ms"]["p50"]
+        for s in scenarios.values():
+            s["cost_saving_vs_none"] = 1 - s["cost_per_million_input_usd"] / base if base else 0.0
+            s["ttft_p50_vs_none"] = s["ttft_ms"]["p50"] / base_ttft if base_ttft else 0.0
+    return {
+        "config": config,
+        "model": {"name": model.name, "kv_bytes_per_token": model.kv_bytes_per_token,
+                  "flops_per_token": model.flops_per_token(0)},
+        "prices_usd_per_million": {"hit": PRICE_HIT_PER_M, "miss": PRICE_MISS_PER_M},
+        "ideal_token_hit_rate": ideal,
+        "capacity_curve": [{"blocks": b, "bytes": b * block_tokens * model.kv_bytes_per_token, "token_hit_rate": r}
+                           for b, r in capacity_curve(requests, block_tokens)],
+        "scenarios": scenarios,
+    }
+
+
+ROWS: list[tuple[str, Any]] = [
+    ("requests (errors)", lambda s: f"{s['requests']} ({s['errors']})"),
+    ("prompt tokens", lambda s: f"{s['prompt_tokens']:,}"),
+    ("hit tokens", lambda s: f"{s['hit_tokens']:,}"),
+    ("token hit rate", lambda s: f"{s['token_hit_rate']:.1%}"),
+    ("ideal hit rate (unlimited)", lambda s: f"{s['ideal_token_hit_rate']:.1%}"),
+    ("TTFT p50 / p90 / p99 ms", lambda s: f"{s['ttft_ms']['p50']:.0f} / {s['ttft_ms']['p90']:.0f} / "
+                                          f"{s['ttft_ms']['p99']:.0f}"),
+    ("TTFT p50 vs none", lambda s: f"{s.get('ttft_p50_vs_none', 0):.2f}x"),
+    ("prefill tokens computed", lambda s: f"{s['prefill_tokens_computed']:,}"),
+    ("prefill compute s", lambda s: f"{s['prefill_compute_s']:.2f}"),
+    ("KV read / written MB", lambda s: f"{s['kv_bytes_read'] / 1e6:.1f} / {s['kv_bytes_written'] / 1e6:.1f}"),
+    ("KV read MB/s (break-even)", lambda s: f"{s['kv_read_bandwidth_mb_s']:.0f} ({s['break_even_bandwidth_mb_s']:.1f})"),
+    ("$ per M input tokens", lambda s: f"{s['cost_per_million_input_usd']:.4f}"),
+    ("saving vs none", lambda s: f"{s.get('cost_saving_vs_none', 0):.1%}"),
+]
+
+
+def print_table(report: dict[str, Any], console: Console | None = None) -> None:
+    """One column per scenario, so the table fits a terminal whatever the number of figures."""
+    console = console or Console()
+    table = Table(title=f"KV cache comparison, model {report['model']['name']}")
+    table.add_column("")
+    for name in report["scenarios"]:
+        table.add_column(name, justify="right")
+    for label, fmt in ROWS:
+        table.add_row(label, *(fmt(s) for s in report["scenarios"].values()))
+    console.print(table)
+
+
+def write_outputs(report: dict[str, Any], results: dict[str, list[dict]], report_dir: Path,
+                  json_path: Path | None) -> list[Path]:
+    """The JSON report, a CSV of every request (all scenarios, and one per scenario), the plots."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = report_dir / "requests.csv"
+    write_csv([dict(row, scenario=name) for name, rows in results.items() for row in rows], csv_path,
+              leading=("scenario",))
+    for name, rows in results.items():
+        (report_dir / name).mkdir(exist_ok=True)
+        write_csv(rows, report_dir / name / "requests.csv")
+    target = json_path or report_dir / "report.json"
+    target.write_text(json.dumps(report, indent=2))
+    return [csv_path, target, *plot_all(report, results, report_dir)]

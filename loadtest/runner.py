@@ -1,0 +1,118 @@
+"""`chainfs loadtest run`: one comparison of the scenarios none / local / shared, end to end.
+
+For each scenario it starts E engines (and, for `shared`, a local chainfs cluster), drives the same
+workload through locust, stops everything, and hands the per-request rows to the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from chainfs.cluster import LocalCluster
+from chainfs.engine.presets import get_preset
+from chainfs.loadtest.generators import CalibratedConfig, QAConfig, calibrated, multi_round_qa
+from chainfs.loadtest.services import run_locust, start_engines
+from chainfs.loadtest.stats import read_csv
+from chainfs.loadtest.trace import load_trace
+from chainfs.loadtest.workload import Request, save
+
+log = logging.getLogger(__name__)
+
+SCENARIOS = ("none", "local", "shared")
+
+
+@dataclass
+class RunConfig:
+    scenarios: list[str] = field(default_factory=lambda: list(SCENARIOS))
+    engines: int = 2
+    model: str = "small"
+    workload: str = "calibrated"       # calibrated | qa | trace
+    trace: str | None = None
+    length_scale: int = 8
+    time_scale: float = 0.0            # 0: send as soon as a user is free (and the session allows)
+    max_requests: int | None = None
+    max_tokens: int = 4
+    sessions: int = 40                 # calibrated generator
+    qa: QAConfig = field(default_factory=QAConfig)
+    concurrency: int = 2
+    duration: float | None = None
+    capacity: int | None = None        # bytes per cache (None: unlimited)
+    block_tokens: int = 64
+    routing: str = "round_robin"
+    fsync: bool = True                 # storage nodes of the shared scenario fsync every chunk
+    report_dir: Path = Path("loadtest-report")
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        unknown = set(self.scenarios) - set(SCENARIOS)
+        if unknown or not self.scenarios:
+            raise ValueError(f"scenarios must be among {SCENARIOS}, got {self.scenarios}")
+        if self.engines < 1 or self.concurrency < 1:
+            raise ValueError("engines and concurrency must be >= 1")
+        if self.workload not in ("calibrated", "qa", "trace"):
+            raise ValueError(f"unknown workload {self.workload!r}")
+        if self.workload == "trace" and not self.trace:
+            raise ValueError("the trace workload needs --trace PATH")
+        if self.block_tokens < 1 or (self.capacity is not None and self.capacity < 0):
+            raise ValueError("block_tokens must be >= 1 and capacity >= 0")
+
+
+def build_workload(cfg: RunConfig) -> list[Request]:
+    model = get_preset(cfg.model)
+    room = model.max_context - cfg.max_tokens
+    if cfg.workload == "trace":
+        assert cfg.trace is not None
+        reqs = load_trace(cfg.trace, model.vocab_size, cfg.length_scale, cfg.time_scale, cfg.max_requests,
+                          max_prompt_tokens=room, max_output_tokens=cfg.max_tokens)
+    elif cfg.workload == "qa":
+        reqs = multi_round_qa(cfg.qa, model.vocab_size, seed=cfg.seed)
+    else:
+        reqs = calibrated(CalibratedConfig(sessions=cfg.sessions), model.vocab_size, cfg.length_scale,
+                          cfg.time_scale, max_prompt_tokens=room, max_tokens=cfg.max_tokens, seed=cfg.seed)
+    if cfg.max_requests is not None:
+        reqs = reqs[:cfg.max_requests]
+    too_long = [r.index for r in reqs if r.prompt_tokens > room]
+    if too_long:
+        raise ValueError(f"{len(too_long)} prompts exceed the {cfg.model} context; lower them")
+    return reqs
+
+
+def run_comparison(cfg: RunConfig, progress: Callable[[str], None] = log.info) -> dict[str, list[dict]]:
+    """Runs every scenario; returns the per-request rows of each."""
+    requests = build_workload(cfg)
+    cfg.report_dir.mkdir(parents=True, exist_ok=True)
+    workload_path = cfg.report_dir / "workload.jsonl"
+    save(requests, workload_path)
+    results: dict[str, list[dict]] = {}
+    for scenario in cfg.scenarios:
+        progress(f"scenario {scenario}: {len(requests)} requests, {cfg.engines} engines, "
+                 f"concurrency {cfg.concurrency}")
+        results[scenario] = run_scenario(cfg, scenario, workload_path)
+    return results
+
+
+def run_scenario(cfg: RunConfig, scenario: str, workload_path: Path) -> list[dict]:
+    out = cfg.report_dir / scenario
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("requests.csv", "summary.json"):
+        (out / stale).unlink(missing_ok=True)
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"chainfs-lt-{scenario}-")))
+        if scenario == "none":
+            caches = ["none"] * cfg.engines
+        elif scenario == "local":
+            caches = [f"file://{work}/cache-{i}" for i in range(cfg.engines)]
+        else:
+            cluster = stack.enter_context(LocalCluster(work / "cluster", storage_nodes=3, replicas=3,
+                                                          fsync=cfg.fsync))
+            caches = [f"{cluster.url}/kvcache"] * cfg.engines
+        engines = start_engines(stack, cfg.engines, cfg.model, caches, out / "logs", cfg.block_tokens,
+                                cfg.capacity)
+        run_locust(workload_path, [e.url for e in engines], out, cfg.concurrency, cfg.routing, cfg.duration,
+                   out / "logs" / "locust.log", timeout=(cfg.duration or 3600) + 300)
+    return read_csv(out / "requests.csv")
