@@ -319,8 +319,11 @@ class ChainFileSystem(AbstractFileSystem):
     def _read_inode_range(self, inode: mpb.Inode, start: int, end: int) -> bytes:
         return self._read_many([(inode, start, end)])[0]
 
-    def _read_many(self, items: list[tuple[mpb.Inode, int, int]]) -> list[bytes]:
-        """Reads [start, end) of each inode; chunks of all items share batched read rounds."""
+    def _read_many(self, items: list[tuple[mpb.Inode, int, int]], holes: set[int] | None = None) -> list[bytes]:
+        """Reads [start, end) of each inode; chunks of all items share batched read rounds.
+
+        Items that met a missing chunk (read as zeros) are added to `holes`.
+        """
         storage = self.client.storage
         parts: list[list[bytes]] = [[] for _ in items]
         specs: list[ReadSpec] = []
@@ -329,8 +332,11 @@ class ChainFileSystem(AbstractFileSystem):
 
         def flush() -> None:
             nonlocal size
-            for k, data in zip(owners, storage.read(specs)):
+            missing: set[int] = set()
+            for k, data in zip(owners, storage.read(specs, missing)):
                 parts[k].append(data)
+            if holes is not None:
+                holes.update(owners[i] for i in missing)
             specs.clear()
             owners.clear()
             size = 0

@@ -9,9 +9,10 @@ half-committed. Reads read the inode that was stat'ed at open, even if the path 
 
 from __future__ import annotations
 
+import errno
+
 import logging
 import threading
-import time
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -140,14 +141,29 @@ class ChainFile(AbstractBufferedFile):
             except BaseException:
                 self.closed = True  # nothing to flush or commit
                 raise
-            self._lease_check_at = time.monotonic() + fs.lease_renew_s
+            self._writer.renew_every = fs.lease_renew_s  # long writes keep their session alive
             if mode == "ab":
                 self.loc = self._writer.position
 
     # ---- reading ----
 
     def _fetch_range(self, start: int, end: int) -> bytes:
-        return self.fs._read_inode_range(self._inode, start, end)
+        holes: set[int] = set()
+        data = self.fs._read_many([(self._inode, start, end)], holes)[0]
+        if holes:
+            self._check_inode_still_linked()
+        return data
+
+    def _check_inode_still_linked(self) -> None:
+        """A missing chunk is a sparse range, unless the file was removed or replaced after we
+        opened it and its chunks were collected: then zeros would be wrong bytes, so fail."""
+        try:
+            current = self.fs.client.stat(self.path).id
+        except FileNotFoundError:
+            current = None
+        if current != self._inode.id:
+            raise FileNotFoundError(errno.ENOENT, "file was removed or replaced while open for reading "
+                                    "and its chunks were collected", self.path)
 
     # ---- writing ----
 
@@ -158,9 +174,6 @@ class ChainFile(AbstractBufferedFile):
         assert self._writer is not None
         with self.buffer.getbuffer() as view:
             self._writer.write(view)
-        if time.monotonic() >= self._lease_check_at:  # long writes keep their session alive
-            self.fs.client.meta.renew_session(self._writer.session.session_id, self.path)
-            self._lease_check_at = time.monotonic() + self.fs.lease_renew_s
         if final and self.autocommit:
             self.commit()
         return True

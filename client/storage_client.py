@@ -158,8 +158,12 @@ class StorageClient:
 
     # ---- reads ----
 
-    def read(self, specs: list[ReadSpec]) -> list[bytes]:
-        """Reads many chunk ranges, batched per storage node; holes read as zeros."""
+    def read(self, specs: list[ReadSpec], holes: set[int] | None = None) -> list[bytes]:
+        """Reads many chunk ranges, batched per storage node; holes read as zeros.
+
+        The positions of specs whose chunk does not exist are added to `holes`, so a caller that
+        holds an inode across time can tell a sparse range from chunks collected under it.
+        """
         results: list[bytes | None] = [None] * len(specs)
         todo = {i: _Pending(s) for i, s in enumerate(specs)}
         backoff = Backoff(self.retry_deadline)
@@ -178,7 +182,9 @@ class StorageClient:
                 pool = EXECUTOR.get()
                 futures = [pool.submit(self._read_node, n, batch) for n, batch in by_node.items()]
                 for fut in futures:
-                    done, errors = fut.result()
+                    done, errors, missing = fut.result()
+                    if holes is not None:
+                        holes.update(missing)
                     for i, data in done.items():
                         results[i] = data
                         todo.pop(i)
@@ -227,9 +233,10 @@ class StorageClient:
         return target.node_id, item
 
     def _read_node(self, node_id: int, batch: list[tuple[int, spb.ReadItem]]
-                   ) -> tuple[dict[int, bytes], dict[int, Reason]]:
+                   ) -> tuple[dict[int, bytes], dict[int, Reason], set[int]]:
         done: dict[int, bytes] = {}
         errors: dict[int, Reason] = {}
+        missing: set[int] = set()
         try:
             stub = self._stub(node_id)
             replies = stub.Read(spb.ReadRequest(items=[item for _, item in batch]), timeout=self.timeout)
@@ -246,6 +253,7 @@ class StorageClient:
                     done[i] = _pad(data, item, header.meta.length)
                 elif header.status == spb.CHUNK_NOT_FOUND:
                     done[i] = bytes(item.length)
+                    missing.add(i)
                 else:
                     errors[i] = _ITEM_REASON.get(header.status, Reason.IO_ERROR)
         except (grpc.RpcError, ChainfsError) as exc:
@@ -256,7 +264,7 @@ class StorageClient:
         for i, _ in batch:
             if i not in done and i not in errors:
                 errors[i] = Reason.UNAVAILABLE  # the stream ended early
-        return done, errors
+        return done, errors, missing
 
     # ---- inspection (fsck, tests) ----
 

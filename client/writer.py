@@ -7,9 +7,11 @@ file or the new one whole. A writer that fails abandons its session; its chunks 
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from concurrent.futures import Future
 
+from chainfs.common import config
 from chainfs.proto import meta_pb2 as mpb
 
 from chainfs.client.meta_client import MetaClient
@@ -36,6 +38,18 @@ class ChunkWriter:
         self._in_flight: deque[Future] = deque()
         self._max_in_flight = max_in_flight or max(2, 2 * len(self.layout.chains))
         self.closed = False
+        # A write that outlives its session's lease would be collected at close: renew well before.
+        self._renew_at = 0.0
+        self.renew_every = config.WRITE_SESSION_LEASE / 3
+
+    @property
+    def renew_every(self) -> float:
+        return self._renew_every
+
+    @renew_every.setter
+    def renew_every(self, seconds: float) -> None:
+        self._renew_every = seconds
+        self._renew_at = time.monotonic() + seconds
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         if self.closed:
@@ -43,6 +57,9 @@ class ChunkWriter:
         self._buffer += data
         self.position += len(data)
         self._flush_full_chunks()
+        if time.monotonic() >= self._renew_at:
+            self.meta.renew_session(self.session.session_id, self.session.path)
+            self._renew_at = time.monotonic() + self.renew_every
         return len(data)
 
     def _flush_full_chunks(self) -> None:

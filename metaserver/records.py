@@ -64,6 +64,12 @@ class SessionRecord:
     client_id: str = ""
     base_length: int = 0  # APPEND: the file's length when the session opened
     created_ns: int = field(default=0)
+    # Once closed, the record stays until its lease ends so that a retried CloseWrite (its first
+    # reply lost) gets the same answer instead of SESSION_EXPIRED: "" while open, else the outcome.
+    closed: str = ""              # "committed" | "abandoned" | "failed"
+    result_hex: str = ""          # committed/abandoned: the serialized Inode returned
+    error_reason: str = ""        # failed: the Reason value and message raised
+    error_message: str = ""
 
     @property
     def inode(self) -> pb.Inode:

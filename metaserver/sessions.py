@@ -110,41 +110,77 @@ class SessionsMixin:
             return record.to_proto()
 
     def close_write(self, session_id: int, length: int, commit: bool = True) -> pb.Inode:
-        """Publishes (or abandons) a session's inode; returns the inode as it now is."""
+        """Publishes (or abandons) a session's inode; returns the inode as it now is.
+
+        Idempotent: a retry of a close whose reply was lost gets the first close's answer.
+        """
         with self._lock:
             txn = self.store.txn()
             now = self.clock_ns()
+            raw = txn.get(session_key(session_id))
+            if raw is not None:
+                earlier = SessionRecord.from_bytes(raw)
+                if earlier.closed:
+                    return self._replay_close(earlier, commit)
             record = self._live_session(txn, session_id, now)
-            inode = record.inode
-            where = record.path
-            txn.delete(session_key(session_id))
-            if not commit:
-                if record.mode != pb.APPEND:
-                    self._gc(txn, inode, f"session {session_id} abandoned", length)
-                else:  # the file keeps its length from before the session
-                    inode = txn.get_inode(inode.id) or inode
+            try:
+                inode = self._close(txn, record, length, commit, now)
+            except ChainfsError as exc:
+                if exc.reason == Reason.INVALID_ARGUMENT:
+                    raise  # a bad request changes nothing: the session stays open for a good one
+                self._mark_closed(txn, record, now, "failed", error=exc)
                 self.store.commit(txn)
-                return inode
-            if record.mode == pb.APPEND:
-                return self._close_append(txn, record, length, now)
-            failure = self._link_conflict(txn, record)
-            if failure is not None:
-                self._gc(txn, inode, f"session {session_id} failed: {failure.reason.value}", length)
-                self.store.commit(txn)
-                raise failure
-            old_id = txn.lookup(record.parent_id, record.name)
-            if old_id is not None:
-                old = self._get(txn, old_id, where)
-                self._gc(txn, old, f"replaced by session {session_id}")
-                txn.delete_inode(old.id)
-            inode.length = length
-            inode.mtime_ns = inode.ctime_ns = now
-            inode.parent_id = record.parent_id
-            txn.put_inode(inode)
-            txn.link(record.parent_id, record.name, inode.id)
-            self._touch(txn, record.parent_id, now)
+                raise
+            self._mark_closed(txn, record, now, "committed" if commit else "abandoned", result=inode)
             self.store.commit(txn)
             return inode
+
+    def _close(self, txn: Txn, record: SessionRecord, length: int, commit: bool, now: int) -> pb.Inode:
+        """The namespace change of a close, added to `txn` (the caller commits it)."""
+        inode = record.inode
+        where = record.path
+        if not commit:
+            if record.mode != pb.APPEND:
+                self._gc(txn, inode, f"session {record.session_id} abandoned", length)
+                return inode
+            return txn.get_inode(inode.id) or inode  # the file keeps its length from before
+        if record.mode == pb.APPEND:
+            return self._close_append(txn, record, length, now)
+        failure = self._link_conflict(txn, record)
+        if failure is not None:
+            self._gc(txn, inode, f"session {record.session_id} failed: {failure.reason.value}", length)
+            raise failure
+        old_id = txn.lookup(record.parent_id, record.name)
+        if old_id is not None:
+            old = self._get(txn, old_id, where)
+            self._gc(txn, old, f"replaced by session {record.session_id}")
+            txn.delete_inode(old.id)
+        inode.length = length
+        inode.mtime_ns = inode.ctime_ns = now
+        inode.parent_id = record.parent_id
+        txn.put_inode(inode)
+        txn.link(record.parent_id, record.name, inode.id)
+        self._touch(txn, record.parent_id, now)
+        return inode
+
+    def _mark_closed(self, txn: Txn, record: SessionRecord, now: int, outcome: str,
+                     result: pb.Inode | None = None, error: ChainfsError | None = None) -> None:
+        record.closed = outcome
+        record.lease_expires_ns = now + self.lease_ns  # how long a retried close is remembered
+        if result is not None:
+            record.result_hex = result.SerializeToString().hex()
+        if error is not None:
+            record.error_reason, record.error_message = error.reason.value, error.message
+        txn.put(session_key(record.session_id), record.to_bytes())
+
+    @staticmethod
+    def _replay_close(record: SessionRecord, commit: bool) -> pb.Inode:
+        if record.closed == "failed":
+            raise ChainfsError(Reason(record.error_reason), record.error_message)
+        if (record.closed == "committed") != commit:
+            raise ChainfsError(Reason.SESSION_EXPIRED,
+                               f"write session {record.session_id} was already {record.closed}: {record.path}")
+        return pb.Inode.FromString(bytes.fromhex(record.result_hex))
 
     def _link_conflict(self, txn: Txn, record: SessionRecord) -> ChainfsError | None:
         """Why a REPLACE/CREATE_NEW inode cannot be linked now (checked again at commit)."""
@@ -167,7 +203,6 @@ class SessionsMixin:
         if current is None:
             # Removed or replaced while appending: chunks written since a GC pass must go too.
             self._gc(txn, record.inode, f"append session {record.session_id} outlived its file", length)
-            self.store.commit(txn)
             raise ChainfsError(Reason.NOT_FOUND, f"file was removed during the append: {record.path}")
         if length < record.base_length:
             raise ChainfsError(
@@ -177,7 +212,6 @@ class SessionsMixin:
         current.length = length
         current.mtime_ns = current.ctime_ns = now
         txn.put_inode(current)
-        self.store.commit(txn)
         return current
 
     def _live_session(self, txn: Txn, session_id: int, now: int) -> SessionRecord:
@@ -186,6 +220,8 @@ class SessionsMixin:
         if raw is None:
             raise ChainfsError(Reason.SESSION_EXPIRED, f"unknown or expired write session {session_id}")
         record = SessionRecord.from_bytes(raw)
+        if record.closed:
+            raise ChainfsError(Reason.SESSION_EXPIRED, f"write session {session_id} is closed: {record.path}")
         if record.lease_expires_ns < now:
             self._expire(txn, record)
             self.store.commit(txn)
@@ -196,6 +232,8 @@ class SessionsMixin:
 
     def _expire(self, txn: Txn, record: SessionRecord) -> None:
         txn.delete(session_key(record.session_id))
+        if record.closed:  # only the memory of a close, kept for retries, ends here
+            return
         inode = record.inode
         if record.mode != pb.APPEND:
             self._gc(txn, inode, f"session {record.session_id} expired", 0)
@@ -212,7 +250,7 @@ class SessionsMixin:
                 record = SessionRecord.from_bytes(raw)
                 if record.lease_expires_ns < now:
                     self._expire(txn, record)
-                    expired += 1
+                    expired += 0 if record.closed else 1
             self.store.commit(txn)
         if expired:
             log.info("swept %d expired write sessions", expired)
@@ -220,4 +258,5 @@ class SessionsMixin:
 
     def sessions(self) -> list[SessionRecord]:
         """Every open session (for tests and status pages)."""
-        return [SessionRecord.from_bytes(raw) for raw in self.store.values(P_SESSION)]
+        records = (SessionRecord.from_bytes(raw) for raw in self.store.values(P_SESSION))
+        return [r for r in records if not r.closed]

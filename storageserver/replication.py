@@ -29,7 +29,7 @@ import grpc
 
 from chainfs.common import config
 from chainfs.common.checksum import crc32c
-from chainfs.common.errors import ChainfsError, Reason, reason_of
+from chainfs.common.errors import ChainfsError, Reason, is_retryable, reason_of
 from chainfs.common.rpc import ChannelPool
 from chainfs.proto import storage_pb2, storage_pb2_grpc
 from chainfs.storageserver.chunk_store import (
@@ -45,7 +45,7 @@ from chainfs.storageserver.routing import SERVING, SYNCING, ChainPosition, Routi
 log = logging.getLogger(__name__)
 
 # Failures of a successor that are passed to the client as they are (retrying will not help).
-_PASS_THROUGH = {Reason.NO_SPACE, Reason.TOO_LARGE, Reason.IO_ERROR}
+_PASS_THROUGH = {Reason.NO_SPACE, Reason.TOO_LARGE, Reason.IO_ERROR, Reason.INVALID_ARGUMENT}
 
 
 class _Rerouted(Exception):
@@ -269,6 +269,7 @@ class Replicator:
     def _forward_and_commit(self, pos: ChainPosition, store: ChunkStore, key: ChunkKey,
                             h: storage_pb2.WriteHeader, version: int, content: bytearray, crc: int,
                             deadline: float) -> storage_pb2.WriteReply:
+        forwarding = bool(pos.successor)
         try:
             pos, acked = self._forward_until_acked(pos, h, version, content, crc, deadline)
             if not acked:
@@ -278,6 +279,14 @@ class Replicator:
                 pos = self._recheck(pos)
             meta = store.commit(key, version, len(content), crc, pos.chain_version, h.request_id)
         except BaseException:
+            if forwarding:
+                # The update may have reached (and been committed by) the successors even though no
+                # acknowledgement came back. Backing out would let this replica serve the old
+                # version beside successors serving the new one; keeping it pending makes reads here
+                # answer PENDING (the client reads the tail) until the client's retry, or the next
+                # write, forwards a full version again and commits it everywhere.
+                log.warning("chunk %s: forwarding version %d failed; it stays pending", key, version)
+                raise
             try:
                 store.abort_pending(key)
             except Exception:  # noqa: BLE001 - keep the original failure
@@ -459,10 +468,12 @@ class Replicator:
             return status(storage_pb2.STALE_ROUTING, f"target {pos.target_id} is not on this node")
         try:
             meta = store.get_meta(key)
+            # Pending first: a chunk's very first update is in flight with no committed version yet,
+            # and the tail may already serve it, so "not found" here would be a stale answer.
+            if meta is not None and meta.pending_version and not pos.is_tail:
+                return status(storage_pb2.PENDING, f"chunk {key} has an update in flight", meta)
             if meta is None or meta.version == 0:
                 return status(storage_pb2.CHUNK_NOT_FOUND, f"chunk {key} not found")
-            if meta.pending_version and not pos.is_tail:
-                return status(storage_pb2.PENDING, f"chunk {key} has an update in flight", meta)
             opened = store.open_committed(key)
             if opened is None:
                 return status(storage_pb2.CHUNK_NOT_FOUND, f"chunk {key} not found")
@@ -477,7 +488,10 @@ class Replicator:
                 log.error("chunk %s: file shorter than its metadata (%d bytes)", key, meta.length)
                 return status(storage_pb2.IO_ERROR, f"chunk {key} is truncated on disk", meta)
         except ChainfsError as exc:
-            return status(storage_pb2.IO_ERROR, exc.message)
+            # A retryable failure (a version swap under way) is answered as in-flight, so the
+            # client tries again; anything else is an I/O error.
+            code = storage_pb2.PENDING if is_retryable(exc.reason) else storage_pb2.IO_ERROR
+            return status(code, exc.message)
         except OSError as exc:
             log.error("chunk %s: read failed: %s", key, exc)
             return status(storage_pb2.IO_ERROR, f"read of chunk {key} failed: {exc}")

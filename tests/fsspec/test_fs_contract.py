@@ -117,7 +117,7 @@ def test_cat_ranges_and_batching(cluster: LocalCluster, cfs: ChainFileSystem, ba
     calls = []
     storage = cfs.client.storage
     original = storage.read
-    storage.read = lambda specs: calls.append(len(specs)) or original(specs)  # type: ignore[method-assign]
+    storage.read = lambda specs, holes=None: calls.append(len(specs)) or original(specs, holes)  # type: ignore[method-assign]
     try:
         got = cfs.cat_ranges([p, q, p, f"{base}/missing"], [0, 5, -70_000, 0], [70_000, None, None, 1])
         both = cfs.cat([p, q])

@@ -136,3 +136,23 @@ def test_same_chunk_writers_never_yield_torn_reads(client: ChainClient) -> None:
     assert seen - {0}, "readers should have observed written patterns"
     final = [client.storage.read([ReadSpec(chain_id, inode.id, 0, 0, size, r)])[0] for r in range(3)]
     assert final[0] == final[1] == final[2] and final[0] in patterns
+
+
+def test_long_write_renews_its_session_lease(client: ChainClient) -> None:
+    """A write that lasts longer than its lease's renewal period keeps renewing the session."""
+    writer = client.open_writer("/lease/f")
+    renewed: list[int] = []
+    real = writer.meta.renew_session
+
+    def spy(session_id: int, path: str | None = None):
+        reply = real(session_id, path)
+        renewed.append(reply.lease_expires_ns)
+        return reply
+
+    writer.meta.renew_session = spy  # type: ignore[method-assign]
+    writer.renew_every = 0.0  # as if each write came after a long pause
+    writer.write(b"a" * 1000)
+    writer.write(b"b" * 1000)
+    assert len(renewed) == 2 and renewed[1] >= renewed[0] > writer.session.lease_expires_ns - 1
+    assert writer.close().length == 2000
+    assert client.read_file("/lease/f") == b"a" * 1000 + b"b" * 1000

@@ -353,7 +353,7 @@ def test_replace_is_atomic(w: World) -> None:
     second = ns.close_write(s1.session_id, 20)
     assert ns.stat("/f").id == second.id == s1.inode.id and second.length == 20
     assert [r.inode_id for r in ns.gc_records()] == [first.id]
-    expect(Reason.SESSION_EXPIRED, ns.close_write, s1.session_id, 20)  # session is gone
+    assert ns.close_write(s1.session_id, 20) == second  # a retried close replays its answer
 
 
 def test_abandon_becomes_gc(ns: Namespace) -> None:
@@ -464,3 +464,23 @@ def test_expired_append_session_keeps_file(w: World) -> None:
     assert w.ns.sweep_expired_sessions(w.clock.now + 61 * 10**9) == 1
     assert w.ns.stat("/log").id == s.inode.id
     assert w.ns.gc_records() == []
+
+
+def test_close_write_is_idempotent_for_retries(ns: Namespace) -> None:
+    """A CloseWrite whose reply was lost is retried: the retry gets the first close's answer."""
+    ns.mkdir("/d")
+    s1 = ns.open_write("/d/f", pb.REPLACE)
+    first = ns.close_write(s1.session_id, 42)
+    again = ns.close_write(s1.session_id, 42)
+    assert again == first and ns.stat("/d/f").id == first.id and ns.stat("/d/f").length == 42
+    assert ns.gc_records() == [], "a replayed close must not collect anything"
+    expect(Reason.SESSION_EXPIRED, ns.close_write, s1.session_id, 42, commit=False)  # contradicts it
+    expect(Reason.SESSION_EXPIRED, ns.renew_session, s1.session_id)
+    # a close that failed fails the same way when retried
+    s2 = ns.open_write("/d/g", pb.CREATE_NEW)
+    ns.create("/d/g")
+    expect(Reason.EXISTS, ns.close_write, s2.session_id, 1)
+    expect(Reason.EXISTS, ns.close_write, s2.session_id, 1)
+    assert [r.inode_id for r in ns.gc_records()] == [s2.inode.id]
+    assert ns.sessions() == []
+    assert ns.sweep_expired_sessions(now_ns=2**62) == 0  # forgetting closes ends no session

@@ -258,6 +258,15 @@ def test_invalid_writes(nodes: dict[int, Node]) -> None:
     assert metas(nodes) == [None] * 3
 
 
+def test_first_update_in_flight_reads_as_pending_not_missing(nodes: dict[int, Node]) -> None:
+    """A chunk whose first version is pending at the head must not read as a hole (zeros) there."""
+    key = ChunkKey(1, 0)
+    nodes[1].store.stage(key, 1, b"first")
+    header, data = read_one(nodes[1])
+    assert header.status == storage_pb2.PENDING and data == b""
+    assert read_one(nodes[3])[0].status == storage_pb2.CHUNK_NOT_FOUND  # nothing reached the tail
+
+
 def test_pending_on_non_tail_reads_as_pending(nodes: dict[int, Node]) -> None:
     write(nodes[1], b"committed")
     key = ChunkKey(1, 0)
@@ -303,15 +312,19 @@ def test_corrupt_replica_reports_checksum_mismatch(nodes: dict[int, Node]) -> No
     assert read_one(nodes[3])[1] == data
 
 
-def test_successor_down_fails_retryably_without_pending(nodes: dict[int, Node]) -> None:
+def test_successor_down_fails_retryably_and_stays_pending(nodes: dict[int, Node]) -> None:
+    """A forward that got no acknowledgement may still have been committed downstream: the update
+    stays pending (reads there answer PENDING, never the old or the new bytes) until a retry."""
     write(nodes[1], b"before")
     nodes[3].server.stop(0)
     with pytest.raises(grpc.RpcError) as exc:
         write(nodes[1], b"after", request_id="c:5")
     reason = rpc_reason(exc)
     assert reason in (Reason.UNAVAILABLE, Reason.STALE_ROUTING) and is_retryable(reason)
-    assert metas(nodes)[:2] == [(1, 0, 6, crc32c(b"before"))] * 2
-    assert read_one(nodes[1])[1] == b"before"
+    committed = [(m[0], m[2], m[3]) for m in metas(nodes)[:2]]
+    assert committed == [(1, 6, crc32c(b"before"))] * 2
+    assert all(m[1] == 2 for m in metas(nodes)[:2]), "head and middle keep version 2 pending"
+    assert read_one(nodes[1])[0].status == storage_pb2.PENDING
     # The cluster manager moves the dead target out; the retry with the same request id succeeds once.
     cluster = nodes[1].routing.cluster
     cluster.states[3] = meta_pb2.OFFLINE
