@@ -140,22 +140,6 @@ class StorageClient:
                     raise _as_error(exc, f"write of chunk {inode}:{index} on chain {chain_id}") from None
                 self._refresh_quietly()
 
-    def remove_chunks(self, chain_id: int, inode: int, from_index: int = 0) -> int:
-        request_id = self.request_id()
-        backoff = Backoff(self.retry_deadline)
-        while True:
-            try:
-                chain = self.routing.chain(chain_id)
-                head = head_of(chain)
-                req = spb.RemoveChunksRequest(chain_id=chain_id, chain_version=chain.version, inode=inode,
-                                              from_index=from_index, request_id=request_id)
-                return self._stub(head.node_id).RemoveChunks(req, timeout=self.timeout).removed
-            except (grpc.RpcError, ChainfsError) as exc:
-                reason = exc.reason if isinstance(exc, ChainfsError) else reason_of(exc)
-                if not is_retryable(reason) or not backoff.wait():
-                    raise _as_error(exc, f"remove of inode {inode} on chain {chain_id}") from None
-                self._refresh_quietly()
-
     # ---- reads ----
 
     def read(self, specs: list[ReadSpec], holes: set[int] | None = None) -> list[bytes]:

@@ -94,7 +94,7 @@ class GarbageCollector:
 
     def run_once(self) -> int:
         """One pass over up to `batch` records; returns how many were finished and deleted."""
-        done: list[int] = []
+        done: list[GcRecord] = []
         ripe_before = self.wall_ns() - self.grace_ns
         for record in self.namespace.gc_records(limit=self.batch):
             if self._stop.is_set():
@@ -102,7 +102,7 @@ class GarbageCollector:
             if record.created_ns > ripe_before:
                 continue
             if self._collect(record):
-                done.append(record.inode_id)
+                done.append(record)
         if done:
             self.namespace.remove_gc_records(done)
             self.removed_records += len(done)

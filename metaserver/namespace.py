@@ -361,10 +361,19 @@ class Namespace(SessionsMixin):
             out.append(GcRecord.from_bytes(raw))
         return out
 
-    def remove_gc_records(self, inode_ids: Iterable[int]) -> None:
-        """Called by the collector once an inode's chunks are gone from every chain."""
+    def remove_gc_records(self, done: Iterable[int | GcRecord]) -> None:
+        """Called by the collector once an inode's chunks are gone from every chain.
+
+        Given the records it processed, a record rewritten meanwhile (an append session that
+        outlived its file writes it again, for chunks written since) is kept for the next pass.
+        """
         with self._lock:
             txn = self.store.txn()
-            for inode_id in inode_ids:
+            for item in done:
+                inode_id = item if isinstance(item, int) else item.inode_id
+                if not isinstance(item, int):
+                    raw = txn.get(gc_key(inode_id))
+                    if raw is not None and GcRecord.from_bytes(raw).created_ns != item.created_ns:
+                        continue
                 txn.delete(gc_key(inode_id))
             self.store.commit(txn)

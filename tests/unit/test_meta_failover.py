@@ -164,3 +164,26 @@ def test_gc_waits_out_its_grace_period(tmp_path: Path) -> None:
         now[0] = record.created_ns + 31 * 10**9
         assert gc.run_once() == 1 and removed == [session.inode.id] and ns.gc_records() == []
         gc.stop()
+
+
+def test_gc_keeps_a_record_rewritten_during_its_pass(tmp_path: Path) -> None:
+    """The collector deletes only the records it processed, not a newer version of one."""
+    import dataclasses
+
+    from chainfs.metaserver.store import gc_key
+
+    with MetaStore(tmp_path / "m") as store:
+        cm = ClusterManager(store, replication=1, heartbeat_timeout=2.0)
+        cm.register(0, "127.0.0.1:1", [(0, "/t")])
+        ns = Namespace(store, cm, replication=1)
+        session = ns.open_write("/f", pb.REPLACE)
+        ns.close_write(session.session_id, 10)
+        ns.remove("/f")
+        [processed] = ns.gc_records()
+        txn = store.txn()  # rewritten meanwhile, as an append session outliving its file does
+        txn.put(gc_key(processed.inode_id), dataclasses.replace(processed, created_ns=processed.created_ns + 1).to_bytes())
+        store.commit(txn)
+        ns.remove_gc_records([processed])
+        assert [r.inode_id for r in ns.gc_records()] == [processed.inode_id]
+        ns.remove_gc_records(ns.gc_records())
+        assert ns.gc_records() == []
