@@ -18,7 +18,7 @@ from chainfs.client.placement import chain_of, chunk_count, chunk_ranges
 from chainfs.client.storage_client import ReadSpec, StorageClient
 from chainfs.client.writer import ChunkWriter
 
-READ_BATCH_BYTES = 64 * config.MiB  # bytes fetched per batched read round
+READ_ROUND_BYTES = 64 * config.MiB  # bytes per batched read round (bounds one round's memory and time)
 
 
 class ChainClient:
@@ -77,22 +77,50 @@ class ChainClient:
 
     def iter_read(self, inode: mpb.Inode, offset: int = 0, length: int | None = None,
                   replica: int | None = None, path: str | None = None) -> Iterator[bytes]:
-        """Yields the file's bytes in order, fetching up to READ_BATCH_BYTES per batched round."""
+        """Yields the file's bytes in order, one batched read round (READ_ROUND_BYTES) at a time."""
         if inode.type == mpb.DIRECTORY:
             raise IsADirectoryError(21, "is a directory", path)
         if offset < 0:
             raise ValueError(f"negative offset: {offset}")
         end = inode.length if length is None else min(inode.length, offset + max(0, length))
-        if offset >= end:
-            return
-        chunk_size = inode.layout.chunk_size
-        ranges = chunk_ranges(offset, end - offset, chunk_size)
-        per_round = max(1, READ_BATCH_BYTES // chunk_size)
-        for start in range(0, len(ranges), per_round):
-            batch = ranges[start:start + per_round]
-            specs = [ReadSpec(chain_of(inode.layout, r.index), inode.id, r.index, r.offset, r.length, replica)
-                     for r in batch]
-            yield from self.storage.read(specs)
+        for start in range(offset, end, READ_ROUND_BYTES):
+            yield self.read_ranges([(inode, start, min(end, start + READ_ROUND_BYTES))], replica=replica)[0]
+
+    def read_ranges(self, items: list[tuple[mpb.Inode, int, int]], holes: set[int] | None = None,
+                    replica: int | None = None) -> list[bytes]:
+        """Reads [start, end) of each inode; the chunks of all items share batched read rounds.
+
+        Items that met a missing chunk (read as zeros) are added to `holes`.
+        """
+        parts: list[list[bytes]] = [[] for _ in items]
+        specs: list[ReadSpec] = []
+        owners: list[int] = []
+        size = 0
+
+        def flush() -> None:
+            nonlocal size
+            missing: set[int] = set()
+            for k, data in zip(owners, self.storage.read(specs, missing)):
+                parts[k].append(data)
+            if holes is not None:
+                holes.update(owners[i] for i in missing)
+            specs.clear()
+            owners.clear()
+            size = 0
+
+        for k, (inode, start, end) in enumerate(items):
+            if end <= start:
+                continue
+            for r in chunk_ranges(start, end - start, inode.layout.chunk_size):
+                specs.append(ReadSpec(chain_of(inode.layout, r.index), inode.id, r.index, r.offset, r.length,
+                                      replica))
+                owners.append(k)
+                size += r.length
+                if size >= READ_ROUND_BYTES:
+                    flush()
+        if specs:
+            flush()
+        return [b"".join(p) for p in parts]
 
     def get_file(self, path: str, out: BinaryIO, replica: int | None = None) -> int:
         inode = self.stat(path)

@@ -31,13 +31,11 @@ from chainfs.client.chainclient import ChainClient
 from chainfs.client.fs_file import ChainFile
 from chainfs.client.fs_support import (ADDRESS_ENV, PROTOCOL, clean_path, init_gevent_if_patched, join,
                                        shared_client, split_address, to_datetime, to_info, to_inode)
-from chainfs.client.placement import chain_of, chunk_ranges
-from chainfs.client.storage_client import EXECUTOR, LazyPool, ReadSpec
+from chainfs.client.storage_client import EXECUTOR, LazyPool
 from chainfs.client.url import parse_url
 
 log = logging.getLogger(__name__)
 
-READ_ROUND_BYTES = 64 * config.MiB  # bytes per batched read round (bounds one RPC's duration)
 
 
 # Whole-file fan-out (multi-file pipe); its tasks wait on chunk writes in EXECUTOR.
@@ -221,8 +219,8 @@ class ChainFileSystem(AbstractFileSystem):
             return
         inode = to_inode(info)
         with self.open(path2, "wb") as out:
-            for start in range(0, info["size"], READ_ROUND_BYTES):
-                out.write(self._read_inode_range(inode, start, min(info["size"], start + READ_ROUND_BYTES)))
+            for piece in self.client.iter_read(inode, path=path1):
+                out.write(piece)
 
     def mv(self, path1: Any, path2: Any, recursive: bool = False, maxdepth: int | None = None,
            **kwargs: Any) -> None:
@@ -320,39 +318,7 @@ class ChainFileSystem(AbstractFileSystem):
         return self._read_many([(inode, start, end)])[0]
 
     def _read_many(self, items: list[tuple[mpb.Inode, int, int]], holes: set[int] | None = None) -> list[bytes]:
-        """Reads [start, end) of each inode; chunks of all items share batched read rounds.
-
-        Items that met a missing chunk (read as zeros) are added to `holes`.
-        """
-        storage = self.client.storage
-        parts: list[list[bytes]] = [[] for _ in items]
-        specs: list[ReadSpec] = []
-        owners: list[int] = []
-        size = 0
-
-        def flush() -> None:
-            nonlocal size
-            missing: set[int] = set()
-            for k, data in zip(owners, storage.read(specs, missing)):
-                parts[k].append(data)
-            if holes is not None:
-                holes.update(owners[i] for i in missing)
-            specs.clear()
-            owners.clear()
-            size = 0
-
-        for k, (inode, start, end) in enumerate(items):
-            if end <= start:
-                continue
-            for r in chunk_ranges(start, end - start, inode.layout.chunk_size):
-                specs.append(ReadSpec(chain_of(inode.layout, r.index), inode.id, r.index, r.offset, r.length))
-                owners.append(k)
-                size += r.length
-                if size >= READ_ROUND_BYTES:
-                    flush()
-        if specs:
-            flush()
-        return [b"".join(p) for p in parts]
+        return self.client.read_ranges(items, holes)
 
     # ---- writing ----
 
