@@ -31,7 +31,7 @@ test: setup proto-check
 
 # The main job: no cache vs local caches vs one shared chainfs cache, on real engines (~3 min).
 demo: setup
-	$(VENV)/bin/chainfs loadtest run --model small --sessions 30 --length-scale 16 --block-tokens 32 \
+	$(VENV)/bin/chainfs loadtest run --model small --sessions 50 --length-scale 16 --block-tokens 32 \
 		--report-dir demo-report --json demo-report/report.json
 
 # A quick look at the file system alone: a local cluster, a 64 MiB file written and read back.

@@ -107,13 +107,13 @@ ROWS: list[tuple[str, Any]] = [
     ("ideal hit rate (unlimited)", lambda s: f"{s['ideal_token_hit_rate']:.1%}"),
     ("TTFT p50 / p90 / p99 ms", lambda s: f"{s['ttft_ms']['p50']:.0f} / {s['ttft_ms']['p90']:.0f} / "
                                           f"{s['ttft_ms']['p99']:.0f}"),
-    ("TTFT p50 vs none", lambda s: f"{s.get('ttft_p50_vs_none', 0):.2f}x"),
+    ("TTFT p50 vs none", lambda s: f"{s['ttft_p50_vs_none']:.2f}x" if "ttft_p50_vs_none" in s else "-"),
     ("prefill tokens computed", lambda s: f"{s['prefill_tokens_computed']:,}"),
     ("prefill compute s", lambda s: f"{s['prefill_compute_s']:.2f}"),
     ("KV read / written MB", lambda s: f"{s['kv_bytes_read'] / 1e6:.1f} / {s['kv_bytes_written'] / 1e6:.1f}"),
     ("KV read MB/s (break-even)", lambda s: f"{s['kv_read_bandwidth_mb_s']:.0f} ({s['break_even_bandwidth_mb_s']:.1f})"),
     ("$ per M input tokens", lambda s: f"{s['cost_per_million_input_usd']:.4f}"),
-    ("saving vs none", lambda s: f"{s.get('cost_saving_vs_none', 0):.1%}"),
+    ("saving vs none", lambda s: f"{s['cost_saving_vs_none']:.1%}" if "cost_saving_vs_none" in s else "-"),
 ]
 
 
