@@ -146,15 +146,21 @@ def test_namespace_check_and_gc_records(tmp_path: Path) -> None:
         gc.stop()
 
 
+def _one_removed_file(store: MetaStore) -> tuple[ClusterManager, Namespace, int]:
+    """A namespace with one chain whose only file was written and removed: one GC record."""
+    cm = ClusterManager(store, replication=1, heartbeat_timeout=2.0)
+    cm.register(0, "127.0.0.1:1", [(0, "/t")])
+    ns = Namespace(store, cm, replication=1)
+    session = ns.open_write("/f", pb.REPLACE)
+    ns.close_write(session.session_id, 10)
+    ns.remove("/f")
+    return cm, ns, session.inode.id
+
+
 def test_gc_waits_out_its_grace_period(tmp_path: Path) -> None:
     """A replaced file's chunks stay for `grace` seconds, for readers that still hold the old inode."""
     with MetaStore(tmp_path / "m") as store:
-        cm = ClusterManager(store, replication=1, heartbeat_timeout=2.0)
-        cm.register(0, "127.0.0.1:1", [(0, "/t")])
-        ns = Namespace(store, cm, replication=1)
-        session = ns.open_write("/f", pb.REPLACE)
-        ns.close_write(session.session_id, 10)
-        ns.remove("/f")
+        cm, ns, inode_id = _one_removed_file(store)
         [record] = ns.gc_records()
         now = [record.created_ns + 10 * 10**9]
         gc = GarbageCollector(ns, cm, rate=1000, grace=30.0, wall_ns=lambda: now[0])
@@ -162,7 +168,7 @@ def test_gc_waits_out_its_grace_period(tmp_path: Path) -> None:
         gc._remove_on_chain = lambda chain_id, inode_id: removed.append(inode_id) is None  # type: ignore[method-assign]
         assert gc.run_once() == 0 and removed == []
         now[0] = record.created_ns + 31 * 10**9
-        assert gc.run_once() == 1 and removed == [session.inode.id] and ns.gc_records() == []
+        assert gc.run_once() == 1 and removed == [inode_id] and ns.gc_records() == []
         gc.stop()
 
 
@@ -173,12 +179,7 @@ def test_gc_keeps_a_record_rewritten_during_its_pass(tmp_path: Path) -> None:
     from chainfs.metaserver.store import gc_key
 
     with MetaStore(tmp_path / "m") as store:
-        cm = ClusterManager(store, replication=1, heartbeat_timeout=2.0)
-        cm.register(0, "127.0.0.1:1", [(0, "/t")])
-        ns = Namespace(store, cm, replication=1)
-        session = ns.open_write("/f", pb.REPLACE)
-        ns.close_write(session.session_id, 10)
-        ns.remove("/f")
+        _, ns, _ = _one_removed_file(store)
         [processed] = ns.gc_records()
         txn = store.txn()  # rewritten meanwhile, as an append session outliving its file does
         txn.put(gc_key(processed.inode_id), dataclasses.replace(processed, created_ns=processed.created_ns + 1).to_bytes())
