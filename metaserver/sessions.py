@@ -70,6 +70,7 @@ class SessionsMixin:
                 raise ChainfsError(Reason.EXISTS, f"file exists: {where}")
             base_length = 0
             if mode == pb.APPEND and existing is not None:
+                self._refuse_second_append(existing.id, now, where)
                 inode, base_length = existing, existing.length
             else:
                 inode = self._new_file(txn, parent, layout, where)
@@ -213,6 +214,15 @@ class SessionsMixin:
         current.mtime_ns = current.ctime_ns = now
         txn.put_inode(current)
         return current
+
+    def _refuse_second_append(self, inode_id: int, now: int, where: str) -> None:
+        """Two appenders would both start at the same length and the last close would win, so an
+        APPEND waits (BUSY, retryable) while another open APPEND session holds the file."""
+        for raw in self.store.values(P_SESSION):
+            other = SessionRecord.from_bytes(raw)
+            if (other.mode == pb.APPEND and not other.closed and other.lease_expires_ns >= now
+                    and other.inode.id == inode_id):
+                raise ChainfsError(Reason.BUSY, f"another append session ({other.session_id}) is open: {where}")
 
     def _live_session(self, txn: Txn, session_id: int, now: int) -> SessionRecord:
         """The session, or SESSION_EXPIRED (an expired one is swept right here, then refused)."""

@@ -484,3 +484,17 @@ def test_close_write_is_idempotent_for_retries(ns: Namespace) -> None:
     assert [r.inode_id for r in ns.gc_records()] == [s2.inode.id]
     assert ns.sessions() == []
     assert ns.sweep_expired_sessions(now_ns=2**62) == 0  # forgetting closes ends no session
+
+
+def test_second_append_session_waits_for_the_first(ns: Namespace) -> None:
+    """Concurrent appenders would overwrite each other's bytes: the second is told to retry."""
+    ns.mkdir("/d")
+    first = ns.open_write("/d/log", pb.APPEND)
+    expect(Reason.BUSY, ns.open_write, "/d/log", pb.APPEND)
+    replacing = ns.open_write("/d/log", pb.REPLACE)  # a whole new file does not conflict
+    ns.close_write(first.session_id, 10)
+    second = ns.open_write("/d/log", pb.APPEND)
+    assert second.inode.length == 10
+    ns.close_write(second.session_id, 25)
+    ns.close_write(replacing.session_id, 3)
+    assert ns.stat("/d/log").length == 3
