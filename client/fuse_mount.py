@@ -191,7 +191,9 @@ class ChainFuse(Operations):
                 h.file.close()
 
     def fsync(self, path: str, datasync: int, fh: int) -> None:
-        return None
+        """fsync(2) promises the bytes are stored: commit what was written, as close does (later
+        writes to the handle reopen the file for append)."""
+        self.flush(path, fh)
 
 
 def mount(url: str, mountpoint: str, foreground: bool = True, debug: bool = False) -> None:

@@ -105,3 +105,17 @@ def test_posix_operations(mounted: Path, cfs: ChainFileSystem) -> None:
         open(d / "missing")
     subprocess.run(["rm", "-rf", str(d)], check=True, timeout=30)
     assert not cfs.exists("/posix")
+
+
+def test_fsync_commits_before_close(mounted: Path, cfs: ChainFileSystem) -> None:
+    """After fsync(2) returns, the bytes are committed and readable elsewhere, the file still open."""
+    target = mounted / "fsync.bin"
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, b"first part|")
+        os.fsync(fd)
+        assert cfs.cat_file("/fsync.bin") == b"first part|"
+        os.write(fd, b"second part")
+    finally:
+        os.close(fd)
+    assert cfs.cat_file("/fsync.bin") == b"first part|second part"
