@@ -264,6 +264,11 @@ class ChainFileSystem(AbstractFileSystem):
         if len(starts) != len(paths) or len(ends) != len(paths):
             raise ValueError("paths, starts and ends must have the same length")
         infos = self._stat_many([self._strip_protocol(p) for p in paths])
+        return self._cat_ranges_of(paths, starts, ends, infos, on_error)
+
+    def _cat_ranges_of(self, paths: list[str], starts: list, ends: list, infos: dict[str, dict | Exception],
+                       on_error: str) -> list:
+        """cat_ranges for paths already stat'ed (so `cat` does not stat every path twice)."""
         out: list[Any] = [None] * len(paths)
         wanted: list[tuple[int, mpb.Inode, int, int]] = []
         for k, (p, s, e) in enumerate(zip(paths, starts, ends)):
@@ -287,7 +292,8 @@ class ChainFileSystem(AbstractFileSystem):
             return self.cat_file(paths[0], **kwargs)
         infos = self._stat_many(paths)
         files = [p for p in paths if not (isinstance(infos[p], dict) and infos[p]["type"] == "directory")]
-        results = self.cat_ranges(files, kwargs.get("start"), kwargs.get("end"), on_error="return")
+        results = self._cat_ranges_of(files, [kwargs.get("start")] * len(files), [kwargs.get("end")] * len(files),
+                                      infos, on_error="return")
         out: dict[str, Any] = {}
         for p, data in zip(files, results):
             if isinstance(data, Exception):

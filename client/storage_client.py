@@ -22,6 +22,7 @@ from chainfs.common import config
 from chainfs.common.checksum import crc32c
 from chainfs.common.errors import ChainfsError, Reason, is_retryable, make_exception, reason_of
 from chainfs.common.rpc import ChannelPool
+from chainfs.common.streams import write_requests
 from chainfs.proto import meta_pb2 as mpb
 from chainfs.proto import storage_pb2 as spb
 from chainfs.proto import storage_pb2_grpc as spb_grpc
@@ -119,7 +120,6 @@ class StorageClient:
     def write_chunk(self, chain_id: int, inode: int, index: int, data: bytes | memoryview,
                     chunk_size: int, offset: int = 0, replace: bool = True) -> spb.ChunkMeta:
         """Writes one chunk (or a range of it) through the chain's head; returns its committed meta."""
-        data = memoryview(data)
         request_id = self.request_id()
         data_crc = crc32c(data)
         backoff = Backoff(self.retry_deadline)
@@ -132,7 +132,7 @@ class StorageClient:
                     chunk=spb.ChunkId(inode=inode, index=index), offset=offset, length=len(data),
                     replace=replace, data_crc=data_crc, chunk_size=chunk_size, request_id=request_id,
                 )
-                reply = self._stub(head.node_id).Write(_write_stream(header, data), timeout=self.timeout)
+                reply = self._stub(head.node_id).Write(write_requests(header, data), timeout=self.timeout)
                 return reply.meta
             except (grpc.RpcError, ChainfsError) as exc:
                 reason = exc.reason if isinstance(exc, ChainfsError) else reason_of(exc)
@@ -279,13 +279,6 @@ def _pad(data: bytes, item: spb.ReadItem, chunk_length: int) -> bytes:
     if len(data) >= item.length:
         return data
     return data + bytes(item.length - len(data))
-
-
-def _write_stream(header: spb.WriteHeader, data: memoryview) -> Iterator[spb.WriteRequest]:
-    yield spb.WriteRequest(header=header)
-    step = config.STREAM_MESSAGE_BYTES
-    for pos in range(0, len(data), step):
-        yield spb.WriteRequest(data=bytes(data[pos:pos + step]))
 
 
 def _collect_items(replies: Iterator[spb.ReadReply]) -> Iterator[tuple[int, spb.ReadItemHeader, bytes]]:

@@ -30,6 +30,7 @@ import grpc
 from chainfs.common import config
 from chainfs.common.checksum import crc32c
 from chainfs.common.errors import ChainfsError, Reason, is_retryable, reason_of
+from chainfs.common.streams import pieces, write_requests
 from chainfs.common.rpc import ChannelPool
 from chainfs.proto import storage_pb2, storage_pb2_grpc
 from chainfs.storageserver.chunk_store import (
@@ -330,7 +331,8 @@ class Replicator:
             request_id=h.request_id, version=version, from_target=pos.target_id,
         )
         stub = self._stub(pos)
-        call = stub.Write.future(self._write_stream(header, content), timeout=self._left(deadline))
+        call = stub.Write.future(write_requests(header, content, self.message_bytes),
+                                   timeout=self._left(deadline))
         while True:
             try:
                 reply = call.result(timeout=0.1)
@@ -351,14 +353,6 @@ class Replicator:
             log.error("chain %d: successor %d acknowledged version %d/%d bytes/crc %08x, expected %d/%d/%08x",
                       pos.chain_id, pos.successor, m.version, m.length, m.crc, version, len(content), crc)
             raise ChainfsError(Reason.UNAVAILABLE, f"successor {pos.successor} acknowledged a different chunk")
-
-    def _write_stream(self, header: storage_pb2.WriteHeader,
-                      content: bytearray) -> Iterator[storage_pb2.WriteRequest]:
-        yield storage_pb2.WriteRequest(header=header)
-        view = memoryview(content)
-        step = self.message_bytes
-        for at in range(0, len(view), step):
-            yield storage_pb2.WriteRequest(data=bytes(view[at:at + step]))
 
     def _stub(self, pos: ChainPosition) -> storage_pb2_grpc.StorageStub:
         if not pos.successor_address:
@@ -440,10 +434,8 @@ class Replicator:
                 pos = self.routing.position(item.chain_id)
             header, data = self._read_item(i, item, pos)
             yield storage_pb2.ReadReply(header=header)
-            if data:
-                view = memoryview(data)
-                for at in range(0, len(view), self.message_bytes):
-                    yield storage_pb2.ReadReply(data=bytes(view[at:at + self.message_bytes]))
+            for piece in pieces(data or b"", self.message_bytes):
+                yield storage_pb2.ReadReply(data=piece)
 
     def _read_item(self, i: int, item: storage_pb2.ReadItem,
                    pos: ChainPosition | None) -> tuple[storage_pb2.ReadItemHeader, bytearray | None]:

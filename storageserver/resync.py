@@ -30,6 +30,7 @@ import grpc
 from chainfs.common import config
 from chainfs.common.errors import ChainfsError, Reason, reason_of
 from chainfs.common.rpc import ChannelPool
+from chainfs.common.streams import write_requests
 from chainfs.proto import meta_pb2, storage_pb2, storage_pb2_grpc
 from chainfs.storageserver.chunk_store import ChunkKey, ChunkStore, key_of
 from chainfs.storageserver.replication import Replicator
@@ -38,7 +39,7 @@ from chainfs.storageserver.routing import SERVING, SYNCING, ChainPosition, Clust
 log = logging.getLogger(__name__)
 
 PAGE = 1000
-RPC_TIMEOUT = 30.0
+RPC_TIMEOUT = config.STORAGE_RPC_TIMEOUT
 LOCK_TIMEOUT = 30.0
 
 
@@ -218,7 +219,7 @@ class Resyncer:
             length=len(data), replace=True, data_crc=meta.crc, chunk_size=config.MAX_CHUNK_SIZE,
             request_id="", version=meta.version, from_target=pos.target_id,
         )
-        reply = stub.Write(self.replicator._write_stream(header, bytearray(data)), timeout=RPC_TIMEOUT)
+        reply = stub.Write(write_requests(header, data, self.replicator.message_bytes), timeout=RPC_TIMEOUT)
         if (reply.meta.version, reply.meta.crc) != (meta.version, meta.crc):
             raise ChainfsError(Reason.UNAVAILABLE, f"successor stored another version of {key}")
         return 1
