@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chainfs.common.errors import ChainfsError, Reason
+from chainfs.common.errors import ChainfsError, Reason, make_exception
 
 MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 4096
@@ -54,3 +54,11 @@ def validate_name(name: str) -> str:
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
         raise ChainfsError(Reason.NAME_TOO_LONG, f"name longer than {MAX_NAME_BYTES} bytes")
     return name
+
+
+def checked_path(path: str) -> str:
+    """`normalize` for clients: bad input fails before any RPC, as the built-in exception of its reason."""
+    try:
+        return normalize(path)
+    except ChainfsError as exc:
+        raise make_exception(exc.reason, exc.message, path) from exc

@@ -103,6 +103,16 @@ class ChannelPool:
             self._channels = {}
 
 
+def write_port_file(path: str, port: int) -> None:
+    """Publishes a server's bound port atomically (tmp + rename), once it serves."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(f"{port}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def serve_forever_until_signal(server: grpc.Server, on_stop: Callable[[], None] | None = None) -> None:
     """Blocks until SIGTERM/SIGINT, then stops the server gracefully."""
     import signal

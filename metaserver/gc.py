@@ -62,7 +62,6 @@ class GarbageCollector:
         self._thread: threading.Thread | None = None
         self._last_call = 0.0
         self._last_sweep = 0.0
-        self.removed_records = 0  # for tests and status
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="gc", daemon=True)
@@ -105,7 +104,6 @@ class GarbageCollector:
                 done.append(record)
         if done:
             self.namespace.remove_gc_records(done)
-            self.removed_records += len(done)
             log.info("garbage collected the chunks of %d inodes", len(done))
         return len(done)
 

@@ -21,7 +21,7 @@ def check_namespace(ns: Namespace, known_chains: set[int] | None = None) -> pb.N
     reply = pb.NamespaceCheckReply()
     problems = reply.problems
     with ns._lock:  # a consistent snapshot: no namespace mutation runs meanwhile
-        inodes = {pb.Inode.FromString(raw).id: pb.Inode.FromString(raw) for _, raw in ns.store.scan(P_INODE)}
+        inodes = {i.id: i for i in (pb.Inode.FromString(raw) for _, raw in ns.store.scan(P_INODE))}
         dentries = [(int.from_bytes(key[1:9], "big"), key[9:].decode("utf-8", "replace"),
                      int.from_bytes(value, "big")) for key, value in ns.store.scan(P_DENTRY)]
         sessions = [SessionRecord.from_bytes(raw) for _, raw in ns.store.scan(P_SESSION)]

@@ -15,7 +15,7 @@ import threading
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from chainfs.common import config
-from chainfs.common.rpc import bind, make_server, serve_forever_until_signal
+from chainfs.common.rpc import bind, make_server, serve_forever_until_signal, write_port_file
 from chainfs.metaserver.cluster_manager import ClusterManager
 from chainfs.metaserver.gc import DEFAULT_GC_GRACE, DEFAULT_GC_INTERVAL, DEFAULT_GC_RATE, GarbageCollector
 from chainfs.metaserver.handlers import ClusterManagerServicer, NamespaceServicer
@@ -139,15 +139,6 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                    help="at most this many chunk removal calls per second")
     p.add_argument("--log-level", default="INFO")
     return p
-
-
-def write_port_file(path: str, port: int) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(f"{port}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def server_from_args(args: argparse.Namespace) -> MetaServer:

@@ -218,10 +218,8 @@ class SessionsMixin:
     def _refuse_second_append(self, inode_id: int, now: int, where: str) -> None:
         """Two appenders would both start at the same length and the last close would win, so an
         APPEND waits (BUSY, retryable) while another open APPEND session holds the file."""
-        for raw in self.store.values(P_SESSION):
-            other = SessionRecord.from_bytes(raw)
-            if (other.mode == pb.APPEND and not other.closed and other.lease_expires_ns >= now
-                    and other.inode.id == inode_id):
+        for other in self.sessions():
+            if other.mode == pb.APPEND and other.lease_expires_ns >= now and other.inode.id == inode_id:
                 raise ChainfsError(Reason.BUSY, f"another append session ({other.session_id}) is open: {where}")
 
     def _live_session(self, txn: Txn, session_id: int, now: int) -> SessionRecord:

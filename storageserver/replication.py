@@ -80,9 +80,6 @@ class KeyedLocks:
                 if entry[1] == 0:
                     del self._locks[key]
 
-    def __len__(self) -> int:
-        with self._mu:
-            return len(self._locks)
 
 
 def _copy_meta(meta: storage_pb2.ChunkMeta) -> storage_pb2.ChunkMeta:

@@ -21,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from chainfs.common import config
 from chainfs.common.errors import ChainfsError
-from chainfs.common.rpc import ChannelPool, bind, make_server
+from chainfs.common.rpc import ChannelPool, bind, make_server, write_port_file
 from chainfs.storageserver.chunk_store import ChunkStore
 from chainfs.storageserver.handlers import StorageServicer, add_to_server
 from chainfs.storageserver.replication import Replicator
@@ -131,16 +131,6 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     return parser
 
 
-def _write_port_file(path: str, port: int) -> None:
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="ascii") as f:
-        f.write(f"{port}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
-
-
 def run_server(argv: list[str] | None = None) -> int:
     """Runs a storage server until SIGTERM/SIGINT; returns the process exit status."""
     args = build_parser().parse_args(argv)
@@ -169,7 +159,7 @@ def run_server(argv: list[str] | None = None) -> int:
         log.error("could not start: %s", exc.message)
         return 1
     if args.port_file:
-        _write_port_file(args.port_file, node.port)
+        write_port_file(args.port_file, node.port)
     log.info("storage node %d serving at %s (targets %s)", node.routing.node_id, node.address,
              node.routing.target_ids)
     while not stop.wait(1.0):
