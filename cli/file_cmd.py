@@ -172,9 +172,10 @@ def cmd_cat(args: argparse.Namespace) -> int:
     out = sys.stdout.buffer
     for text in args.path:
         t = resolve(text)
-        if _info(t)["type"] == "directory":
+        info = _info(t)
+        if info["type"] == "directory":
             raise IsADirectoryError(21, "is a directory", text)
-        with t.fs.open(t.path, "rb") as f:
+        with t.fs.open(t.path, "rb", details=info) as f:  # the stat we already have
             while block := f.read(COPY_BLOCK):
                 out.write(block)
     out.flush()
@@ -283,7 +284,7 @@ def _copy(sources: list[Target], dst: Target, recursive: bool, quiet: bool) -> i
             progress.update(task, description=posixpath.basename(src.path))
             if not target.is_chainfs:
                 target.fs.makedirs(os.path.dirname(target.path), exist_ok=True)
-            with src.fs.open(src.path, "rb") as fin, target.fs.open(target.path, "wb") as fout:
+            with src.fs.open(src.path, "rb", details=info) as fin, target.fs.open(target.path, "wb") as fout:
                 while block := fin.read(COPY_BLOCK):
                     fout.write(block)
                     copied += len(block)

@@ -64,9 +64,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         block_tokens=args.block_tokens, routing=args.routing, fsync=not args.no_fsync,
         report_dir=Path(args.report_dir),
     )
-    results = run_comparison(cfg, progress=lambda m: console.print(f"[bold]{m}[/]"))
+    requests = build_workload(cfg)
+    results = run_comparison(cfg, requests, progress=lambda m: console.print(f"[bold]{m}[/]"))
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
-    report = build_report(results, build_workload(cfg), get_preset(cfg.model), cfg.block_tokens, config)
+    report = build_report(results, requests, get_preset(cfg.model), cfg.block_tokens, config)
     paths = write_outputs(report, results, cfg.report_dir, Path(args.json_out) if args.json_out else None)
     print_table(report, console)
     for p in paths:

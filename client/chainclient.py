@@ -14,7 +14,7 @@ from chainfs.proto import meta_pb2 as mpb
 from chainfs.proto import storage_pb2 as spb
 
 from chainfs.client.meta_client import MetaClient, RoutingCache
-from chainfs.client.placement import chain_of, chunk_count, chunk_ranges
+from chainfs.client.placement import chain_of, chunk_ranges
 from chainfs.client.storage_client import ReadSpec, StorageClient
 from chainfs.client.writer import ChunkWriter
 
@@ -122,14 +122,6 @@ class ChainClient:
             flush()
         return [b"".join(p) for p in parts]
 
-    def get_file(self, path: str, out: BinaryIO, replica: int | None = None) -> int:
-        inode = self.stat(path)
-        written = 0
-        for piece in self.iter_read(inode, replica=replica, path=path):
-            out.write(piece)
-            written += len(piece)
-        return written
-
     # ---- inspection ----
 
     def chunk_metas(self, path: str) -> dict[int, list[list[spb.ChunkMeta]]]:
@@ -140,7 +132,3 @@ class ChainClient:
             chain = self.routing.chain(chain_id)
             result[chain_id] = [self.storage.list_chunks(chain_id, r, inode.id) for r in range(len(chain.targets))]
         return result
-
-    def expected_chunks(self, path: str) -> int:
-        inode = self.stat(path)
-        return chunk_count(inode.length, inode.layout.chunk_size)

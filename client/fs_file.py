@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from fsspec.caching import BaseCache
 from fsspec.spec import AbstractBufferedFile
 
+from chainfs.common.config import MiB
 from chainfs.proto import meta_pb2 as mpb
 
 from chainfs.client.storage_client import LazyPool
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MiB = 1 << 20
 MAX_WINDOW = 64 * MiB
 WRITE_MODES = {"wb": mpb.REPLACE, "xb": mpb.CREATE_NEW, "ab": mpb.APPEND}
 

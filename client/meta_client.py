@@ -8,8 +8,8 @@ from typing import Callable, Iterator, TypeVar
 import grpc
 
 from chainfs.common import config
-from chainfs.common.errors import ChainfsError, Reason, make_exception, to_exception
-from chainfs.common.paths import normalize
+from chainfs.common.errors import ChainfsError, Reason, to_exception
+from chainfs.common.paths import checked_path
 from chainfs.common.rpc import ChannelPool
 from chainfs.proto import meta_pb2 as pb
 from chainfs.proto import meta_pb2_grpc as pb_grpc
@@ -20,14 +20,6 @@ T = TypeVar("T")
 
 # One pool per process: every client of the same metaserver shares its channel.
 CHANNELS = ChannelPool()
-
-
-def checked_path(path: str) -> str:
-    """Normalizes a path on the client side so bad input fails before any RPC."""
-    try:
-        return normalize(path)
-    except ChainfsError as exc:
-        raise make_exception(exc.reason, exc.message, path) from exc
 
 
 class MetaClient:

@@ -28,7 +28,7 @@ from chainfs.proto import storage_pb2 as spb
 from chainfs.proto import storage_pb2_grpc as spb_grpc
 
 from chainfs.client.meta_client import RoutingCache
-from chainfs.client.retry import Backoff
+from chainfs.client.retry import Backoff, failure_reason
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class StorageClient:
                 reply = self._stub(head.node_id).Write(write_requests(header, data), timeout=self.timeout)
                 return reply.meta
             except (grpc.RpcError, ChainfsError) as exc:
-                reason = exc.reason if isinstance(exc, ChainfsError) else reason_of(exc)
+                reason = failure_reason(exc)
                 if not is_retryable(reason) or not backoff.wait():
                     raise _as_error(exc, f"write of chunk {inode}:{index} on chain {chain_id}") from None
                 self._refresh_quietly()
@@ -178,7 +178,7 @@ class StorageClient:
                     if reason == Reason.CHECKSUM_MISMATCH and self._other_replica(todo[i]):
                         continue
                     s = todo[i].spec
-                    raise _reason_error(reason, f"read of chunk {s.inode}:{s.index} on chain {s.chain_id}")
+                    raise make_exception(reason, f"read of chunk {s.inode}:{s.index} on chain {s.chain_id}")
                 if reason == Reason.PENDING:
                     todo[i].prefer_tail = True
                 last_error = ChainfsError(reason, reason.value)
@@ -186,7 +186,7 @@ class StorageClient:
                 if not backoff.wait():
                     s = next(iter(todo.values())).spec
                     reason = last_error.reason if isinstance(last_error, ChainfsError) else Reason.TIMEOUT
-                    raise _reason_error(reason, f"read of chunk {s.inode}:{s.index} gave up after retries")
+                    raise make_exception(reason, f"read of chunk {s.inode}:{s.index} gave up after retries")
                 self._refresh_quietly()
         return [r if r is not None else b"" for r in results]
 
@@ -234,14 +234,14 @@ class StorageClient:
                     if covers_chunk and header.data_crc != header.meta.crc:
                         errors[i] = Reason.CHECKSUM_MISMATCH
                         continue
-                    done[i] = _pad(data, item, header.meta.length)
+                    done[i] = _pad(data, item)
                 elif header.status == spb.CHUNK_NOT_FOUND:
                     done[i] = bytes(item.length)
                     missing.add(i)
                 else:
                     errors[i] = _ITEM_REASON.get(header.status, Reason.IO_ERROR)
         except (grpc.RpcError, ChainfsError) as exc:
-            reason = exc.reason if isinstance(exc, ChainfsError) else reason_of(exc)
+            reason = failure_reason(exc)
             for i, _ in batch:
                 if i not in done:
                     errors[i] = reason
@@ -274,7 +274,7 @@ class StorageClient:
             log.debug("routing refresh failed: %s", exc)
 
 
-def _pad(data: bytes, item: spb.ReadItem, chunk_length: int) -> bytes:
+def _pad(data: bytes, item: spb.ReadItem) -> bytes:
     """A chunk shorter than the file says (a sparse tail) reads as zeros up to the asked length."""
     if len(data) >= item.length:
         return data
@@ -295,14 +295,10 @@ def _collect_items(replies: Iterator[spb.ReadReply]) -> Iterator[tuple[int, spb.
         yield header.item, header, b"".join(parts)
 
 
-def _reason_error(reason: Reason, message: str) -> Exception:
-    return make_exception(reason, message)
-
-
 def _as_error(exc: BaseException, what: str) -> Exception:
     if isinstance(exc, ChainfsError):
-        return _reason_error(exc.reason, f"{what}: {exc.message}")
+        return make_exception(exc.reason, f"{what}: {exc.message}")
     assert isinstance(exc, grpc.RpcError)
     reason = reason_of(exc)
     details = exc.details() if hasattr(exc, "details") else ""
-    return _reason_error(reason, f"{what}: {details or reason.value}")
+    return make_exception(reason, f"{what}: {details or reason.value}")

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from chainfs.common.errors import ChainfsError, make_exception
-from chainfs.common.paths import normalize
+from chainfs.common.paths import checked_path
 
 SCHEME = "chainfs"
 
@@ -45,10 +44,7 @@ def parse_url(text: str) -> ChainfsURL:
         raise ValueError(f"chainfs URL needs HOST:PORT: {text!r}")
     if port == 0:
         raise ValueError(f"port 0 is not a valid port: {text!r}")
-    try:
-        path = normalize(parts.path or "/")
-    except ChainfsError as exc:
-        raise make_exception(exc.reason, exc.message, parts.path) from exc
+    path = checked_path(parts.path or "/")
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
     return ChainfsURL(host=host, port=port, path=path)

@@ -32,14 +32,13 @@ class ChunkWriter:
         self.inode = session.inode
         self.layout = session.inode.layout
         self.chunk_size = self.layout.chunk_size
-        self.position = session.inode.length if session.inode.length else 0
+        self.position = session.inode.length
         self._buffer = bytearray()
         self._buffer_start = self.position  # file offset of _buffer[0]
         self._in_flight: deque[Future] = deque()
         self._max_in_flight = max_in_flight or max(2, 2 * len(self.layout.chains))
         self.closed = False
         # A write that outlives its session's lease would be collected at close: renew well before.
-        self._renew_at = 0.0
         self.renew_every = config.WRITE_SESSION_LEASE / 3
 
     @property
@@ -68,7 +67,8 @@ class ChunkWriter:
             room = self.chunk_size - inner
             if len(self._buffer) < room:
                 return
-            self._submit(bytes(self._buffer[:room]))
+            with memoryview(self._buffer) as view:  # one copy out of the buffer, not two
+                self._submit(bytes(view[:room]))
             del self._buffer[:room]
 
     def _submit(self, data: bytes) -> None:
