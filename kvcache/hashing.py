@@ -57,9 +57,11 @@ def block_keys(namespace: Namespace, tokens: Sequence[int] | np.ndarray) -> list
     if arr.size and (arr.min() < 0 or arr.max() > 0xFFFFFFFF):
         raise ValueError("token ids must fit in uint32")
     b = namespace.block_tokens
+    raw = token_bytes(arr)  # converted once; block i is raw[i*b*4:(i+1)*b*4]
+    step = 4 * b
     prev = namespace.seed
     keys: list[bytes] = []
     for i in range(len(arr) // b):
-        prev = hashlib.blake2b(prev + token_bytes(arr[i * b:(i + 1) * b]), digest_size=DIGEST_SIZE).digest()
+        prev = hashlib.blake2b(prev + raw[i * step:(i + 1) * step], digest_size=DIGEST_SIZE).digest()
         keys.append(prev)
     return keys

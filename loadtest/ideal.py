@@ -51,8 +51,6 @@ def replay(requests: Sequence[Request], block_tokens: int, capacity_blocks: int 
         n = 0
         while n < min(limit, len(ks)) and ks[n] in cache:
             n += 1
-        for k in ks[:n]:
-            cache.move_to_end(k)
         hits.append(n * block_tokens)
         for k in ks:
             cache[k] = None
@@ -64,10 +62,10 @@ def replay(requests: Sequence[Request], block_tokens: int, capacity_blocks: int 
     return ReplayResult(prompt_tokens=total, hit_tokens=sum(hits), per_request_hits=hits)
 
 
-def capacity_curve(requests: Sequence[Request], block_tokens: int, points: int = 12
-                   ) -> list[tuple[int, float]]:
+def capacity_curve(requests: Sequence[Request], block_tokens: int, points: int = 12,
+                   keys: list[list[bytes]] | None = None) -> list[tuple[int, float]]:
     """(capacity in blocks, token hit rate) from a tiny cache up to one holding every block."""
-    keys = request_keys(requests, block_tokens)
+    keys = keys if keys is not None else request_keys(requests, block_tokens)
     distinct = len({k for ks in keys for k in ks}) or 1
     caps = sorted({max(1, round(distinct * (i / points) ** 2)) for i in range(1, points + 1)})
     return [(c, replay(requests, block_tokens, c, keys).token_hit_rate) for c in caps]

@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from chainfs.engine.presets import ModelConfig
-from chainfs.loadtest.ideal import capacity_curve, replay
+from chainfs.loadtest.ideal import capacity_curve, replay, request_keys
 from chainfs.loadtest.plots import plot_all
-from chainfs.loadtest.stats import write_csv
+from chainfs.loadtest.stats import Tally, write_csv
 from chainfs.loadtest.workload import Request
 
 # DeepSeek's published prices per million input tokens (see DESIGN.md, "Figures worth knowing").
@@ -50,9 +50,9 @@ def hit_rate_over_time(rows: list[dict], buckets: int = 20) -> list[tuple[float,
 
 
 def scenario_figures(rows: list[dict], ideal_rate: float, model: ModelConfig) -> dict[str, Any]:
+    totals = Tally(rows=rows).totals()  # requests, errors, prompt/hit/miss tokens, hit rate
     ok = [r for r in rows if r["ok"]]
-    prompt = sum(r["prompt_tokens"] for r in rows)
-    hit = sum(r["hit_tokens"] for r in ok)
+    prompt, hit = totals["prompt_tokens"], totals["hit_tokens"]
     ttft = [r["ttft_ms"] for r in ok]
     computed = sum(r["prompt_tokens"] - r["hit_tokens"] for r in ok)
     compute_s = sum(r["prefill_compute_ms"] for r in ok) / 1000
@@ -62,8 +62,7 @@ def scenario_figures(rows: list[dict], ideal_rate: float, model: ModelConfig) ->
     cost = ((hit * PRICE_HIT_PER_M + (prompt - hit) * PRICE_MISS_PER_M) / prompt) if prompt else 0.0
     per_token_s = compute_s / computed if computed else 0.0
     return {
-        "requests": len(rows), "errors": len(rows) - len(ok), "prompt_tokens": prompt, "hit_tokens": hit,
-        "miss_tokens": prompt - hit, "token_hit_rate": hit / prompt if prompt else 0.0,
+        **totals,
         "ideal_token_hit_rate": ideal_rate,
         "hit_rate_over_time": hit_rate_over_time(rows),
         "ttft_ms": {"p50": percentile(ttft, 50), "p90": percentile(ttft, 90), "p99": percentile(ttft, 99),
@@ -79,7 +78,8 @@ def scenario_figures(rows: list[dict], ideal_rate: float, model: ModelConfig) ->
 
 def build_report(results: dict[str, list[dict]], requests: list[Request], model: ModelConfig,
                  block_tokens: int, config: dict[str, Any]) -> dict[str, Any]:
-    ideal = replay(requests, block_tokens).token_hit_rate
+    keys = request_keys(requests, block_tokens)  # hashed once for the ideal and the capacity curve
+    ideal = replay(requests, block_tokens, keys=keys).token_hit_rate
     scenarios = {name: scenario_figures(rows, ideal, model) for name, rows in results.items()}
     if "none" in scenarios:
         base = scenarios["none"]["cost_per_million_input_usd"]
@@ -94,7 +94,7 @@ def build_report(results: dict[str, list[dict]], requests: list[Request], model:
         "prices_usd_per_million": {"hit": PRICE_HIT_PER_M, "miss": PRICE_MISS_PER_M},
         "ideal_token_hit_rate": ideal,
         "capacity_curve": [{"blocks": b, "bytes": b * block_tokens * model.kv_bytes_per_token, "token_hit_rate": r}
-                           for b, r in capacity_curve(requests, block_tokens)],
+                           for b, r in capacity_curve(requests, block_tokens, keys=keys)],
         "scenarios": scenarios,
     }
 

@@ -82,9 +82,10 @@ def build_workload(cfg: RunConfig) -> list[Request]:
     return reqs
 
 
-def run_comparison(cfg: RunConfig, progress: Callable[[str], None] = log.info) -> dict[str, list[dict]]:
-    """Runs every scenario; returns the per-request rows of each."""
-    requests = build_workload(cfg)
+def run_comparison(cfg: RunConfig, requests: list[Request] | None = None,
+                   progress: Callable[[str], None] = log.info) -> dict[str, list[dict]]:
+    """Runs every scenario on `requests` (built from cfg if not given); returns each one's rows."""
+    requests = build_workload(cfg) if requests is None else requests
     cfg.report_dir.mkdir(parents=True, exist_ok=True)
     workload_path = cfg.report_dir / "workload.jsonl"
     save(requests, workload_path)

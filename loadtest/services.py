@@ -62,10 +62,6 @@ class EngineProcess:
             raise RuntimeError(f"engine exited with status {self.proc.returncode}:\n{tail}")
         return healthy(self.url)
 
-    def metrics_text(self) -> str:
-        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as resp:
-            return resp.read().decode()
-
     def stop(self) -> None:
         stop_pid(self.proc.pid, ENGINE_MARKER, proc=self.proc)
 

@@ -37,19 +37,11 @@ class Session:
     session: int
     requests: list[Request] = field(default_factory=list)
 
-    @property
-    def arrival_s(self) -> float:
-        return self.requests[0].arrival_s if self.requests else 0.0
-
 
 def segment_tokens(segment_id: int, n: int, vocab_size: int, salt: int = 0) -> list[int]:
     """Deterministic token ids for one named segment (a trace hash id, a system prompt, a turn)."""
     rng = np.random.default_rng([salt, segment_id])
     return rng.integers(0, vocab_size, size=n, dtype=np.int64).tolist()
-
-
-def requests_in_order(sessions: Iterable[Session]) -> list[Request]:
-    return sorted((r for s in sessions for r in s.requests), key=lambda r: r.index)
 
 
 def group_sessions(requests: Iterable[Request]) -> list[Session]:

@@ -21,8 +21,8 @@ def test_shared_beats_local_when_sessions_move_between_engines(tmp_path: Path) -
                   answer_tokens=40, max_tokens=1, request_rate=8.0, turn_gap_s=0.2)
     cfg = RunConfig(scenarios=["none", "local", "shared"], engines=2, model="tiny", workload="qa", qa=qa,
                     concurrency=1, routing="round_robin", report_dir=tmp_path)
-    results = run_comparison(cfg)
     requests = build_workload(cfg)
+    results = run_comparison(cfg, requests)
     report = build_report(results, requests, get_preset("tiny"), cfg.block_tokens, {})
     s = report["scenarios"]
     assert all(s[name]["requests"] == len(requests) and s[name]["errors"] == 0 for name in s)

@@ -25,9 +25,10 @@ def test_shared_hit_rate_equals_offline_ideal(tmp_path: Path, name: str) -> None
     cfg = RunConfig(scenarios=["shared"], engines=2, model="tiny", workload="trace", trace=str(trace),
                     length_scale=8, max_requests=500, max_tokens=1, concurrency=1, fsync=False,
                     report_dir=tmp_path)
-    rows = run_comparison(cfg)["shared"]
+    requests = build_workload(cfg)
+    rows = run_comparison(cfg, requests)["shared"]
     assert len(rows) == 500 and all(r["ok"] for r in rows)
-    ideal = replay(build_workload(cfg), cfg.block_tokens)
+    ideal = replay(requests, cfg.block_tokens)
     measured = sum(r["hit_tokens"] for r in rows) / sum(r["prompt_tokens"] for r in rows)
     assert ideal.token_hit_rate > 0.05
     assert measured == pytest.approx(ideal.token_hit_rate, abs=0.01)
