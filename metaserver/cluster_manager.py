@@ -111,7 +111,8 @@ class ClusterManager:
     # ---- storage nodes ----
 
     def register(
-        self, node_id: int, address: str, targets: Sequence[tuple[int, str]]
+        self, node_id: int, address: str, targets: Sequence[tuple[int, str]],
+        endpoint: pb.NodeInfo | None = None,
     ) -> tuple[int, list[int], pb.RoutingTable]:
         """Adds or refreshes a node and its targets (id 0 = new); returns ids and the routing table.
 
@@ -137,9 +138,15 @@ class ClusterManager:
                 log.info("node %d moved: %s -> %s", node_id, node.address, address)
                 node.address = address
                 changed = True
+            if endpoint is not None and (node.data_address, node.host_id, node.local_socket) != (
+                    endpoint.data_address, endpoint.host_id, endpoint.local_socket):
+                node.data_address = endpoint.data_address
+                node.host_id = endpoint.host_id
+                node.local_socket = endpoint.local_socket
+                changed = True
             if changed:
                 self.nodes[node_id] = node
-                txn.put(node_key(node_id), pb.NodeInfo(node_id=node_id, address=address).SerializeToString())
+                txn.put(node_key(node_id), _stored_node(node))
             ids: list[int] = []
             for target_id, path in targets:
                 target = self.targets.get(target_id) if target_id else None
@@ -214,7 +221,7 @@ class ClusterManager:
                 with self._mutate() as txn:
                     log.info("node %d moved: %s -> %s", node_id, node.address, address)
                     node.address = address
-                    txn.put(node_key(node_id), pb.NodeInfo(node_id=node_id, address=address).SerializeToString())
+                    txn.put(node_key(node_id), _stored_node(node))
                     self._bump_routing(txn)
             self._seen(node_id)
             if any(t.chain_id == 0 for t in self.targets.values()):
@@ -350,3 +357,9 @@ class ClusterManager:
 
 def _show(chain: list[tuple[int, int]]) -> str:
     return "[" + ", ".join(f"{tid}:{pb.TargetState.Name(state).lower()}" for tid, state in chain) + "]"
+
+
+def _stored_node(node: pb.NodeInfo) -> bytes:
+    """What the table keeps of a node: its identity and endpoints, not its liveness."""
+    return pb.NodeInfo(node_id=node.node_id, address=node.address, data_address=node.data_address,
+                       host_id=node.host_id, local_socket=node.local_socket).SerializeToString()

@@ -96,7 +96,9 @@ class ClusterManagerServicer(pb_grpc.ClusterManagerServicer):
     @handler
     def Register(self, request: pb.RegisterRequest, context: grpc.ServicerContext) -> pb.RegisterReply:
         targets = [(t.target_id, t.path) for t in request.targets]
-        node_id, target_ids, routing = self.cluster.register(request.node_id, request.address, targets)
+        endpoint = pb.NodeInfo(data_address=request.data_address, host_id=request.host_id,
+                               local_socket=request.local_socket)
+        node_id, target_ids, routing = self.cluster.register(request.node_id, request.address, targets, endpoint)
         return pb.RegisterReply(node_id=node_id, target_ids=target_ids, routing=routing)
 
     @handler
