@@ -27,7 +27,7 @@ from chainfs.common.errors import ChainfsError, Reason
 from chainfs.metaserver.chain_states import OFFLINE_LOCAL, UNKNOWN, TargetView, next_chain
 from chainfs.metaserver.store import (
     C_CHAIN, C_NODE, C_ROUTING, C_TARGET, P_CHAIN, P_NODE, P_TARGET,
-    MetaStore, Txn, chain_key, node_key, target_key,
+    Store, Txn, chain_key, node_key, target_key,
 )
 from chainfs.proto import meta_pb2 as pb
 
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 class ClusterManager:
     def __init__(
         self,
-        store: MetaStore,
+        store: Store,
         replication: int = config.DEFAULT_REPLICATION,
         heartbeat_timeout: float = config.HEARTBEAT_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,

@@ -3,6 +3,8 @@
 Why one lock: every mutation reads a little state (lookups, emptiness, counters) and then writes
 one batch; serializing mutations makes read-check-write races impossible without RocksDB
 transactions. Reads (stat, list) take no lock: each commit is atomic, so they see whole operations.
+Several metaservers over etcd do not share the lock: there each commit validates what it read and a
+lost race reruns the operation (`@retry_conflicts`), so every mutation must read through its txn.
 
 Write sessions (open/renew/close, sweeping expired ones) live in `sessions.py` as a mixin that
 shares this class's lock and helpers; the garbage records they and `remove`/`rename` produce are
@@ -22,7 +24,7 @@ from chainfs.common.paths import MAX_DEPTH, split_path
 from chainfs.metaserver.layout import default_layout, merge_layout, pick_chains, validate_layout
 from chainfs.metaserver.records import GcRecord
 from chainfs.metaserver.sessions import SessionsMixin
-from chainfs.metaserver.store import C_INODE, P_GC, ROOT_ID, MetaStore, Txn, _Reader, gc_key
+from chainfs.metaserver.store import C_INODE, P_GC, ROOT_ID, Store, Txn, _Reader, gc_key, retry_conflicts
 from chainfs.proto import meta_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -44,11 +46,11 @@ def show(parts: list[str]) -> str:
 
 
 class Namespace(SessionsMixin):
-    """Namespace operations over a MetaStore. Every error is a ChainfsError naming the path."""
+    """Namespace operations over a metadata Store. Every error is a ChainfsError naming the path."""
 
     def __init__(
         self,
-        store: MetaStore,
+        store: Store,
         chains: ChainSource | None = None,
         replication: int = config.DEFAULT_REPLICATION,
         lease_s: float = config.WRITE_SESSION_LEASE,
@@ -64,6 +66,7 @@ class Namespace(SessionsMixin):
 
     # ---- helpers ----
 
+    @retry_conflicts
     def _ensure_root(self) -> None:
         with self._lock:
             if self.store.get_inode(ROOT_ID) is not None:
@@ -173,6 +176,7 @@ class Namespace(SessionsMixin):
 
     # ---- operations ----
 
+    @retry_conflicts
     def mkdir(self, path: str, parents: bool = False, layout: pb.Layout | None = None) -> pb.Inode:
         parts = split_path(path)
         where = show(parts)
@@ -194,6 +198,7 @@ class Namespace(SessionsMixin):
             self.store.commit(txn)
             return inode
 
+    @retry_conflicts
     def create(
         self, path: str, exclusive: bool = False, parents: bool = False, layout: pb.Layout | None = None
     ) -> pb.Inode:
@@ -238,6 +243,7 @@ class Namespace(SessionsMixin):
                 entries.append(pb.DirEntry(name=name, inode=child))
         return entries, False
 
+    @retry_conflicts
     def rename(self, src: str, dst: str) -> None:
         sp, dp = split_path(src), split_path(dst)
         s_where, d_where = show(sp), show(dp)
@@ -293,6 +299,7 @@ class Namespace(SessionsMixin):
             cur = self._get(r, cur.parent_id, d_where)
         raise ChainfsError(Reason.INTERNAL, f"directory parent chain does not reach the root: {d_where}")
 
+    @retry_conflicts
     def remove(self, path: str, recursive: bool = False) -> None:
         parts = split_path(path)
         where = show(parts)
@@ -322,8 +329,9 @@ class Namespace(SessionsMixin):
         stack, count = [dir_id], 0
         while stack:
             current = stack.pop()
-            # The committed state is the right one to walk: this txn only deletes below `dir_id`.
-            for name, child_id in list(self.store.children(current)):
+            # Listed before this txn touches `current`'s entries, so this is the committed state
+            # (read through the txn, so the etcd backend validates it at commit).
+            for name, child_id in list(txn.children(current)):
                 child = txn.get_inode(child_id)
                 if child is not None:
                     if child.type == pb.DIRECTORY:
@@ -335,6 +343,7 @@ class Namespace(SessionsMixin):
                 count += 1
         return count
 
+    @retry_conflicts
     def set_layout(self, path: str, layout: pb.Layout) -> pb.Inode:
         """New defaults for files created later in a directory (existing files keep theirs)."""
         parts = split_path(path)
@@ -361,6 +370,7 @@ class Namespace(SessionsMixin):
             out.append(GcRecord.from_bytes(raw))
         return out
 
+    @retry_conflicts
     def remove_gc_records(self, done: Iterable[int | GcRecord]) -> None:
         """Called by the collector once an inode's chunks are gone from every chain.
 

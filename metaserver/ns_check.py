@@ -20,12 +20,15 @@ from chainfs.proto import meta_pb2 as pb
 def check_namespace(ns: Namespace, known_chains: set[int] | None = None) -> pb.NamespaceCheckReply:
     reply = pb.NamespaceCheckReply()
     problems = reply.problems
-    with ns._lock:  # a consistent snapshot: no namespace mutation runs meanwhile
-        inodes = {i.id: i for i in (pb.Inode.FromString(raw) for _, raw in ns.store.scan(P_INODE))}
+    # A consistent snapshot: the lock keeps this metaserver's mutations out, and reading through one
+    # txn reads every table at one revision on etcd (other metaservers may be writing).
+    with ns._lock:
+        snap = ns.store.txn()
+        inodes = {i.id: i for i in (pb.Inode.FromString(raw) for _, raw in snap.scan(P_INODE))}
         dentries = [(int.from_bytes(key[1:9], "big"), key[9:].decode("utf-8", "replace"),
-                     int.from_bytes(value, "big")) for key, value in ns.store.scan(P_DENTRY)]
-        sessions = [SessionRecord.from_bytes(raw) for _, raw in ns.store.scan(P_SESSION)]
-        gc = [GcRecord.from_bytes(raw) for _, raw in ns.store.scan(P_GC)]
+                     int.from_bytes(value, "big")) for key, value in snap.scan(P_DENTRY)]
+        sessions = [SessionRecord.from_bytes(raw) for _, raw in snap.scan(P_SESSION)]
+        gc = [GcRecord.from_bytes(raw) for _, raw in snap.scan(P_GC)]
     root = inodes.get(ROOT_ID)
     if root is None or root.type != pb.DIRECTORY:
         problems.append(f"root inode {ROOT_ID} is missing or not a directory")

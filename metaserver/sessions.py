@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.common.paths import split_path
 from chainfs.metaserver.records import SessionRecord
-from chainfs.metaserver.store import C_SESSION, P_SESSION, MetaStore, Txn, session_key
+from chainfs.metaserver.store import C_SESSION, P_SESSION, Store, Txn, retry_conflicts, session_key
 from chainfs.proto import meta_pb2 as pb
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ WRITE_MODES = (pb.REPLACE, pb.CREATE_NEW, pb.APPEND)
 
 class SessionsMixin:
     # Provided by Namespace.
-    store: MetaStore
+    store: Store
     lease_ns: int
     clock_ns: Callable[[], int]
     _lock: threading.Lock
@@ -44,6 +44,7 @@ class SessionsMixin:
         def _gc(self, txn: Txn, inode: pb.Inode, reason: str, length: int | None = None) -> None: ...
         def _touch(self, txn: Txn, dir_id: int, now: int) -> None: ...
 
+    @retry_conflicts
     def open_write(
         self,
         path: str,
@@ -96,6 +97,7 @@ class SessionsMixin:
             log.debug("session %d open: %s %s inode %d", record.session_id, pb.WriteMode.Name(mode), where, inode.id)
             return record.to_proto()
 
+    @retry_conflicts
     def renew_session(self, session_id: int) -> pb.WriteSession:
         with self._lock:
             txn = self.store.txn()
@@ -110,6 +112,7 @@ class SessionsMixin:
             self.store.commit(txn)
             return record.to_proto()
 
+    @retry_conflicts
     def close_write(self, session_id: int, length: int, commit: bool = True) -> pb.Inode:
         """Publishes (or abandons) a session's inode; returns the inode as it now is.
 
@@ -248,13 +251,14 @@ class SessionsMixin:
         elif txn.get_inode(inode.id) is None:
             self._gc(txn, inode, f"append session {record.session_id} expired after its file went")
 
+    @retry_conflicts
     def sweep_expired_sessions(self, now_ns: int | None = None) -> int:
         """Ends every session whose lease ran out (one batch); returns how many."""
         with self._lock:
             now = self.clock_ns() if now_ns is None else now_ns
             txn = self.store.txn()
             expired = 0
-            for raw in self.store.values(P_SESSION):
+            for raw in txn.values(P_SESSION):  # through the txn: validated at commit on etcd
                 record = SessionRecord.from_bytes(raw)
                 if record.lease_expires_ns < now:
                     self._expire(txn, record)

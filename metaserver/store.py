@@ -1,7 +1,12 @@
-"""The metadata store: one RocksDB (rocksdict, raw bytes) holding every metaserver table.
+"""The metadata store interface, its key encoding, and the embedded backend: one RocksDB.
+
+Two backends implement `Store`: `MetaStore` here (rocksdict, raw bytes; the default, one process)
+and `EtcdStore` in `etcd_store.py` (a replicated etcd cluster shared by several metaservers). Both
+hold the same keys below and hand out the same `Txn`; logic modules never see which one runs.
 
 Why one keyspace with one-byte prefixes: a namespace operation touches inodes, dentries, sessions,
 GC records and counters at once, and RocksDB makes a single WriteBatch atomic only within one DB.
+
 Integers in keys are big-endian so byte order equals numeric order (prefix scans list in id order),
 and dentry names follow the parent id so a directory listing is one prefix scan in name byte order.
 
@@ -9,20 +14,30 @@ Every change goes through a `Txn`: reads see the transaction's own pending write
 can allocate an id, create parents and link an entry before anything is written), and `commit`
 writes everything as ONE WriteBatch with sync=True, so a reply is only sent once the change is on
 disk. The caller (Namespace, ClusterManager) serializes its transactions with its own lock.
+
+With several metaservers that lock is not enough: the etcd backend validates at commit that nothing
+the transaction read has changed and raises `TxnConflict` otherwise. So every mutating operation
+must be safe to run again from the start: decorate it with `@retry_conflicts` (which reruns it on
+`TxnConflict`), read everything through the txn, and commit only through `store.commit`.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import random
 import threading
-from typing import Iterator
+import time
+from typing import Any, Callable, Iterator, TypeVar
 
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
+from chainfs.common.errors import ChainfsError, Reason
 from chainfs.proto import meta_pb2 as pb
 
 log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
 
 # ---- key encoding ----
 
@@ -130,11 +145,67 @@ class _Reader:
             yield value
 
 
-# ---- the store ----
+# ---- the interface ----
 
 
-class MetaStore(_Reader):
+class TxnConflict(Exception):
+    """A transaction read something that another writer changed before it committed: run it again."""
+
+
+CONFLICT_RETRIES = 64
+
+
+def retry_conflicts(fn: F) -> F:
+    """Reruns a whole mutating operation when its commit lost a race (etcd backend only; RocksDB
+    transactions are serialized by the caller's lock and never conflict). Jittered backoff keeps
+    metaservers racing for one hot key (a directory's mtime) from colliding in lockstep."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        delay = 0.001
+        for _ in range(CONFLICT_RETRIES):
+            try:
+                return fn(*args, **kwargs)
+            except TxnConflict:
+                time.sleep(random.uniform(0, delay))
+                delay = min(delay * 2, 0.05)
+        raise ChainfsError(Reason.BUSY, f"{fn.__name__}: too much contention on the metadata store, try again")
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Store(_Reader):
+    """What a metadata backend offers: reads, transactions, one atomic durable commit, close."""
+
+    backend = "?"
+    path = ""
+
+    def txn(self) -> Txn:
+        return Txn(self)
+
+    def commit(self, txn: Txn, fenced: bool = False) -> None:
+        """Applies a transaction's writes atomically and durably; TxnConflict if it lost a race.
+
+        `fenced`: only while this process holds the cluster manager's lease (see `election.py`)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---- the embedded backend ----
+
+
+class MetaStore(Store):
     """RocksDB opened in raw mode; reads go straight to the DB, writes only through `commit`."""
+
+    backend = "rocksdb"
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
@@ -167,11 +238,9 @@ class MetaStore(_Reader):
                 yield key, it.value()
             it.next()
 
-    def txn(self) -> Txn:
-        return Txn(self)
-
-    def commit(self, txn: Txn) -> None:
-        """Writes a transaction's changes as one synced WriteBatch (nothing if it changed nothing)."""
+    def commit(self, txn: Txn, fenced: bool = False) -> None:
+        """Writes a transaction's changes as one synced WriteBatch (nothing if it changed nothing).
+        One process owns the DB, so it is always the manager: `fenced` changes nothing here."""
         if not txn.writes:
             return
         batch = WriteBatch(raw_mode=True)
@@ -190,31 +259,34 @@ class MetaStore(_Reader):
                 self._db = None
                 log.info("metadata store closed: %s", self.path)
 
-    def __enter__(self) -> MetaStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 class Txn(_Reader):
-    """Pending writes over the store; reads see them. Commit with `MetaStore.commit`."""
+    """Pending writes over a store; reads see them. Commit with `Store.commit`.
 
-    def __init__(self, store: MetaStore) -> None:
+    Reads of the underlying store go through `_base_get` / `_base_scan`, which a backend's own
+    Txn overrides to pin a snapshot and remember what was read (for validation at commit)."""
+
+    def __init__(self, store: Store) -> None:
         self.store = store
         self.writes: dict[bytes, bytes | None] = {}  # None = delete
+
+    def _base_get(self, key: bytes) -> bytes | None:
+        return self.store.get(key)
+
+    def _base_scan(self, prefix: bytes, start_after: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        return self.store.scan(prefix, start_after)
 
     def get(self, key: bytes) -> bytes | None:
         if key in self.writes:
             return self.writes[key]
-        return self.store.get(key)
+        return self._base_get(key)
 
     def scan(self, prefix: bytes, start_after: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         pending = sorted(
             k for k in self.writes if k.startswith(prefix) and (start_after is None or k > start_after)
         )
         i = 0
-        for key, value in self.store.scan(prefix, start_after):
+        for key, value in self._base_scan(prefix, start_after):
             while i < len(pending) and pending[i] < key:
                 if self.writes[pending[i]] is not None:
                     yield pending[i], self.writes[pending[i]]  # type: ignore[misc]

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# System packages chainfs needs on a fresh Debian machine (FUSE for the mount).
-# Skipped when present, or when we are not root (the FUSE tests then skip with a reason).
+# System packages chainfs needs on a fresh Debian machine: FUSE for the mount, etcd (3.4) for the
+# replicated metadata backend, iproute2 and iptables for the network-namespace fault tests.
+# Skipped when present, or when we are not root (those tests then skip with a reason).
 set -euo pipefail
 need=()
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 [ -e /usr/lib/x86_64-linux-gnu/libfuse.so.2 ] || [ -e /usr/lib/aarch64-linux-gnu/libfuse.so.2 ] || need+=(libfuse2)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-  echo "note: cannot install ${need[*]} (not root or no apt-get); FUSE features will be unavailable" >&2
+  echo "note: cannot install ${need[*]} (not root or no apt-get); FUSE, etcd or netns features will be unavailable" >&2
   exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
 from chainfs.client import ChainClient
 from chainfs.cluster import LocalCluster
+from chainfs.cluster.etcd import EtcdCluster, etcd_binary
+from chainfs.metaserver.store import MetaStore, Store
 
 
 @pytest.fixture(scope="module")
@@ -30,3 +33,40 @@ def rng_bytes():
     def make(n: int, seed: int = 0) -> bytes:
         return os.urandom(n) if seed == 0 else __import__("random").Random(seed).randbytes(n)
     return make
+
+
+@pytest.fixture(scope="session")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    """One real single-member etcd for the session; each test takes its own key prefix."""
+    if etcd_binary() is None:
+        pytest.skip("etcd is not installed (scripts/install_sysdeps.sh installs etcd-server)")
+    with EtcdCluster(tmp_path_factory.mktemp("etcd"), members=1) as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["rocksdb", "etcd"])
+def meta_backend(request: pytest.FixtureRequest) -> str:
+    """Runs a test once per metadata backend."""
+    return request.param
+
+
+@pytest.fixture
+def open_store(meta_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Store]]:
+    """`open_store(name="meta")` opens (or reopens) a store of this test's backend; all are closed after."""
+    opened: list[Store] = []
+    prefix = f"/t-{uuid.uuid4().hex[:12]}"
+
+    def make(name: str = "meta") -> Store:
+        if meta_backend == "rocksdb":
+            store: Store = MetaStore(tmp_path / name)
+        else:
+            from chainfs.metaserver.etcd_store import EtcdStore
+
+            cluster: EtcdCluster = request.getfixturevalue("etcd")
+            store = EtcdStore(cluster.endpoints, prefix=f"{prefix}-{name}")
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()

@@ -1,8 +1,9 @@
-"""Namespace logic against a real RocksDB in tmp_path: every operation, its errors, sessions, GC."""
+"""Namespace logic against each real backend (RocksDB in tmp_path, etcd): every operation, its errors,
+sessions, GC."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -10,7 +11,7 @@ from chainfs.common import config
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.metaserver.cluster_manager import ClusterManager
 from chainfs.metaserver.namespace import Namespace
-from chainfs.metaserver.store import ROOT_ID, MetaStore
+from chainfs.metaserver.store import ROOT_ID, Store
 from chainfs.proto import meta_pb2 as pb
 
 
@@ -25,13 +26,14 @@ class Clock:
 class World:
     """A store, a cluster with 3 nodes x 4 targets (4 chains of 3), and a namespace on top."""
 
-    def __init__(self, path: Path, with_chains: bool = True) -> None:
-        self.path = path
+    def __init__(self, open_store: Callable[..., Store], with_chains: bool = True, name: str = "meta") -> None:
+        self.open_store = open_store
+        self.name = name
         self.clock = Clock()
         self.open(with_chains)
 
     def open(self, with_chains: bool = True) -> None:
-        self.store = MetaStore(self.path)
+        self.store = self.open_store(self.name)
         self.cluster = ClusterManager(self.store, replication=3)
         if with_chains and not self.cluster.chains:
             for n in range(3):
@@ -44,10 +46,8 @@ class World:
 
 
 @pytest.fixture
-def w(tmp_path: Path):
-    world = World(tmp_path / "meta")
-    yield world
-    world.store.close()
+def w(open_store: Callable[..., Store]) -> World:
+    return World(open_store)
 
 
 @pytest.fixture
@@ -138,14 +138,11 @@ def test_create_errors(ns: Namespace) -> None:
     expect(Reason.INVALID_ARGUMENT, ns.create, "/g", layout=pb.Layout(chunk_size=3 << 12))
 
 
-def test_create_without_chains(tmp_path: Path) -> None:
-    world = World(tmp_path / "m", with_chains=False)
-    try:
-        err = expect(Reason.NO_CHAINS, world.ns.create, "/f")
-        assert "/f" in err.message
-        world.ns.mkdir("/d")  # directories need no chains
-    finally:
-        world.store.close()
+def test_create_without_chains(open_store: Callable[..., Store]) -> None:
+    world = World(open_store, with_chains=False, name="m")
+    err = expect(Reason.NO_CHAINS, world.ns.create, "/f")
+    assert "/f" in err.message
+    world.ns.mkdir("/d")  # directories need no chains
 
 
 def test_stat_errors(ns: Namespace) -> None:
@@ -498,3 +495,50 @@ def test_second_append_session_waits_for_the_first(ns: Namespace) -> None:
     ns.close_write(second.session_id, 25)
     ns.close_write(replacing.session_id, 3)
     assert ns.stat("/d/log").length == 3
+
+
+# ---- several metaservers on one etcd ----
+
+
+@pytest.mark.parametrize("meta_backend", ["etcd"])
+def test_two_metaservers_race_on_one_directory(open_store: Callable[..., Store]) -> None:
+    """Creates, renames and exclusive creates from two namespaces at once: each lands exactly once."""
+    import threading
+
+    from chainfs.metaserver.ns_check import check_namespace
+
+    a, b = World(open_store), World(open_store)  # b loads the chains a registered
+    a.ns.mkdir("/d")
+    errors: list[BaseException] = []
+    won: list[int] = []
+
+    def work(ns: Namespace, t: int) -> None:
+        try:
+            for i in range(15):
+                ns.create(f"/d/f-{t}-{i}")
+                if i % 3 == 0:
+                    ns.rename(f"/d/f-{t}-{i}", f"/d/r-{t}-{i}")
+                try:
+                    ns.create(f"/d/x-{i}", exclusive=True)
+                    won.append(i)
+                except ChainfsError as exc:
+                    assert exc.reason == Reason.EXISTS
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(ns, t)) for t, ns in enumerate([a.ns, b.ns, a.ns, b.ns])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    entries, more = a.ns.list("/d", limit=config.MAX_LIST_LIMIT)
+    got = sorted(e.name for e in entries)
+    want = sorted([f"f-{t}-{i}" for t in range(4) for i in range(15) if i % 3]
+                  + [f"r-{t}-{i}" for t in range(4) for i in range(15) if i % 3 == 0]
+                  + [f"x-{i}" for i in range(15)])
+    assert got == want and not more
+    assert sorted(won) == list(range(15))  # every exclusive create won exactly once
+    assert len({e.inode.id for e in entries}) == len(entries)
+    assert names(b.ns, "/d") == names(a.ns, "/d")
+    assert list(check_namespace(a.ns).problems) == []

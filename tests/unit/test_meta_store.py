@@ -1,12 +1,14 @@
-"""The metadata store: key order, transactions that read their own writes, durability on reopen."""
+"""The metadata store: key order, transactions that read their own writes, durability on reopen,
+and (etcd) commits that refuse to apply over a concurrent change, ids unique across metaservers."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import threading
+from typing import Callable
 
 import pytest
 
-from chainfs.metaserver.store import C_INODE, MetaStore, dentry_key, inode_key
+from chainfs.metaserver.store import C_INODE, C_NODE, Store, TxnConflict, dentry_key, inode_key
 
 
 def test_keys_sort_numerically() -> None:
@@ -15,8 +17,8 @@ def test_keys_sort_numerically() -> None:
     assert dentry_key(1, "a") < dentry_key(1, "b") < dentry_key(1, "é")
 
 
-def test_txn_reads_its_own_writes_and_merges_scans(tmp_path: Path) -> None:
-    with MetaStore(tmp_path / "db") as store:
+def test_txn_reads_its_own_writes_and_merges_scans(open_store: Callable[..., Store]) -> None:
+    with open_store("db") as store:
         txn = store.txn()
         for name in ("b", "d", "f"):
             txn.link(7, name, ord(name))
@@ -43,23 +45,110 @@ def test_txn_reads_its_own_writes_and_merges_scans(tmp_path: Path) -> None:
         assert not txn.has_children(8) and store.has_children(8)
 
 
-def test_counters_persist(tmp_path: Path) -> None:
-    with MetaStore(tmp_path / "db") as store:
+def test_counters_persist(open_store: Callable[..., Store]) -> None:
+    # C_NODE is a transactional counter on both backends (inode ids come in blocks on etcd).
+    with open_store("db") as store:
         txn = store.txn()
-        assert [txn.allocate(C_INODE, 2) for _ in range(3)] == [2, 3, 4]
+        assert [txn.allocate(C_NODE, 2) for _ in range(3)] == [2, 3, 4]
         store.commit(txn)
-    with MetaStore(tmp_path / "db") as store:
+    with open_store("db") as store:
         txn = store.txn()
-        assert txn.allocate(C_INODE, 2) == 5
-        txn.reserve(C_INODE, 3)
-        assert txn.allocate(C_INODE, 2) == 6
-        txn.reserve(C_INODE, 10)
-        assert txn.allocate(C_INODE, 2) == 11
+        assert txn.allocate(C_NODE, 2) == 5
+        txn.reserve(C_NODE, 3)
+        assert txn.allocate(C_NODE, 2) == 6
+        txn.reserve(C_NODE, 10)
+        assert txn.allocate(C_NODE, 2) == 11
 
 
-def test_closed_store_refuses(tmp_path: Path) -> None:
-    store = MetaStore(tmp_path / "db")
+def test_inode_ids_increase_across_reopen(open_store: Callable[..., Store]) -> None:
+    with open_store("db") as store:
+        txn = store.txn()
+        first = [txn.allocate(C_INODE, 2) for _ in range(3)]
+        store.commit(txn)
+    with open_store("db") as store:
+        txn = store.txn()
+        later = txn.allocate(C_INODE, 2)
+    assert first == sorted(set(first)) and first[0] == 2 and later > first[-1]
+
+
+def test_closed_store_refuses(open_store: Callable[..., Store]) -> None:
+    store = open_store("db")
     store.close()
     store.close()  # idempotent
     with pytest.raises(RuntimeError):
         store.get(b"x")
+
+
+# ---- etcd: optimistic transactions between metaservers ----
+
+
+@pytest.mark.parametrize("meta_backend", ["etcd"])
+def test_etcd_commit_refuses_over_a_concurrent_change(open_store: Callable[..., Store]) -> None:
+    a, b = open_store("db"), open_store("db")  # two metaservers on one prefix
+    setup = a.txn()
+    setup.link(7, "x", 1)
+    a.commit(setup)
+    # a read key changed meanwhile
+    t1 = a.txn()
+    assert t1.lookup(7, "x") == 1
+    t1.link(7, "y", 2)
+    t2 = b.txn()
+    t2.link(7, "x", 9)
+    b.commit(t2)
+    with pytest.raises(TxnConflict):
+        a.commit(t1)
+    assert a.lookup(7, "y") is None  # nothing of the refused txn was applied
+    # a key that was absent when read appeared meanwhile
+    t1 = a.txn()
+    assert t1.lookup(7, "z") is None
+    t1.link(7, "w", 3)
+    t2 = b.txn()
+    t2.link(7, "z", 4)
+    b.commit(t2)
+    with pytest.raises(TxnConflict):
+        a.commit(t1)
+    # a scanned directory gained an entry meanwhile (a phantom)
+    t1 = a.txn()
+    assert not t1.has_children(8)
+    t1.link(9, "dir-empty", 5)
+    t2 = b.txn()
+    t2.link(8, "new", 6)
+    b.commit(t2)
+    with pytest.raises(TxnConflict):
+        a.commit(t1)
+    # a scanned entry went away meanwhile
+    t1 = a.txn()
+    assert [n for n, _ in t1.children(7)] == ["x", "z"]
+    t1.link(9, "copied", 7)
+    t2 = b.txn()
+    t2.unlink(7, "z")
+    b.commit(t2)
+    with pytest.raises(TxnConflict):
+        a.commit(t1)
+    # and an unrelated change does not get in the way
+    t1 = a.txn()
+    assert t1.lookup(7, "x") == 9
+    t1.link(7, "y", 2)
+    t2 = b.txn()
+    t2.link(10, "elsewhere", 8)
+    b.commit(t2)
+    a.commit(t1)
+    assert b.lookup(7, "y") == 2
+
+
+@pytest.mark.parametrize("meta_backend", ["etcd"])
+def test_etcd_inode_ids_never_collide_across_metaservers(open_store: Callable[..., Store]) -> None:
+    stores = [open_store("db") for _ in range(3)]
+    got: list[list[int]] = [[] for _ in range(6)]
+
+    def take(i: int) -> None:
+        txn = stores[i % 3].txn()
+        got[i].extend(txn.allocate(C_INODE, 2) for _ in range(300))
+
+    threads = [threading.Thread(target=take, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    ids = [x for ids in got for x in ids]
+    assert len(ids) == 1800 and len(set(ids)) == 1800 and min(ids) >= 2

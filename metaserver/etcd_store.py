@@ -1,0 +1,202 @@
+"""The replicated metadata backend: the same keys as `store.py`, kept in an etcd v3 cluster.
+
+Why etcd: several stateless metaservers can then serve one namespace, and losing any one of them
+(or a minority of etcd members) loses nothing; consensus is etcd's, not ours.
+
+Layout: `<prefix>/ns/<key>` holds the namespace (inodes, dentries, sessions, GC records, inode and
+session counters) and `<prefix>/cluster/<key>` the cluster tables (nodes, targets, chains, their
+counters, the routing version); `<prefix>/leader` is the manager election (see `election.py`).
+
+Transactions are optimistic. An `EtcdTxn` pins the revision of its first read and reads everything
+else at that revision (one snapshot), remembering each key's mod revision and each scanned range.
+`commit` is ONE etcd Txn: compare every key read (mod revision unchanged, or still absent) and every
+scanned range (nothing written since the snapshot), then apply every put and delete. A failed
+compare raises `TxnConflict` and the operation reruns from the start (`retry_conflicts`), so the
+result is serializable across metaservers. Inode and session ids come from per-metaserver blocks
+taken with a compare-and-swap on the counter, so creates do not all contend on one counter key.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Iterator, Sequence
+
+from chainfs.common.errors import ChainfsError, Reason
+from chainfs.metaserver.etcd_client import (
+    EtcdClient, delete_op, mod_equals, prefix_end, put_op, range_unchanged_since,
+)
+from chainfs.metaserver.store import (
+    C_CHAIN, C_INODE, C_NODE, C_ROUTING, C_SESSION, C_TARGET, P_CHAIN, P_NODE, P_TARGET,
+    Store, Txn, TxnConflict, counter_key, u64,
+)
+from chainfs.proto import etcd_pb2 as epb
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PREFIX = "/chainfs"
+ID_BLOCK = 256  # inode / session ids a metaserver takes at a time
+PAGE = 1000  # keys per Range page of a scan
+_CLUSTER_COUNTERS = {counter_key(c) for c in (C_NODE, C_TARGET, C_CHAIN, C_ROUTING)}
+_CLUSTER_TABLES = (P_NODE, P_TARGET, P_CHAIN)
+_BLOCK_COUNTERS = (C_INODE, C_SESSION)
+
+
+class EtcdStore(Store):
+    """Metadata in etcd under `prefix`; any number of EtcdStores may share one prefix."""
+
+    backend = "etcd"
+
+    def __init__(self, endpoints: Sequence[str], prefix: str = DEFAULT_PREFIX, timeout: float = 5.0,
+                 id_block: int = ID_BLOCK) -> None:
+        if not prefix.startswith("/") or prefix.endswith("/") and prefix != "/":
+            raise ValueError(f"etcd prefix must start with '/' and not end with one: {prefix!r}")
+        self.client = EtcdClient(endpoints, timeout=timeout)
+        self.prefix = prefix
+        self.root = prefix.rstrip("/").encode() + b"/"
+        self.path = f"etcd://{','.join(self.client.endpoints)}{prefix}"
+        self.id_block = max(1, id_block)
+        self._ids: dict[bytes, tuple[int, int]] = {}
+        self._id_lock = threading.Lock()
+        self._fence: epb.Compare | None = None
+        self._closed = False
+        log.info("metadata store on %s", self.path)
+
+    # ---- keys ----
+
+    def ekey(self, key: bytes) -> bytes:
+        if key[:1] in _CLUSTER_TABLES or key in _CLUSTER_COUNTERS:
+            return self.root + b"cluster/" + key
+        return self.root + b"ns/" + key
+
+    def dkey(self, ekey: bytes) -> bytes:
+        rest = ekey[len(self.root):]
+        return rest.split(b"/", 1)[1]
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("metadata store is closed")
+
+    # ---- reads (latest committed state) ----
+
+    def get(self, key: bytes) -> bytes | None:
+        self._check_open()
+        kv = self.client.get(self.ekey(key))
+        return None if kv is None else kv.value
+
+    def scan(self, prefix: bytes, start_after: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        for kv in self._scan_kvs(prefix, start_after, revision=0, on_revision=None):
+            yield self.dkey(kv.key), kv.value
+
+    def _scan_kvs(self, prefix: bytes, start_after: bytes | None, revision: int,
+                  on_revision: object) -> Iterator[epb.KeyValue]:
+        """Every key under `prefix` after `start_after`, page by page at one revision."""
+        self._check_open()
+        start = self.ekey(start_after) + b"\0" if start_after is not None else self.ekey(prefix)
+        end = prefix_end(self.ekey(prefix))
+        while True:
+            resp = self.client.range(start, end, revision=revision, limit=PAGE)
+            if not revision:
+                revision = resp.header.revision
+                if callable(on_revision):
+                    on_revision(revision)
+            yield from resp.kvs
+            if not resp.more or not resp.kvs:
+                return
+            start = resp.kvs[-1].key + b"\0"
+
+    # ---- transactions ----
+
+    def txn(self) -> EtcdTxn:
+        self._check_open()
+        return EtcdTxn(self)
+
+    def fence_with(self, compare: epb.Compare | None) -> None:
+        """Guards `commit(txn, fenced=True)` (the cluster manager's writes) by the leader's key."""
+        self._fence = compare
+
+    def commit(self, txn: Txn, fenced: bool = False) -> None:
+        if not txn.writes:
+            return
+        self._check_open()
+        assert isinstance(txn, EtcdTxn)
+        compares = [mod_equals(k, r) for k, r in txn.seen.items()]
+        compares += [range_unchanged_since(s, e, txn.revision) for s, e in txn.ranges]
+        if fenced:
+            if self._fence is None:
+                raise ChainfsError(Reason.UNAVAILABLE, "this metaserver is not the cluster manager")
+            compares.append(self._fence)
+        ops = [delete_op(self.ekey(k)) if v is None else put_op(self.ekey(k), v) for k, v in txn.writes.items()]
+        resp = self.client.txn(compares, ops)
+        if not resp.succeeded:
+            raise TxnConflict(f"{len(compares)} compares, {len(ops)} writes")
+        txn.writes.clear()
+
+    def next_id(self, name: bytes, first: int) -> int:
+        """A fresh id of counter `name`, from this store's block (a new block when it runs out)."""
+        with self._id_lock:
+            nxt, end = self._ids.get(name, (0, 0))
+            if nxt >= end:
+                nxt, end = self._take_block(name, first)
+            self._ids[name] = (nxt + 1, end)
+            return nxt
+
+    def _take_block(self, name: bytes, first: int) -> tuple[int, int]:
+        key = self.ekey(counter_key(name))
+        for _ in range(100):
+            kv = self.client.get(key)
+            start = first if kv is None else int.from_bytes(kv.value, "big")
+            end = start + self.id_block
+            resp = self.client.txn([mod_equals(key, 0 if kv is None else kv.mod_revision)], [put_op(key, u64(end))])
+            if resp.succeeded:
+                return start, end
+        raise ChainfsError(Reason.BUSY, f"could not allocate a block of {name.decode()} ids")
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.client.close()
+            log.info("metadata store closed: %s", self.path)
+
+
+class EtcdTxn(Txn):
+    """Reads at one snapshot revision and remembers them, so `commit` can validate them."""
+
+    store: EtcdStore
+
+    def __init__(self, store: EtcdStore) -> None:
+        super().__init__(store)
+        self.revision = 0
+        self.seen: dict[bytes, int] = {}  # etcd key -> mod revision when read (0: absent)
+        self.ranges: list[tuple[bytes, bytes]] = []
+        self._cache: dict[bytes, bytes | None] = {}
+
+    def _pin(self, revision: int) -> None:
+        self.revision = revision
+
+    def _base_get(self, key: bytes) -> bytes | None:
+        if key in self._cache:
+            return self._cache[key]
+        ekey = self.store.ekey(key)
+        resp = self.store.client.range(ekey, revision=self.revision)
+        if not self.revision:
+            self.revision = resp.header.revision
+        kv = resp.kvs[0] if resp.kvs else None
+        self.seen[ekey] = kv.mod_revision if kv is not None else 0
+        value = kv.value if kv is not None else None
+        self._cache[key] = value
+        return value
+
+    def _base_scan(self, prefix: bytes, start_after: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        start = self.store.ekey(start_after) + b"\0" if start_after is not None else self.store.ekey(prefix)
+        self.ranges.append((start, prefix_end(self.store.ekey(prefix))))
+        for kv in self.store._scan_kvs(prefix, start_after, self.revision, self._pin):
+            self.seen.setdefault(kv.key, kv.mod_revision)
+            key = self.store.dkey(kv.key)
+            self._cache.setdefault(key, kv.value)
+            yield key, kv.value
+
+    def allocate(self, name: bytes, first: int = 1) -> int:
+        if name in _BLOCK_COUNTERS:
+            return self.store.next_id(name, first)
+        return super().allocate(name, first)
