@@ -9,7 +9,7 @@ import logging
 def register(sub: argparse._SubParsersAction) -> None:
     engine = sub.add_parser("engine", help="the inference engine that keeps prefix KV on chainfs")
     esub = engine.add_subparsers(dest="engine_command", metavar="ACTION", required=True)
-    serve = esub.add_parser("serve", help="serve OpenAI-style completions over HTTP")
+    serve = esub.add_parser("serve", help="serve the OpenAI API (completions, chat, models) over HTTP")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, required=True, help="HTTP port (0 picks a free one)")
     serve.add_argument("--model", choices=["tiny", "small"], default="tiny")
@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="none, or a store URL: chainfs://HOST:PORT/dir, file:///dir, memory://dir")
     serve.add_argument("--block-tokens", type=int, default=64, help="tokens per KV block (default 64)")
     serve.add_argument("--capacity", type=int, default=0, help="store capacity in bytes (0 = unbounded)")
+    serve.add_argument("--served-model-name", default=None,
+                       help="the model id of the OpenAI API (/v1/models; default: the preset's name)")
     serve.set_defaults(func=cmd_serve)
 
 
@@ -27,5 +29,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ValueError("--block-tokens must be positive")
     logging.getLogger("chainfs").setLevel(logging.DEBUG if args.debug else logging.INFO)
     engine = build_engine(args.model, args.cache, args.block_tokens, args.capacity or None)
-    serve(engine, args.host, args.port)
+    serve(engine, args.host, args.port, args.served_model_name)
     return 0

@@ -1,19 +1,22 @@
-"""The engine's HTTP server: OpenAI-shaped completions, Prometheus metrics, health.
+"""The engine's HTTP server: OpenAI's completions, chat and models API, Prometheus metrics, health.
 
 HTTP stack: Werkzeug (Pallets; pure Python, one small dependency). It gives request/response
 objects, routing, HTTP errors and a threaded server, and its test client drives the app without
 sockets. The engine is CPU-bound numpy that computes one request at a time, so an async stack
 would buy nothing; WSGI keeps handlers plain functions.
 
-Routes: POST /v1/completions, GET /metrics, GET /health. Handlers only translate HTTP; the rules
-live in `api` (validation, response shape) and `service` (the engine).
+Routes: POST /v1/completions, POST /v1/chat/completions (both stream as server-sent events with
+`stream: true`), GET /v1/models[/ID], GET /metrics, GET /health. Handlers only translate HTTP; the
+rules live in `api` (validation), `generate` (choices, stop, logprobs, streaming),
+`openai_format` (reply shapes) and `service` (the engine).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable, Iterable
+import time
+from typing import Any, Callable, Iterable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
@@ -21,7 +24,8 @@ from werkzeug.routing import Map, Rule
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
-from chainfs.engine.api import BadRequest, completion_body, parse_completion
+from chainfs.engine import generate, openai_format
+from chainfs.engine.api import BadRequest, GenerationRequest, ModelNotFound, parse_chat, parse_completion
 from chainfs.engine.cache import CacheHandle, namespace_for
 from chainfs.engine.metrics import EngineMetrics
 from chainfs.engine.model import Transformer
@@ -33,13 +37,17 @@ MAX_BODY = 8 << 20
 
 
 class EngineApp:
-    """The WSGI application of one engine."""
+    """The WSGI application of one engine; `served_name` is the model id clients send and see."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, served_name: str | None = None) -> None:
         self.engine = engine
-        self.metrics = EngineMetrics(engine.cache)
+        self.model = served_name or engine.config.name
+        self.metrics = EngineMetrics(self.model, engine.cache)
         self.url_map = Map([
             Rule("/v1/completions", endpoint="completions", methods=["POST"]),
+            Rule("/v1/chat/completions", endpoint="chat", methods=["POST"]),
+            Rule("/v1/models", endpoint="models", methods=["GET"]),
+            Rule("/v1/models/<path:model>", endpoint="model", methods=["GET"]),
             Rule("/metrics", endpoint="metrics", methods=["GET"]),
             Rule("/health", endpoint="health", methods=["GET"]),
         ])
@@ -48,31 +56,71 @@ class EngineApp:
         request = Request(environ)
         request.max_content_length = MAX_BODY
         try:
-            endpoint, _ = self.url_map.bind_to_environ(environ).match()
-            response = getattr(self, f"on_{endpoint}")(request)
+            endpoint, values = self.url_map.bind_to_environ(environ).match()
+            response = getattr(self, f"on_{endpoint}")(request, **values)
         except BadRequest as exc:
-            self.metrics.requests.labels("bad_request").inc()
-            response = _error(400, str(exc), "invalid_request_error")
+            response = self._error(400, str(exc), "invalid_request_error", exc.param)
+        except ModelNotFound as exc:
+            response = self._error(404, str(exc), "invalid_request_error", "model", "model_not_found")
         except HTTPException as exc:
-            response = _error(exc.code or 500, exc.description or exc.name, "invalid_request_error")
+            response = self._error(exc.code or 500, exc.description or exc.name, "invalid_request_error")
         except Exception as exc:  # noqa: BLE001 - one bad request must never take the server down
             log.exception("request failed")
-            self.metrics.requests.labels("error").inc()
-            response = _error(500, f"internal error: {type(exc).__name__}: {exc}", "server_error")
+            response = self._error(500, f"internal error: {type(exc).__name__}: {exc}", "server_error")
         return response(environ, start_response)
 
+    def _error(self, status: int, message: str, kind: str, param: str | None = None,
+               code: str | int | None = None) -> Response:
+        self.metrics.errors.labels(self.model, str(status)).inc()
+        return _json(openai_format.error(message, kind, param, status if code is None else code), status)
+
     def on_completions(self, request: Request) -> Response:
-        req = parse_completion(request.get_data(), self.engine.config)
-        result = self.engine.complete(req.prompt, req.max_tokens, req.temperature, req.seed)
-        self.metrics.observe(result)
-        return _json(completion_body(result, self.engine.config.name))
+        return self._generate(parse_completion(request.get_data(), self.engine.config, self.model))
+
+    def on_chat(self, request: Request) -> Response:
+        return self._generate(parse_chat(request.get_data(), self.engine.config, self.model))
+
+    def _generate(self, req: GenerationRequest) -> Response:
+        rid, created = openai_format.new_id(req), int(time.time())
+        if req.stream:
+            return Response(self._events(req, rid, created), content_type="text/event-stream",
+                            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        results = generate.run(self.engine, req, lambda delta: None, self.metrics.track)
+        return _json(openai_format.body(req, results, rid, created))
+
+    def _events(self, req: GenerationRequest, rid: str, created: int) -> Iterator[bytes]:
+        """The SSE stream: chunks per choice, the usage chunk if asked, then `data: [DONE]`."""
+        opened: set[int] = set()
+        events = generate.stream(self.engine, req, self.metrics.track)
+        try:
+            for item in events:
+                if isinstance(item, generate.Delta):
+                    first = item.index not in opened
+                    opened.add(item.index)
+                    yield openai_format.sse(openai_format.chunk(req, item, rid, created, first))
+                elif req.include_usage:
+                    yield openai_format.sse(openai_format.usage_chunk(req, item, rid, created))
+        except Exception as exc:  # noqa: BLE001 - headers are gone: report in the stream, as vLLM does
+            log.exception("stream failed")
+            yield openai_format.sse(openai_format.error(f"{type(exc).__name__}: {exc}", "server_error", code=500))
+        finally:
+            events.close()
+        yield openai_format.sse("[DONE]")
+
+    def on_models(self, request: Request) -> Response:
+        return _json(openai_format.models(self.model, self.engine.config.max_context))
+
+    def on_model(self, request: Request, model: str) -> Response:
+        if model != self.model:
+            raise ModelNotFound(model)
+        return _json(openai_format.model_card(self.model, self.engine.config.max_context))
 
     def on_metrics(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), content_type=CONTENT_TYPE_LATEST)
 
     def on_health(self, request: Request) -> Response:
         cache = self.engine.cache
-        info: dict[str, Any] = {"status": "ok", "model": self.engine.config.name, "cache": None}
+        info: dict[str, Any] = {"status": "ok", "model": self.model, "cache": None}
         if cache is not None:
             info["cache"] = {"url": cache.url, "open": cache.get() is not None,
                              "block_tokens": cache.namespace.block_tokens, "stats": cache.stats()}
@@ -81,10 +129,6 @@ class EngineApp:
 
 def _json(body: Any, status: int = 200) -> Response:
     return Response(json.dumps(body), status=status, content_type="application/json")
-
-
-def _error(status: int, message: str, kind: str) -> Response:
-    return _json({"error": {"message": message, "type": kind, "code": status}}, status)
 
 
 def build_engine(model: str, cache_url: str | None, block_tokens: int = 64,
@@ -97,13 +141,14 @@ def build_engine(model: str, cache_url: str | None, block_tokens: int = 64,
     return Engine(Transformer(config), cache)
 
 
-def make_engine_server(engine: Engine, host: str = "127.0.0.1", port: int = 0) -> BaseWSGIServer:
+def make_engine_server(engine: Engine, host: str = "127.0.0.1", port: int = 0,
+                       served_name: str | None = None) -> BaseWSGIServer:
     """A threaded HTTP server bound to (host, port); port 0 picks a free one (`server.port`)."""
-    return make_server(host, port, EngineApp(engine), threaded=True)
+    return make_server(host, port, EngineApp(engine, served_name), threaded=True)
 
 
-def serve(engine: Engine, host: str = "127.0.0.1", port: int = 0) -> None:
-    server = make_engine_server(engine, host, port)
+def serve(engine: Engine, host: str = "127.0.0.1", port: int = 0, served_name: str | None = None) -> None:
+    server = make_engine_server(engine, host, port, served_name)
     log.info("chainfs engine (%s) serving on http://%s:%d", engine.config.name, host, server.port)
     try:
         server.serve_forever()

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -19,6 +20,10 @@ from chainfs.engine.cache import CacheHandle
 from chainfs.engine.model import Transformer
 
 log = logging.getLogger(__name__)
+
+# Called with each sampled token and its logits row (for logprobs); returning False stops decoding
+# (a stop string matched, or the client went away).
+OnToken = Callable[[int, np.ndarray], bool]
 
 
 @dataclass
@@ -50,12 +55,12 @@ class Engine:
         return self.model.config
 
     def complete(self, prompt: list[int], max_tokens: int, temperature: float = 0.0,
-                 seed: int | None = None) -> Completion:
+                 seed: int | None = None, top_p: float = 1.0, on_token: OnToken | None = None) -> Completion:
         with self._lock:
-            return self._complete(prompt, max_tokens, temperature, seed)
+            return self._complete(prompt, max_tokens, temperature, seed, top_p, on_token)
 
     def _complete(self, prompt: list[int], max_tokens: int, temperature: float,
-                  seed: int | None) -> Completion:
+                  seed: int | None, top_p: float = 1.0, on_token: OnToken | None = None) -> Completion:
         t0 = time.perf_counter()
         timings = {"kv_lookup_ms": 0.0, "kv_load_ms": 0.0, "kv_store_ms": 0.0}
         tokens = np.asarray(prompt, dtype=np.int64)
@@ -81,8 +86,10 @@ class Engine:
         timings["prefill_compute_ms"] = _ms(t)
         rng = np.random.default_rng(seed)
         out: list[int] = []
-        if max_tokens > 0:
-            out.append(_sample(logits[-1], temperature, rng))
+        going = max_tokens > 0
+        if going:
+            out.append(_sample(logits[-1], temperature, rng, top_p))
+            going = on_token is None or on_token(out[-1], logits[-1]) is not False
         timings["ttft_ms"] = _ms(t0)
         if store is not None:
             t = time.perf_counter()
@@ -94,10 +101,11 @@ class Engine:
                 bytes_written = written * new_blocks[0].nbytes
             timings["kv_store_ms"] = _ms(t)
         pos = len(tokens)
-        while len(out) < max_tokens:
+        while going and len(out) < max_tokens:
             step = self.model.forward(np.asarray(out[-1:]), kv, pos)
             pos += 1
-            out.append(_sample(step[-1], temperature, rng))
+            out.append(_sample(step[-1], temperature, rng, top_p))
+            going = on_token is None or on_token(out[-1], step[-1]) is not False
         timings["total_ms"] = _ms(t0)
         return Completion(len(tokens), out, cached, {k: round(v, 3) for k, v in timings.items()},
                           cache_used=store is not None, kv_bytes_read=bytes_read, kv_bytes_written=bytes_written)
@@ -108,12 +116,19 @@ def _layout(model: Transformer) -> tuple[int, ...]:
     return (c.n_layers, 2, c.n_kv_heads, c.head_dim)
 
 
-def _sample(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
+def _sample(logits: np.ndarray, temperature: float, rng: np.random.Generator, top_p: float = 1.0) -> int:
     if temperature <= 0:
         return int(np.argmax(logits))
     z = logits.astype(np.float64) / temperature
     p = np.exp(z - z.max())
-    return int(rng.choice(len(p), p=p / p.sum()))
+    p /= p.sum()
+    if top_p < 1.0:  # nucleus: keep the most likely tokens whose mass first reaches top_p
+        order = np.argsort(-p)
+        keep = order[:int(np.searchsorted(np.cumsum(p[order]), top_p)) + 1]
+        p_kept = np.zeros_like(p)
+        p_kept[keep] = p[keep]
+        p = p_kept / p_kept.sum()
+    return int(rng.choice(len(p), p=p))
 
 
 def _ms(since: float) -> float:

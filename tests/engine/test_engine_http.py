@@ -6,6 +6,7 @@ import uuid
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import Client
 
 from chainfs.engine.cache import CacheHandle, namespace_for
@@ -21,6 +22,21 @@ def make(model: Transformer, url: str | None, block_tokens: int = 16) -> tuple[C
     cache = CacheHandle(url, namespace_for(model.config, block_tokens)) if url else None
     engine = Engine(model, cache)
     return Client(EngineApp(engine)), engine
+
+
+def scrape(client: Client) -> dict[tuple[str, frozenset], float]:
+    """Every sample of /metrics, parsed by prometheus_client, keyed by (name, labels)."""
+    out = {}
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return _LabelKeyed(out)
+
+
+class _LabelKeyed(dict):
+    def __getitem__(self, key):  # (name, {labels}) -> value
+        name, labels = key
+        return super().__getitem__((name, frozenset(labels.items())))
 
 
 def post(client: Client, body) -> tuple[int, dict]:
@@ -51,12 +67,20 @@ def test_completion_shape_and_cache_hits_match_store_stats(tiny_model: Transform
 
     stats = engine.cache.stats()
     assert stats["hit_tokens"] == stats["loaded_tokens"] == 192 + 96
-    metrics = client.get("/metrics").text
-    assert "chainfs_engine_prefix_cache_hits_total 288.0" in metrics
-    assert f"chainfs_engine_prefix_cache_queries_total {200 * 2 + 103}.0" in metrics
-    assert "chainfs_engine_time_to_first_token_seconds_count 3.0" in metrics
-    assert "chainfs_engine_prefill_compute_seconds_bucket" in metrics
-    assert "chainfs_kvcache_hit_tokens_total 288.0" in metrics
+    m = scrape(client)
+    model = {"model_name": "tiny"}
+    assert m[("vllm:prefix_cache_hits_total", model)] == 288
+    assert m[("vllm:prefix_cache_queries_total", model)] == 200 * 2 + 103
+    assert m[("vllm:external_prefix_cache_hits_total", model)] == 288
+    assert m[("chainfs_engine_prefix_cache_hits_total", {**model, "tier": "memory"})] == 288
+    assert m[("vllm:prompt_tokens_total", model)] == 503 and m[("vllm:generation_tokens_total", model)] == 10
+    assert m[("vllm:time_to_first_token_seconds_count", model)] == 2  # the max_tokens=0 call has no token
+    assert m[("vllm:e2e_request_latency_seconds_count", model)] == 3
+    assert m[("vllm:inter_token_latency_seconds_count", model)] == 2 * 4
+    assert m[("vllm:request_success_total", {**model, "finished_reason": "length"})] == 3
+    assert m[("vllm:num_requests_running", model)] == 0 == m[("vllm:num_requests_waiting", model)]
+    assert m[("chainfs_engine_prefill_compute_seconds_count", model)] == 3
+    assert m[("chainfs_kvcache_hit_tokens_total", {})] == 288
     health = client.get("/health").json
     assert health["status"] == "ok" and health["cache"]["stats"]["hit_blocks"] == 18
 
@@ -68,7 +92,13 @@ def test_completion_shape_and_cache_hits_match_store_stats(tiny_model: Transform
     ({"prompt": ""}, "empty"),
     ({"prompt": [1, 256, 3]}, "token ids"),
     ({"prompt": [1, -1]}, "token ids"),
-    ({"prompt": ["a", "b"]}, "prompt must be"),
+    ({"prompt": [{"a": 1}]}, "prompt must be"),
+    ({"prompt": [[1, "x"]]}, "only integers"),
+    ({"prompt": "hi", "n": 0}, "n must be"),
+    ({"prompt": "hi", "stop": [""]}, "stop must be"),
+    ({"prompt": "hi", "top_p": 0}, "top_p"),
+    ({"prompt": "hi", "logprobs": 9}, "logprobs"),
+    ({"prompt": "hi", "stream_options": {"include_usage": True}}, "stream_options"),
     ({"prompt": "hi", "max_tokens": -1}, "max_tokens"),
     ({"prompt": "hi", "max_tokens": 1.5}, "max_tokens"),
     ({"prompt": "hi", "temperature": -0.5}, "temperature"),
@@ -120,7 +150,7 @@ def test_failing_store_engine_still_serves_counts_and_recovers(tiny_model: Trans
     assert status == 200 and body["usage"]["prompt_cache_hit_tokens"] == 0
     expected = body["choices"][0]["token_ids"]
     assert engine.cache.errors >= 2
-    assert "chainfs_kvcache_errors_total 0.0" not in client.get("/metrics").text
+    assert scrape(client)[("chainfs_kvcache_errors_total", {})] > 0
     flaky.broken = False
     post(client, {"prompt": PROMPT, "max_tokens": 3})  # stores the blocks now
     _, body = post(client, {"prompt": PROMPT, "max_tokens": 3})
