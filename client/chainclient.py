@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import BinaryIO, Iterator
+from concurrent.futures import Future
+from typing import BinaryIO, Iterator, Mapping, Sequence
 
 from chainfs.common import config
 from chainfs.proto import meta_pb2 as mpb
@@ -15,7 +16,7 @@ from chainfs.proto import storage_pb2 as spb
 
 from chainfs.client.meta_client import MetaClient, RoutingCache
 from chainfs.client.placement import chain_of, chunk_ranges
-from chainfs.client.storage_client import ReadSpec, StorageClient
+from chainfs.client.storage_client import EXECUTOR, ReadSpec, StorageClient
 from chainfs.client.writer import ChunkWriter
 
 READ_ROUND_BYTES = 64 * config.MiB  # bytes per batched read round (bounds one round's memory and time)
@@ -68,7 +69,43 @@ class ChainClient:
                     writer.write(block)
             return writer.close()
 
+    def write_files(self, files: Mapping[str, bytes | bytearray | memoryview], mode: int = mpb.REPLACE,
+                    layout: mpb.Layout | None = None) -> list[mpb.Inode | Exception]:
+        """Writes many whole files with one OpenWriteMany and one CloseWriteMany call (per
+        config.MAX_BATCH files): every chunk of every file is written in parallel in between, and
+        each file appears whole at the close (a file whose chunks failed is abandoned, not shown).
+        Returns each file's inode or its exception, in the mapping's order."""
+        paths = list(files)
+        results: list[mpb.Inode | Exception] = list(
+            self.meta.open_write_many(paths, mode, self._client_id, parents=True, layout=layout))
+        writes: list[tuple[int, Future]] = []
+        pool = EXECUTOR.get()
+        for k, session in enumerate(results):
+            if isinstance(session, Exception):
+                continue
+            data, inode = memoryview(files[paths[k]]).cast("B"), session.inode
+            for r in chunk_ranges(0, len(data), inode.layout.chunk_size):
+                writes.append((k, pool.submit(self.storage.write_chunk, chain_of(inode.layout, r.index), inode.id,
+                                              r.index, data[r.file_offset:r.file_offset + r.length],
+                                              inode.layout.chunk_size, 0, True)))
+        failed: dict[int, Exception] = {}
+        for k, fut in writes:
+            try:
+                fut.result()
+            except Exception as exc:  # noqa: BLE001 - that file is abandoned; the others go on
+                failed.setdefault(k, exc)
+        opened = [k for k, s in enumerate(results) if not isinstance(s, Exception)]
+        closes = [(results[k].session_id, len(files[paths[k]]), k not in failed) for k in opened]  # type: ignore[union-attr]
+        closed = self.meta.close_write_many(closes, [paths[k] for k in opened]) if closes else []
+        for k, inode in zip(opened, closed):
+            results[k] = failed.get(k, inode)
+        return results
+
     # ---- reading ----
+
+    def stat_many(self, paths: Sequence[str]) -> list[mpb.Inode | Exception]:
+        """One metadata round trip (per config.MAX_BATCH paths): each inode or its exception."""
+        return self.meta.stat_many(paths)
 
     def read_file(self, path: str, offset: int = 0, length: int | None = None,
                   replica: int | None = None) -> bytes:

@@ -7,8 +7,9 @@ Paths inside the filesystem are absolute ("/a/b"); URLs carry the metaserver's H
 hold only their options (so they pickle); the gRPC client behind them is shared by every instance of
 the same cluster in a process and rebuilt after a fork. Under gevent (locust), gRPC is switched to
 gevent-cooperative polling when monkey-patching is active (see `fs_support.init_gevent_if_patched`).
-Each operation costs one metadata RPC where one suffices; reads of many ranges, across chunks and
-files, go out as one batched read per storage node.
+Each operation costs one metadata RPC where one suffices: `info_many`, multi-path `cat`, `cat_ranges`
+and multi-file `pipe` stat, open or close all their files in one batched call; reads of many ranges,
+across chunks and files, go out as one batched read per storage node.
 """
 
 from __future__ import annotations
@@ -31,15 +32,10 @@ from chainfs.client.chainclient import ChainClient
 from chainfs.client.fs_file import ChainFile
 from chainfs.client.fs_support import (ADDRESS_ENV, PROTOCOL, clean_path, init_gevent_if_patched, join,
                                        shared_client, split_address, to_datetime, to_info, to_inode)
-from chainfs.client.storage_client import EXECUTOR, LazyPool
 from chainfs.client.url import parse_url
 
 log = logging.getLogger(__name__)
 
-
-
-# Whole-file fan-out (multi-file pipe); its tasks wait on chunk writes in EXECUTOR.
-FILE_IO = LazyPool("file-io", workers=8)
 
 
 class ChainFileSystem(AbstractFileSystem):
@@ -304,18 +300,23 @@ class ChainFileSystem(AbstractFileSystem):
             out[p] = data
         return out
 
+    def info_many(self, paths: list[str]) -> list[dict[str, Any] | Exception]:
+        """`info` of every path in one metadata round trip: each info dict, or its exception."""
+        clean = [self._strip_protocol(p) for p in paths]
+        return [r if isinstance(r, Exception) else to_info(p, r)
+                for p, r in zip(clean, self.client.stat_many(clean))]
+
     def _stat_many(self, paths: Iterable[str]) -> dict[str, dict | Exception]:
         unique = list(dict.fromkeys(paths))
-
-        def one(p: str) -> dict | Exception:
-            try:
-                return self.info(p)
-            except OSError as exc:
-                return exc
-
         if len(unique) <= 1:
-            return {p: one(p) for p in unique}
-        return dict(zip(unique, EXECUTOR.get().map(one, unique)))
+            return {p: self._info_or_error(p) for p in unique}
+        return dict(zip(unique, self.info_many(unique)))
+
+    def _info_or_error(self, path: str) -> dict | Exception:
+        try:
+            return self.info(path)
+        except OSError as exc:
+            return exc
 
     def _inode_of(self, info: dict[str, Any]) -> mpb.Inode:
         return to_inode(info)
@@ -334,17 +335,22 @@ class ChainFileSystem(AbstractFileSystem):
                          autocommit=autocommit, cache_options=cache_options, **kwargs)
 
     def pipe(self, path: str | dict[str, bytes], value: bytes | None = None, **kwargs: Any) -> None:
-        """Writes many files concurrently (each still atomic); one file as pipe_file does."""
+        """Many files in one batched open and one batched close, their chunks written in parallel
+        (each file still appears whole); one file as pipe_file does. The first failure is raised
+        after every other file has been written."""
         items = path if isinstance(path, dict) else {path: value}
-        if len(items) <= 1 or self._intrans:
+        if len(items) <= 1 or self._intrans or set(kwargs) - {"mode"}:
             for p, v in items.items():
                 self.pipe_file(p, v, **kwargs)
             return
-        futures = [FILE_IO.get().submit(self.pipe_file, p, v, **kwargs) for p, v in items.items()]
-        errors = [f.exception() for f in futures]
-        for exc in errors:
-            if exc is not None:
-                raise exc
+        mode = mpb.CREATE_NEW if kwargs.get("mode") == "create" else mpb.REPLACE
+        files = {self._strip_protocol(p): v for p, v in items.items()}
+        results = self.client.write_files(files, mode=mode)
+        for p in files:
+            self.invalidate_cache(p)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
 
     def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
         """Writes a whole file atomically; mode='create' fails with FileExistsError if it exists."""

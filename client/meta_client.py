@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import grpc
 
 from chainfs.common import config
-from chainfs.common.errors import ChainfsError, Reason, to_exception
+from chainfs.common.errors import ChainfsError, Reason, make_exception, to_exception
 from chainfs.common.paths import checked_path
 from chainfs.common.rpc import ChannelPool
 from chainfs.proto import meta_pb2 as pb
@@ -110,6 +110,42 @@ class MetaClient:
         req = pb.CloseWriteRequest(session_id=session_id, length=length, commit=commit)
         return self._call(lambda: self._ns.CloseWrite(req, timeout=self.timeout), path)
 
+    # ---- batches: one round trip for many small files ----
+
+    def stat_many(self, paths: Sequence[str]) -> list[pb.Inode | Exception]:
+        """Each path's inode, or the exception a single stat would raise, in order."""
+        checked = [checked_path(p) for p in paths]
+        out: list[pb.Inode | Exception] = []
+        for part in _batches(checked):
+            req = pb.StatManyRequest(paths=part)
+            reply = self._call(lambda: self._ns.StatMany(req, timeout=self.timeout), part[0])
+            out.extend(_item(r.inode, r, p) for r, p in zip(reply.results, part))
+        return out
+
+    def open_write_many(self, paths: Sequence[str], mode: int, client_id: str, parents: bool = True,
+                        layout: pb.Layout | None = None) -> list[pb.WriteSession | Exception]:
+        """One REPLACE/CREATE_NEW session per path (one synced batch per MAX_BATCH paths)."""
+        checked = [checked_path(p) for p in paths]
+        out: list[pb.WriteSession | Exception] = []
+        for part in _batches(checked):
+            req = pb.OpenWriteManyRequest(paths=part, mode=mode, parents=parents, layout=layout, client_id=client_id)
+            reply = self._call(lambda: self._ns.OpenWriteMany(req, timeout=self.timeout), part[0])
+            out.extend(_item(r.session, r, p) for r, p in zip(reply.results, part))
+        return out
+
+    def close_write_many(self, closes: Sequence[tuple[int, int, bool]],
+                         paths: Sequence[str | None] | None = None) -> list[pb.Inode | Exception]:
+        """Closes (session id, length, commit) items; each batch of MAX_BATCH is one synced batch."""
+        names = list(paths) if paths is not None else [None] * len(closes)
+        out: list[pb.Inode | Exception] = []
+        for start in range(0, len(closes), config.MAX_BATCH):
+            part = closes[start:start + config.MAX_BATCH]
+            req = pb.CloseWriteManyRequest(closes=[pb.CloseWriteRequest(session_id=s, length=n, commit=c)
+                                                   for s, n, c in part])
+            reply = self._call(lambda: self._ns.CloseWriteMany(req, timeout=self.timeout), names[start])
+            out.extend(_item(r.inode, r, p) for r, p in zip(reply.results, names[start:start + len(part)]))
+        return out
+
     def check_namespace(self) -> pb.NamespaceCheckReply:
         """The metaserver's namespace check (fsck): problems, linked files, pending inodes."""
         return self._call(lambda: self._ns.CheckNamespace(pb.Empty(), timeout=max(self.timeout, 60.0)), None)
@@ -119,6 +155,22 @@ class MetaClient:
     def routing(self, known_version: int = 0) -> pb.RoutingReply:
         req = pb.RoutingRequest(known_version=known_version)
         return self._call(lambda: self._cm.GetRouting(req, timeout=self.timeout), None)
+
+
+def _batches(paths: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(paths), config.MAX_BATCH):
+        yield paths[start:start + config.MAX_BATCH]
+
+
+def _item(value: T, result: pb.InodeResult | pb.SessionResult, path: str | None) -> T | Exception:
+    """One batch item: its value, or the built-in exception of its reason (from common/errors.py)."""
+    if not result.reason:
+        return value
+    try:
+        reason = Reason(result.reason)
+    except ValueError:
+        reason = Reason.INTERNAL
+    return make_exception(reason, result.message or reason.value, path)
 
 
 class RoutingCache:

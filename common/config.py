@@ -25,6 +25,10 @@ HEARTBEAT_INTERVAL = 0.5
 HEARTBEAT_TIMEOUT = 5.0
 WRITE_SESSION_LEASE = 600.0
 
+# Batched metadata calls (StatMany, OpenWriteMany, CloseWriteMany): items per call. Paths are at
+# most 4 KiB, so a full batch stays under MAX_MESSAGE_BYTES; clients split longer lists.
+MAX_BATCH = 1024
+
 # Listing pages.
 DEFAULT_LIST_LIMIT = 1000
 MAX_LIST_LIMIT = 10000

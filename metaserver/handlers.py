@@ -11,6 +11,7 @@ import logging
 
 import grpc
 
+from chainfs.common import config
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.common.rpc import handler
 from chainfs.metaserver.cluster_manager import ClusterManager
@@ -22,7 +23,8 @@ from chainfs.proto import meta_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 
 
-def _layout(request: pb.MkdirRequest | pb.CreateRequest | pb.OpenWriteRequest | pb.SetLayoutRequest) -> pb.Layout | None:
+def _layout(request: pb.MkdirRequest | pb.CreateRequest | pb.OpenWriteRequest | pb.OpenWriteManyRequest
+            | pb.SetLayoutRequest) -> pb.Layout | None:
     return request.layout if request.HasField("layout") else None
 
 
@@ -30,6 +32,17 @@ def _need_path(path: str, field: str = "path") -> str:
     if not path:
         raise ChainfsError(Reason.INVALID_ARGUMENT, f"{field} is required")
     return path
+
+
+def _check_batch(count: int) -> None:
+    if count > config.MAX_BATCH:
+        raise ChainfsError(Reason.INVALID_ARGUMENT, f"a batch holds at most {config.MAX_BATCH} items, not {count}")
+
+
+def _inode_result(result: pb.Inode | ChainfsError) -> pb.InodeResult:
+    if isinstance(result, ChainfsError):
+        return pb.InodeResult(reason=result.reason.value, message=result.message)
+    return pb.InodeResult(inode=result)
 
 
 class NamespaceServicer(pb_grpc.NamespaceServicer):
@@ -82,6 +95,27 @@ class NamespaceServicer(pb_grpc.NamespaceServicer):
     @handler
     def CloseWrite(self, request: pb.CloseWriteRequest, context: grpc.ServicerContext) -> pb.Inode:
         return self.ns.close_write(request.session_id, request.length, request.commit)
+
+    @handler
+    def StatMany(self, request: pb.StatManyRequest, context: grpc.ServicerContext) -> pb.StatManyReply:
+        _check_batch(len(request.paths))
+        return pb.StatManyReply(results=[_inode_result(r) for r in self.ns.stat_many(request.paths)])
+
+    @handler
+    def OpenWriteMany(self, request: pb.OpenWriteManyRequest, context: grpc.ServicerContext) -> pb.OpenWriteManyReply:
+        _check_batch(len(request.paths))
+        results = self.ns.open_write_many(request.paths, request.mode, request.parents, _layout(request),
+                                          request.client_id)
+        return pb.OpenWriteManyReply(results=[
+            pb.SessionResult(reason=r.reason.value, message=r.message) if isinstance(r, ChainfsError)
+            else pb.SessionResult(session=r) for r in results])
+
+    @handler
+    def CloseWriteMany(self, request: pb.CloseWriteManyRequest,
+                       context: grpc.ServicerContext) -> pb.CloseWriteManyReply:
+        _check_batch(len(request.closes))
+        results = self.ns.close_write_many([(c.session_id, c.length, c.commit) for c in request.closes])
+        return pb.CloseWriteManyReply(results=[_inode_result(r) for r in results])
 
     @handler
     def CheckNamespace(self, request: pb.Empty, context: grpc.ServicerContext) -> pb.NamespaceCheckReply:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.common.paths import split_path
@@ -55,54 +55,92 @@ class SessionsMixin:
     ) -> pb.WriteSession:
         if mode not in WRITE_MODES:
             raise ChainfsError(Reason.INVALID_ARGUMENT, f"unknown write mode {mode}: {path}")
-        parts = split_path(path)
-        where = "/" + "/".join(parts)
-        if not parts:
-            raise ChainfsError(Reason.IS_A_DIRECTORY, f"is a directory: {where}")
+        with self._lock:
+            txn = self.store.txn()
+            session = self._open(txn, path, mode, parents, layout, client_id, self.clock_ns())
+            self.store.commit(txn)
+            return session
+
+    def open_write_many(
+        self,
+        paths: Sequence[str],
+        mode: int,
+        parents: bool = False,
+        layout: pb.Layout | None = None,
+        client_id: str = "",
+    ) -> list[pb.WriteSession | ChainfsError]:
+        """One REPLACE/CREATE_NEW session per path, opened in one synced batch; a path that cannot
+        be opened gets its error and changes nothing. APPEND stays one file at a time, since two
+        appenders of one file must not both start at the same length."""
+        if mode not in (pb.REPLACE, pb.CREATE_NEW):
+            raise ChainfsError(Reason.INVALID_ARGUMENT, f"batched writes are REPLACE or CREATE_NEW, not {mode}")
         with self._lock:
             txn = self.store.txn()
             now = self.clock_ns()
-            parent = self._parent_dir(txn, parts, where, parents)
-            existing_id = txn.lookup(parent.id, parts[-1])
-            existing = None if existing_id is None else self._get(txn, existing_id, where)
-            if existing is not None and existing.type == pb.DIRECTORY:
-                raise ChainfsError(Reason.IS_A_DIRECTORY, f"is a directory: {where}")
-            if existing is not None and mode == pb.CREATE_NEW:
-                raise ChainfsError(Reason.EXISTS, f"file exists: {where}")
-            base_length = 0
-            if mode == pb.APPEND and existing is not None:
-                self._refuse_second_append(existing.id, now, where)
-                inode, base_length = existing, existing.length
-            else:
-                inode = self._new_file(txn, parent, layout, where)
-                if mode == pb.APPEND:  # appending to a missing file creates it, empty and visible
-                    txn.put_inode(inode)
-                    txn.link(parent.id, parts[-1], inode.id)
-                    self._touch(txn, parent.id, now)
-            record = SessionRecord(
-                session_id=txn.allocate(C_SESSION),
-                parent_id=parent.id,
-                name=parts[-1],
-                path=where,
-                mode=mode,
-                inode_hex="",
-                lease_expires_ns=now + self.lease_ns,
-                client_id=client_id,
-                base_length=base_length,
-                created_ns=now,
-            )
-            record.inode = inode
-            txn.put(session_key(record.session_id), record.to_bytes())
+            out: list[pb.WriteSession | ChainfsError] = []
+            for path in paths:
+                saved = dict(txn.writes)
+                try:
+                    out.append(self._open(txn, path, mode, parents, layout, client_id, now))
+                except ChainfsError as exc:
+                    txn.writes = saved
+                    out.append(exc)
             self.store.commit(txn)
-            log.debug("session %d open: %s %s inode %d", record.session_id, pb.WriteMode.Name(mode), where, inode.id)
-            return record.to_proto()
+            return out
+
+    def _open(self, txn: Txn, path: str, mode: int, parents: bool, layout: pb.Layout | None,
+              client_id: str, now: int) -> pb.WriteSession:
+        """A session's records, added to `txn` (the caller commits it)."""
+        parts = split_path(path)
+        where = "/" + "/".join(parts)
+        if not path:
+            raise ChainfsError(Reason.INVALID_ARGUMENT, "path is required")
+        if not parts:
+            raise ChainfsError(Reason.IS_A_DIRECTORY, f"is a directory: {where}")
+        parent = self._parent_dir(txn, parts, where, parents)
+        existing_id = txn.lookup(parent.id, parts[-1])
+        existing = None if existing_id is None else self._get(txn, existing_id, where)
+        if existing is not None and existing.type == pb.DIRECTORY:
+            raise ChainfsError(Reason.IS_A_DIRECTORY, f"is a directory: {where}")
+        if existing is not None and mode == pb.CREATE_NEW:
+            raise ChainfsError(Reason.EXISTS, f"file exists: {where}")
+        base_length = 0
+        if mode == pb.APPEND and existing is not None:
+            self._refuse_second_append(existing.id, now, where)
+            inode, base_length = existing, existing.length
+        else:
+            inode = self._new_file(txn, parent, layout, where)
+            if mode == pb.APPEND:  # appending to a missing file creates it, empty and visible
+                txn.put_inode(inode)
+                txn.link(parent.id, parts[-1], inode.id)
+                self._touch(txn, parent.id, now)
+        record = SessionRecord(
+            session_id=txn.allocate(C_SESSION),
+            parent_id=parent.id,
+            name=parts[-1],
+            path=where,
+            mode=mode,
+            inode_hex="",
+            lease_expires_ns=now + self.lease_ns,
+            client_id=client_id,
+            base_length=base_length,
+            created_ns=now,
+        )
+        record.inode = inode
+        txn.put(session_key(record.session_id), record.to_bytes())
+        log.debug("session %d open: %s %s inode %d", record.session_id, pb.WriteMode.Name(mode), where, inode.id)
+        return record.to_proto()
 
     @retry_conflicts
     def renew_session(self, session_id: int) -> pb.WriteSession:
         with self._lock:
             txn = self.store.txn()
             now = self.clock_ns()
-            record = self._live_session(txn, session_id, now)
+            try:
+                record = self._live_session(txn, session_id, now)
+            except ChainfsError:
+                self.store.commit(txn)  # an expired session is swept here, then refused
+                raise
             record.lease_expires_ns = now + self.lease_ns
             if record.mode == pb.APPEND:
                 current = txn.get_inode(record.inode.id)
@@ -118,26 +156,44 @@ class SessionsMixin:
 
         Idempotent: a retry of a close whose reply was lost gets the first close's answer.
         """
+        result = self.close_write_many([(session_id, length, commit)])[0]
+        if isinstance(result, ChainfsError):
+            raise result
+        return result
+
+    def close_write_many(self, closes: Sequence[tuple[int, int, bool]]) -> list[pb.Inode | ChainfsError]:
+        """Closes (session id, length, commit) items in ONE synced batch, so the committed files of
+        a batch appear together, each whole; an item that fails gets its error in its place."""
         with self._lock:
             txn = self.store.txn()
             now = self.clock_ns()
-            raw = txn.get(session_key(session_id))
-            if raw is not None:
-                earlier = SessionRecord.from_bytes(raw)
-                if earlier.closed:
-                    return self._replay_close(earlier, commit)
-            record = self._live_session(txn, session_id, now)
-            try:
-                inode = self._close(txn, record, length, commit, now)
-            except ChainfsError as exc:
-                if exc.reason == Reason.INVALID_ARGUMENT:
-                    raise  # a bad request changes nothing: the session stays open for a good one
-                self._mark_closed(txn, record, now, "failed", error=exc)
-                self.store.commit(txn)
-                raise
-            self._mark_closed(txn, record, now, "committed" if commit else "abandoned", result=inode)
+            out: list[pb.Inode | ChainfsError] = []
+            for session_id, length, commit in closes:
+                saved = dict(txn.writes)
+                try:
+                    out.append(self._close_session(txn, session_id, length, commit, now))
+                except ChainfsError as exc:
+                    if exc.reason == Reason.INVALID_ARGUMENT:
+                        txn.writes = saved  # a bad request changes nothing: the session stays open
+                    out.append(exc)
             self.store.commit(txn)
-            return inode
+            return out
+
+    def _close_session(self, txn: Txn, session_id: int, length: int, commit: bool, now: int) -> pb.Inode:
+        raw = txn.get(session_key(session_id))
+        if raw is not None:
+            earlier = SessionRecord.from_bytes(raw)
+            if earlier.closed:
+                return self._replay_close(earlier, commit)
+        record = self._live_session(txn, session_id, now)
+        try:
+            inode = self._close(txn, record, length, commit, now)
+        except ChainfsError as exc:
+            if exc.reason != Reason.INVALID_ARGUMENT:
+                self._mark_closed(txn, record, now, "failed", error=exc)
+            raise
+        self._mark_closed(txn, record, now, "committed" if commit else "abandoned", result=inode)
+        return inode
 
     def _close(self, txn: Txn, record: SessionRecord, length: int, commit: bool, now: int) -> pb.Inode:
         """The namespace change of a close, added to `txn` (the caller commits it)."""
@@ -226,7 +282,7 @@ class SessionsMixin:
                 raise ChainfsError(Reason.BUSY, f"another append session ({other.session_id}) is open: {where}")
 
     def _live_session(self, txn: Txn, session_id: int, now: int) -> SessionRecord:
-        """The session, or SESSION_EXPIRED (an expired one is swept right here, then refused)."""
+        """The session, or SESSION_EXPIRED (an expired one is swept in `txn`, then refused)."""
         raw = txn.get(session_key(session_id))
         if raw is None:
             raise ChainfsError(Reason.SESSION_EXPIRED, f"unknown or expired write session {session_id}")
@@ -234,8 +290,7 @@ class SessionsMixin:
         if record.closed:
             raise ChainfsError(Reason.SESSION_EXPIRED, f"write session {session_id} is closed: {record.path}")
         if record.lease_expires_ns < now:
-            self._expire(txn, record)
-            self.store.commit(txn)
+            self._expire(txn, record)  # the caller commits the sweep with whatever else it did
             raise ChainfsError(
                 Reason.SESSION_EXPIRED, f"write session {session_id} expired: {record.path}"
             )

@@ -24,21 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63hainfs/proto/meta.proto\x12\x07\x63hainfs\"W\n\x06Layout\x12\x12\n\nchunk_size\x18\x01 \x01(\r\x12\x14\n\x0cstripe_width\x18\x02 \x01(\r\x12\x13\n\x0breplication\x18\x03 \x01(\r\x12\x0e\n\x06\x63hains\x18\x04 \x03(\r\"\xab\x01\n\x05Inode\x12\n\n\x02id\x18\x01 \x01(\x04\x12 \n\x04type\x18\x02 \x01(\x0e\x32\x12.chainfs.InodeType\x12\x0e\n\x06length\x18\x03 \x01(\x04\x12\x1f\n\x06layout\x18\x04 \x01(\x0b\x32\x0f.chainfs.Layout\x12\x10\n\x08\x63time_ns\x18\x05 \x01(\x03\x12\x10\n\x08mtime_ns\x18\x06 \x01(\x03\x12\x0c\n\x04mode\x18\x07 \x01(\r\x12\x11\n\tparent_id\x18\x08 \x01(\x04\"7\n\x08\x44irEntry\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1d\n\x05inode\x18\x02 \x01(\x0b\x32\x0e.chainfs.Inode\"\x1b\n\x0bPathRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\"N\n\x0cMkdirRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07parents\x18\x02 \x01(\x08\x12\x1f\n\x06layout\x18\x03 \x01(\x0b\x32\x0f.chainfs.Layout\"b\n\rCreateRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x11\n\texclusive\x18\x02 \x01(\x08\x12\x0f\n\x07parents\x18\x03 \x01(\x08\x12\x1f\n\x06layout\x18\x04 \x01(\x0b\x32\x0f.chainfs.Layout\"?\n\x0bListRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x13\n\x0bstart_after\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\"=\n\tListReply\x12\"\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x11.chainfs.DirEntry\x12\x0c\n\x04more\x18\x02 \x01(\x08\")\n\rRenameRequest\x12\x0b\n\x03src\x18\x01 \x01(\t\x12\x0b\n\x03\x64st\x18\x02 \x01(\t\"0\n\rRemoveRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x11\n\trecursive\x18\x02 \x01(\x08\"A\n\x10SetLayoutRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x1f\n\x06layout\x18\x02 \x01(\x0b\x32\x0f.chainfs.Layout\"\x87\x01\n\x10OpenWriteRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12 \n\x04mode\x18\x02 \x01(\x0e\x32\x12.chainfs.WriteMode\x12\x0f\n\x07parents\x18\x03 \x01(\x08\x12\x1f\n\x06layout\x18\x04 \x01(\x0b\x32\x0f.chainfs.Layout\x12\x11\n\tclient_id\x18\x05 \x01(\t\"i\n\x0cWriteSession\x12\x12\n\nsession_id\x18\x01 \x01(\x04\x12\x1d\n\x05inode\x18\x02 \x01(\x0b\x32\x0e.chainfs.Inode\x12\x18\n\x10lease_expires_ns\x18\x03 \x01(\x03\x12\x0c\n\x04path\x18\x04 \x01(\t\"G\n\x11\x43loseWriteRequest\x12\x12\n\nsession_id\x18\x01 \x01(\x04\x12\x0e\n\x06length\x18\x02 \x01(\x04\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\x08\"$\n\x0eSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\x04\"\x07\n\x05\x45mpty\"\xa5\x01\n\nTargetInfo\x12\x11\n\ttarget_id\x18\x01 \x01(\r\x12\x0f\n\x07node_id\x18\x02 \x01(\r\x12\x10\n\x08\x63hain_id\x18\x03 \x01(\r\x12#\n\x05state\x18\x04 \x01(\x0e\x32\x14.chainfs.TargetState\x12\x0c\n\x04path\x18\x05 \x01(\t\x12.\n\x0blocal_state\x18\x06 \x01(\x0e\x32\x19.chainfs.LocalTargetState\"\x93\x01\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05\x61live\x18\x03 \x01(\x08\x12\x19\n\x11last_heartbeat_ns\x18\x04 \x01(\x03\x12\x14\n\x0c\x64\x61ta_address\x18\x05 \x01(\t\x12\x0f\n\x07host_id\x18\x06 \x01(\t\x12\x14\n\x0clocal_socket\x18\x07 \x01(\t\"T\n\tChainInfo\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\r\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12$\n\x07targets\x18\x03 \x03(\x0b\x32\x13.chainfs.TargetInfo\"z\n\x0cRoutingTable\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12 \n\x05nodes\x18\x02 \x03(\x0b\x32\x11.chainfs.NodeInfo\x12\"\n\x06\x63hains\x18\x03 \x03(\x0b\x32\x12.chainfs.ChainInfo\x12\x13\n\x0breplication\x18\x04 \x01(\r\"1\n\x0eRegisterTarget\x12\x11\n\ttarget_id\x18\x01 \x01(\r\x12\x0c\n\x04path\x18\x02 \x01(\t\"\x9a\x01\n\x0fRegisterRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12(\n\x07targets\x18\x03 \x03(\x0b\x32\x17.chainfs.RegisterTarget\x12\x14\n\x0c\x64\x61ta_address\x18\x04 \x01(\t\x12\x0f\n\x07host_id\x18\x05 \x01(\t\x12\x14\n\x0clocal_socket\x18\x06 \x01(\t\"\\\n\rRegisterReply\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x12\n\ntarget_ids\x18\x02 \x03(\r\x12&\n\x07routing\x18\x03 \x01(\x0b\x32\x15.chainfs.RoutingTable\"s\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12$\n\x07targets\x18\x03 \x03(\x0b\x32\x13.chainfs.TargetInfo\x12\x17\n\x0frouting_version\x18\x04 \x01(\x04\"o\n\x0eHeartbeatReply\x12\x17\n\x0frouting_changed\x18\x01 \x01(\x08\x12&\n\x07routing\x18\x02 \x01(\x0b\x32\x15.chainfs.RoutingTable\x12\x1c\n\x14heartbeat_timeout_ms\x18\x03 \x01(\x03\"\'\n\x0eRoutingRequest\x12\x15\n\rknown_version\x18\x01 \x01(\x04\"G\n\x0cRoutingReply\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\x12&\n\x07routing\x18\x02 \x01(\x0b\x32\x15.chainfs.RoutingTable\"^\n\x13NamespaceCheckReply\x12\x10\n\x08problems\x18\x01 \x03(\t\x12\x1d\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x0e.chainfs.Inode\x12\x16\n\x0epending_inodes\x18\x03 \x03(\x04*@\n\tInodeType\x12\x1a\n\x16INODE_TYPE_UNSPECIFIED\x10\x00\x12\x08\n\x04\x46ILE\x10\x01\x12\r\n\tDIRECTORY\x10\x02*P\n\tWriteMode\x12\x1a\n\x16WRITE_MODE_UNSPECIFIED\x10\x00\x12\x0b\n\x07REPLACE\x10\x01\x12\x0e\n\nCREATE_NEW\x10\x02\x12\n\n\x06\x41PPEND\x10\x03*l\n\x0bTargetState\x12\x1c\n\x18TARGET_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07SERVING\x10\x01\x12\x0b\n\x07SYNCING\x10\x02\x12\x0b\n\x07WAITING\x10\x03\x12\x0b\n\x07LASTSRV\x10\x04\x12\x0b\n\x07OFFLINE\x10\x05*\\\n\x10LocalTargetState\x12\x1b\n\x17LOCAL_STATE_UNSPECIFIED\x10\x00\x12\x0c\n\x08UPTODATE\x10\x01\x12\n\n\x06ONLINE\x10\x02\x12\x11\n\rOFFLINE_LOCAL\x10\x03\x32\xe2\x04\n\tNamespace\x12.\n\x05Mkdir\x12\x15.chainfs.MkdirRequest\x1a\x0e.chainfs.Inode\x12\x30\n\x06\x43reate\x12\x16.chainfs.CreateRequest\x1a\x0e.chainfs.Inode\x12,\n\x04Stat\x12\x14.chainfs.PathRequest\x1a\x0e.chainfs.Inode\x12\x30\n\x04List\x12\x14.chainfs.ListRequest\x1a\x12.chainfs.ListReply\x12\x30\n\x06Rename\x12\x16.chainfs.RenameRequest\x1a\x0e.chainfs.Empty\x12\x30\n\x06Remove\x12\x16.chainfs.RemoveRequest\x1a\x0e.chainfs.Empty\x12\x36\n\tSetLayout\x12\x19.chainfs.SetLayoutRequest\x1a\x0e.chainfs.Inode\x12=\n\tOpenWrite\x12\x19.chainfs.OpenWriteRequest\x1a\x15.chainfs.WriteSession\x12>\n\x0cRenewSession\x12\x17.chainfs.SessionRequest\x1a\x15.chainfs.WriteSession\x12\x38\n\nCloseWrite\x12\x1a.chainfs.CloseWriteRequest\x1a\x0e.chainfs.Inode\x12>\n\x0e\x43heckNamespace\x12\x0e.chainfs.Empty\x1a\x1c.chainfs.NamespaceCheckReply2\xcd\x01\n\x0e\x43lusterManager\x12<\n\x08Register\x12\x18.chainfs.RegisterRequest\x1a\x16.chainfs.RegisterReply\x12?\n\tHeartbeat\x12\x19.chainfs.HeartbeatRequest\x1a\x17.chainfs.HeartbeatReply\x12<\n\nGetRouting\x12\x17.chainfs.RoutingRequest\x1a\x15.chainfs.RoutingReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63hainfs/proto/meta.proto\x12\x07\x63hainfs\"W\n\x06Layout\x12\x12\n\nchunk_size\x18\x01 \x01(\r\x12\x14\n\x0cstripe_width\x18\x02 \x01(\r\x12\x13\n\x0breplication\x18\x03 \x01(\r\x12\x0e\n\x06\x63hains\x18\x04 \x03(\r\"\xab\x01\n\x05Inode\x12\n\n\x02id\x18\x01 \x01(\x04\x12 \n\x04type\x18\x02 \x01(\x0e\x32\x12.chainfs.InodeType\x12\x0e\n\x06length\x18\x03 \x01(\x04\x12\x1f\n\x06layout\x18\x04 \x01(\x0b\x32\x0f.chainfs.Layout\x12\x10\n\x08\x63time_ns\x18\x05 \x01(\x03\x12\x10\n\x08mtime_ns\x18\x06 \x01(\x03\x12\x0c\n\x04mode\x18\x07 \x01(\r\x12\x11\n\tparent_id\x18\x08 \x01(\x04\"7\n\x08\x44irEntry\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1d\n\x05inode\x18\x02 \x01(\x0b\x32\x0e.chainfs.Inode\"\x1b\n\x0bPathRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\"N\n\x0cMkdirRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07parents\x18\x02 \x01(\x08\x12\x1f\n\x06layout\x18\x03 \x01(\x0b\x32\x0f.chainfs.Layout\"b\n\rCreateRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x11\n\texclusive\x18\x02 \x01(\x08\x12\x0f\n\x07parents\x18\x03 \x01(\x08\x12\x1f\n\x06layout\x18\x04 \x01(\x0b\x32\x0f.chainfs.Layout\"?\n\x0bListRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x13\n\x0bstart_after\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\"=\n\tListReply\x12\"\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x11.chainfs.DirEntry\x12\x0c\n\x04more\x18\x02 \x01(\x08\")\n\rRenameRequest\x12\x0b\n\x03src\x18\x01 \x01(\t\x12\x0b\n\x03\x64st\x18\x02 \x01(\t\"0\n\rRemoveRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x11\n\trecursive\x18\x02 \x01(\x08\"A\n\x10SetLayoutRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x1f\n\x06layout\x18\x02 \x01(\x0b\x32\x0f.chainfs.Layout\"\x87\x01\n\x10OpenWriteRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12 \n\x04mode\x18\x02 \x01(\x0e\x32\x12.chainfs.WriteMode\x12\x0f\n\x07parents\x18\x03 \x01(\x08\x12\x1f\n\x06layout\x18\x04 \x01(\x0b\x32\x0f.chainfs.Layout\x12\x11\n\tclient_id\x18\x05 \x01(\t\"i\n\x0cWriteSession\x12\x12\n\nsession_id\x18\x01 \x01(\x04\x12\x1d\n\x05inode\x18\x02 \x01(\x0b\x32\x0e.chainfs.Inode\x12\x18\n\x10lease_expires_ns\x18\x03 \x01(\x03\x12\x0c\n\x04path\x18\x04 \x01(\t\"G\n\x11\x43loseWriteRequest\x12\x12\n\nsession_id\x18\x01 \x01(\x04\x12\x0e\n\x06length\x18\x02 \x01(\x04\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\x08\"$\n\x0eSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\x04\"\x07\n\x05\x45mpty\" \n\x0fStatManyRequest\x12\r\n\x05paths\x18\x01 \x03(\t\"M\n\x0bInodeResult\x12\x1d\n\x05inode\x18\x01 \x01(\x0b\x32\x0e.chainfs.Inode\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"6\n\rStatManyReply\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.chainfs.InodeResult\"\x8c\x01\n\x14OpenWriteManyRequest\x12\r\n\x05paths\x18\x01 \x03(\t\x12 \n\x04mode\x18\x02 \x01(\x0e\x32\x12.chainfs.WriteMode\x12\x0f\n\x07parents\x18\x03 \x01(\x08\x12\x1f\n\x06layout\x18\x04 \x01(\x0b\x32\x0f.chainfs.Layout\x12\x11\n\tclient_id\x18\x05 \x01(\t\"X\n\rSessionResult\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.chainfs.WriteSession\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"=\n\x12OpenWriteManyReply\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.chainfs.SessionResult\"C\n\x15\x43loseWriteManyRequest\x12*\n\x06\x63loses\x18\x01 \x03(\x0b\x32\x1a.chainfs.CloseWriteRequest\"<\n\x13\x43loseWriteManyReply\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.chainfs.InodeResult\"\xa5\x01\n\nTargetInfo\x12\x11\n\ttarget_id\x18\x01 \x01(\r\x12\x0f\n\x07node_id\x18\x02 \x01(\r\x12\x10\n\x08\x63hain_id\x18\x03 \x01(\r\x12#\n\x05state\x18\x04 \x01(\x0e\x32\x14.chainfs.TargetState\x12\x0c\n\x04path\x18\x05 \x01(\t\x12.\n\x0blocal_state\x18\x06 \x01(\x0e\x32\x19.chainfs.LocalTargetState\"\x93\x01\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05\x61live\x18\x03 \x01(\x08\x12\x19\n\x11last_heartbeat_ns\x18\x04 \x01(\x03\x12\x14\n\x0c\x64\x61ta_address\x18\x05 \x01(\t\x12\x0f\n\x07host_id\x18\x06 \x01(\t\x12\x14\n\x0clocal_socket\x18\x07 \x01(\t\"T\n\tChainInfo\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\r\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12$\n\x07targets\x18\x03 \x03(\x0b\x32\x13.chainfs.TargetInfo\"z\n\x0cRoutingTable\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12 \n\x05nodes\x18\x02 \x03(\x0b\x32\x11.chainfs.NodeInfo\x12\"\n\x06\x63hains\x18\x03 \x03(\x0b\x32\x12.chainfs.ChainInfo\x12\x13\n\x0breplication\x18\x04 \x01(\r\"1\n\x0eRegisterTarget\x12\x11\n\ttarget_id\x18\x01 \x01(\r\x12\x0c\n\x04path\x18\x02 \x01(\t\"\x9a\x01\n\x0fRegisterRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12(\n\x07targets\x18\x03 \x03(\x0b\x32\x17.chainfs.RegisterTarget\x12\x14\n\x0c\x64\x61ta_address\x18\x04 \x01(\t\x12\x0f\n\x07host_id\x18\x05 \x01(\t\x12\x14\n\x0clocal_socket\x18\x06 \x01(\t\"\\\n\rRegisterReply\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x12\n\ntarget_ids\x18\x02 \x03(\r\x12&\n\x07routing\x18\x03 \x01(\x0b\x32\x15.chainfs.RoutingTable\"s\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12$\n\x07targets\x18\x03 \x03(\x0b\x32\x13.chainfs.TargetInfo\x12\x17\n\x0frouting_version\x18\x04 \x01(\x04\"o\n\x0eHeartbeatReply\x12\x17\n\x0frouting_changed\x18\x01 \x01(\x08\x12&\n\x07routing\x18\x02 \x01(\x0b\x32\x15.chainfs.RoutingTable\x12\x1c\n\x14heartbeat_timeout_ms\x18\x03 \x01(\x03\"\'\n\x0eRoutingRequest\x12\x15\n\rknown_version\x18\x01 \x01(\x04\"G\n\x0cRoutingReply\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\x12&\n\x07routing\x18\x02 \x01(\x0b\x32\x15.chainfs.RoutingTable\"^\n\x13NamespaceCheckReply\x12\x10\n\x08problems\x18\x01 \x03(\t\x12\x1d\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x0e.chainfs.Inode\x12\x16\n\x0epending_inodes\x18\x03 \x03(\x04*@\n\tInodeType\x12\x1a\n\x16INODE_TYPE_UNSPECIFIED\x10\x00\x12\x08\n\x04\x46ILE\x10\x01\x12\r\n\tDIRECTORY\x10\x02*P\n\tWriteMode\x12\x1a\n\x16WRITE_MODE_UNSPECIFIED\x10\x00\x12\x0b\n\x07REPLACE\x10\x01\x12\x0e\n\nCREATE_NEW\x10\x02\x12\n\n\x06\x41PPEND\x10\x03*l\n\x0bTargetState\x12\x1c\n\x18TARGET_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07SERVING\x10\x01\x12\x0b\n\x07SYNCING\x10\x02\x12\x0b\n\x07WAITING\x10\x03\x12\x0b\n\x07LASTSRV\x10\x04\x12\x0b\n\x07OFFLINE\x10\x05*\\\n\x10LocalTargetState\x12\x1b\n\x17LOCAL_STATE_UNSPECIFIED\x10\x00\x12\x0c\n\x08UPTODATE\x10\x01\x12\n\n\x06ONLINE\x10\x02\x12\x11\n\rOFFLINE_LOCAL\x10\x03\x32\xbd\x06\n\tNamespace\x12.\n\x05Mkdir\x12\x15.chainfs.MkdirRequest\x1a\x0e.chainfs.Inode\x12\x30\n\x06\x43reate\x12\x16.chainfs.CreateRequest\x1a\x0e.chainfs.Inode\x12,\n\x04Stat\x12\x14.chainfs.PathRequest\x1a\x0e.chainfs.Inode\x12\x30\n\x04List\x12\x14.chainfs.ListRequest\x1a\x12.chainfs.ListReply\x12\x30\n\x06Rename\x12\x16.chainfs.RenameRequest\x1a\x0e.chainfs.Empty\x12\x30\n\x06Remove\x12\x16.chainfs.RemoveRequest\x1a\x0e.chainfs.Empty\x12\x36\n\tSetLayout\x12\x19.chainfs.SetLayoutRequest\x1a\x0e.chainfs.Inode\x12=\n\tOpenWrite\x12\x19.chainfs.OpenWriteRequest\x1a\x15.chainfs.WriteSession\x12>\n\x0cRenewSession\x12\x17.chainfs.SessionRequest\x1a\x15.chainfs.WriteSession\x12\x38\n\nCloseWrite\x12\x1a.chainfs.CloseWriteRequest\x1a\x0e.chainfs.Inode\x12>\n\x0e\x43heckNamespace\x12\x0e.chainfs.Empty\x1a\x1c.chainfs.NamespaceCheckReply\x12<\n\x08StatMany\x12\x18.chainfs.StatManyRequest\x1a\x16.chainfs.StatManyReply\x12K\n\rOpenWriteMany\x12\x1d.chainfs.OpenWriteManyRequest\x1a\x1b.chainfs.OpenWriteManyReply\x12N\n\x0e\x43loseWriteMany\x12\x1e.chainfs.CloseWriteManyRequest\x1a\x1c.chainfs.CloseWriteManyReply2\xcd\x01\n\x0e\x43lusterManager\x12<\n\x08Register\x12\x18.chainfs.RegisterRequest\x1a\x16.chainfs.RegisterReply\x12?\n\tHeartbeat\x12\x19.chainfs.HeartbeatRequest\x1a\x17.chainfs.HeartbeatReply\x12<\n\nGetRouting\x12\x17.chainfs.RoutingRequest\x1a\x15.chainfs.RoutingReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'chainfs.proto.meta_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INODETYPE']._serialized_start=2489
-  _globals['_INODETYPE']._serialized_end=2553
-  _globals['_WRITEMODE']._serialized_start=2555
-  _globals['_WRITEMODE']._serialized_end=2635
-  _globals['_TARGETSTATE']._serialized_start=2637
-  _globals['_TARGETSTATE']._serialized_end=2745
-  _globals['_LOCALTARGETSTATE']._serialized_start=2747
-  _globals['_LOCALTARGETSTATE']._serialized_end=2839
+  _globals['_INODETYPE']._serialized_start=3085
+  _globals['_INODETYPE']._serialized_end=3149
+  _globals['_WRITEMODE']._serialized_start=3151
+  _globals['_WRITEMODE']._serialized_end=3231
+  _globals['_TARGETSTATE']._serialized_start=3233
+  _globals['_TARGETSTATE']._serialized_end=3341
+  _globals['_LOCALTARGETSTATE']._serialized_start=3343
+  _globals['_LOCALTARGETSTATE']._serialized_end=3435
   _globals['_LAYOUT']._serialized_start=37
   _globals['_LAYOUT']._serialized_end=124
   _globals['_INODE']._serialized_start=127
@@ -71,32 +71,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SESSIONREQUEST']._serialized_end=1208
   _globals['_EMPTY']._serialized_start=1210
   _globals['_EMPTY']._serialized_end=1217
-  _globals['_TARGETINFO']._serialized_start=1220
-  _globals['_TARGETINFO']._serialized_end=1385
-  _globals['_NODEINFO']._serialized_start=1388
-  _globals['_NODEINFO']._serialized_end=1535
-  _globals['_CHAININFO']._serialized_start=1537
-  _globals['_CHAININFO']._serialized_end=1621
-  _globals['_ROUTINGTABLE']._serialized_start=1623
-  _globals['_ROUTINGTABLE']._serialized_end=1745
-  _globals['_REGISTERTARGET']._serialized_start=1747
-  _globals['_REGISTERTARGET']._serialized_end=1796
-  _globals['_REGISTERREQUEST']._serialized_start=1799
-  _globals['_REGISTERREQUEST']._serialized_end=1953
-  _globals['_REGISTERREPLY']._serialized_start=1955
-  _globals['_REGISTERREPLY']._serialized_end=2047
-  _globals['_HEARTBEATREQUEST']._serialized_start=2049
-  _globals['_HEARTBEATREQUEST']._serialized_end=2164
-  _globals['_HEARTBEATREPLY']._serialized_start=2166
-  _globals['_HEARTBEATREPLY']._serialized_end=2277
-  _globals['_ROUTINGREQUEST']._serialized_start=2279
-  _globals['_ROUTINGREQUEST']._serialized_end=2318
-  _globals['_ROUTINGREPLY']._serialized_start=2320
-  _globals['_ROUTINGREPLY']._serialized_end=2391
-  _globals['_NAMESPACECHECKREPLY']._serialized_start=2393
-  _globals['_NAMESPACECHECKREPLY']._serialized_end=2487
-  _globals['_NAMESPACE']._serialized_start=2842
-  _globals['_NAMESPACE']._serialized_end=3452
-  _globals['_CLUSTERMANAGER']._serialized_start=3455
-  _globals['_CLUSTERMANAGER']._serialized_end=3660
+  _globals['_STATMANYREQUEST']._serialized_start=1219
+  _globals['_STATMANYREQUEST']._serialized_end=1251
+  _globals['_INODERESULT']._serialized_start=1253
+  _globals['_INODERESULT']._serialized_end=1330
+  _globals['_STATMANYREPLY']._serialized_start=1332
+  _globals['_STATMANYREPLY']._serialized_end=1386
+  _globals['_OPENWRITEMANYREQUEST']._serialized_start=1389
+  _globals['_OPENWRITEMANYREQUEST']._serialized_end=1529
+  _globals['_SESSIONRESULT']._serialized_start=1531
+  _globals['_SESSIONRESULT']._serialized_end=1619
+  _globals['_OPENWRITEMANYREPLY']._serialized_start=1621
+  _globals['_OPENWRITEMANYREPLY']._serialized_end=1682
+  _globals['_CLOSEWRITEMANYREQUEST']._serialized_start=1684
+  _globals['_CLOSEWRITEMANYREQUEST']._serialized_end=1751
+  _globals['_CLOSEWRITEMANYREPLY']._serialized_start=1753
+  _globals['_CLOSEWRITEMANYREPLY']._serialized_end=1813
+  _globals['_TARGETINFO']._serialized_start=1816
+  _globals['_TARGETINFO']._serialized_end=1981
+  _globals['_NODEINFO']._serialized_start=1984
+  _globals['_NODEINFO']._serialized_end=2131
+  _globals['_CHAININFO']._serialized_start=2133
+  _globals['_CHAININFO']._serialized_end=2217
+  _globals['_ROUTINGTABLE']._serialized_start=2219
+  _globals['_ROUTINGTABLE']._serialized_end=2341
+  _globals['_REGISTERTARGET']._serialized_start=2343
+  _globals['_REGISTERTARGET']._serialized_end=2392
+  _globals['_REGISTERREQUEST']._serialized_start=2395
+  _globals['_REGISTERREQUEST']._serialized_end=2549
+  _globals['_REGISTERREPLY']._serialized_start=2551
+  _globals['_REGISTERREPLY']._serialized_end=2643
+  _globals['_HEARTBEATREQUEST']._serialized_start=2645
+  _globals['_HEARTBEATREQUEST']._serialized_end=2760
+  _globals['_HEARTBEATREPLY']._serialized_start=2762
+  _globals['_HEARTBEATREPLY']._serialized_end=2873
+  _globals['_ROUTINGREQUEST']._serialized_start=2875
+  _globals['_ROUTINGREQUEST']._serialized_end=2914
+  _globals['_ROUTINGREPLY']._serialized_start=2916
+  _globals['_ROUTINGREPLY']._serialized_end=2987
+  _globals['_NAMESPACECHECKREPLY']._serialized_start=2989
+  _globals['_NAMESPACECHECKREPLY']._serialized_end=3083
+  _globals['_NAMESPACE']._serialized_start=3438
+  _globals['_NAMESPACE']._serialized_end=4267
+  _globals['_CLUSTERMANAGER']._serialized_start=4270
+  _globals['_CLUSTERMANAGER']._serialized_end=4475
 # @@protoc_insertion_point(module_scope)

@@ -209,6 +209,70 @@ class Empty(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class StatManyRequest(_message.Message):
+    __slots__ = ("paths",)
+    PATHS_FIELD_NUMBER: _ClassVar[int]
+    paths: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, paths: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class InodeResult(_message.Message):
+    __slots__ = ("inode", "reason", "message")
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    inode: Inode
+    reason: str
+    message: str
+    def __init__(self, inode: _Optional[_Union[Inode, _Mapping]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class StatManyReply(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[InodeResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[InodeResult, _Mapping]]] = ...) -> None: ...
+
+class OpenWriteManyRequest(_message.Message):
+    __slots__ = ("paths", "mode", "parents", "layout", "client_id")
+    PATHS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    PARENTS_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    paths: _containers.RepeatedScalarFieldContainer[str]
+    mode: WriteMode
+    parents: bool
+    layout: Layout
+    client_id: str
+    def __init__(self, paths: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[WriteMode, str]] = ..., parents: _Optional[bool] = ..., layout: _Optional[_Union[Layout, _Mapping]] = ..., client_id: _Optional[str] = ...) -> None: ...
+
+class SessionResult(_message.Message):
+    __slots__ = ("session", "reason", "message")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    session: WriteSession
+    reason: str
+    message: str
+    def __init__(self, session: _Optional[_Union[WriteSession, _Mapping]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class OpenWriteManyReply(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SessionResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[SessionResult, _Mapping]]] = ...) -> None: ...
+
+class CloseWriteManyRequest(_message.Message):
+    __slots__ = ("closes",)
+    CLOSES_FIELD_NUMBER: _ClassVar[int]
+    closes: _containers.RepeatedCompositeFieldContainer[CloseWriteRequest]
+    def __init__(self, closes: _Optional[_Iterable[_Union[CloseWriteRequest, _Mapping]]] = ...) -> None: ...
+
+class CloseWriteManyReply(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[InodeResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[InodeResult, _Mapping]]] = ...) -> None: ...
+
 class TargetInfo(_message.Message):
     __slots__ = ("target_id", "node_id", "chain_id", "state", "path", "local_state")
     TARGET_ID_FIELD_NUMBER: _ClassVar[int]

@@ -89,6 +89,21 @@ class NamespaceStub:
                 request_serializer=chainfs_dot_proto_dot_meta__pb2.Empty.SerializeToString,
                 response_deserializer=chainfs_dot_proto_dot_meta__pb2.NamespaceCheckReply.FromString,
                 _registered_method=True)
+        self.StatMany = channel.unary_unary(
+                '/chainfs.Namespace/StatMany',
+                request_serializer=chainfs_dot_proto_dot_meta__pb2.StatManyRequest.SerializeToString,
+                response_deserializer=chainfs_dot_proto_dot_meta__pb2.StatManyReply.FromString,
+                _registered_method=True)
+        self.OpenWriteMany = channel.unary_unary(
+                '/chainfs.Namespace/OpenWriteMany',
+                request_serializer=chainfs_dot_proto_dot_meta__pb2.OpenWriteManyRequest.SerializeToString,
+                response_deserializer=chainfs_dot_proto_dot_meta__pb2.OpenWriteManyReply.FromString,
+                _registered_method=True)
+        self.CloseWriteMany = channel.unary_unary(
+                '/chainfs.Namespace/CloseWriteMany',
+                request_serializer=chainfs_dot_proto_dot_meta__pb2.CloseWriteManyRequest.SerializeToString,
+                response_deserializer=chainfs_dot_proto_dot_meta__pb2.CloseWriteManyReply.FromString,
+                _registered_method=True)
 
 
 class NamespaceServicer:
@@ -160,6 +175,24 @@ class NamespaceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StatMany(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OpenWriteMany(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseWriteMany(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NamespaceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -217,6 +250,21 @@ def add_NamespaceServicer_to_server(servicer, server):
                     servicer.CheckNamespace,
                     request_deserializer=chainfs_dot_proto_dot_meta__pb2.Empty.FromString,
                     response_serializer=chainfs_dot_proto_dot_meta__pb2.NamespaceCheckReply.SerializeToString,
+            ),
+            'StatMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.StatMany,
+                    request_deserializer=chainfs_dot_proto_dot_meta__pb2.StatManyRequest.FromString,
+                    response_serializer=chainfs_dot_proto_dot_meta__pb2.StatManyReply.SerializeToString,
+            ),
+            'OpenWriteMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenWriteMany,
+                    request_deserializer=chainfs_dot_proto_dot_meta__pb2.OpenWriteManyRequest.FromString,
+                    response_serializer=chainfs_dot_proto_dot_meta__pb2.OpenWriteManyReply.SerializeToString,
+            ),
+            'CloseWriteMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseWriteMany,
+                    request_deserializer=chainfs_dot_proto_dot_meta__pb2.CloseWriteManyRequest.FromString,
+                    response_serializer=chainfs_dot_proto_dot_meta__pb2.CloseWriteManyReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -516,6 +564,87 @@ class Namespace:
             '/chainfs.Namespace/CheckNamespace',
             chainfs_dot_proto_dot_meta__pb2.Empty.SerializeToString,
             chainfs_dot_proto_dot_meta__pb2.NamespaceCheckReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StatMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chainfs.Namespace/StatMany',
+            chainfs_dot_proto_dot_meta__pb2.StatManyRequest.SerializeToString,
+            chainfs_dot_proto_dot_meta__pb2.StatManyReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenWriteMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chainfs.Namespace/OpenWriteMany',
+            chainfs_dot_proto_dot_meta__pb2.OpenWriteManyRequest.SerializeToString,
+            chainfs_dot_proto_dot_meta__pb2.OpenWriteManyReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseWriteMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chainfs.Namespace/CloseWriteMany',
+            chainfs_dot_proto_dot_meta__pb2.CloseWriteManyRequest.SerializeToString,
+            chainfs_dot_proto_dot_meta__pb2.CloseWriteManyReply.FromString,
             options,
             channel_credentials,
             insecure,
