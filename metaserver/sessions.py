@@ -61,6 +61,7 @@ class SessionsMixin:
             self.store.commit(txn)
             return session
 
+    @retry_conflicts
     def open_write_many(
         self,
         paths: Sequence[str],
@@ -150,7 +151,6 @@ class SessionsMixin:
             self.store.commit(txn)
             return record.to_proto()
 
-    @retry_conflicts
     def close_write(self, session_id: int, length: int, commit: bool = True) -> pb.Inode:
         """Publishes (or abandons) a session's inode; returns the inode as it now is.
 
@@ -161,6 +161,7 @@ class SessionsMixin:
             raise result
         return result
 
+    @retry_conflicts
     def close_write_many(self, closes: Sequence[tuple[int, int, bool]]) -> list[pb.Inode | ChainfsError]:
         """Closes (session id, length, commit) items in ONE synced batch, so the committed files of
         a batch appear together, each whole; an item that fails gets its error in its place."""

@@ -1,22 +1,20 @@
-"""Batched namespace calls (stat_many, open_write_many, close_write_many) against a real RocksDB."""
+"""Batched namespace calls (stat_many, open_write_many, close_write_many) on each real backend."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Callable
 
 import pytest
 
 from chainfs.common.errors import ChainfsError, Reason
-from chainfs.metaserver.store import P_SESSION
+from chainfs.metaserver.store import P_SESSION, Store
 from chainfs.proto import meta_pb2 as pb
 from test_meta_namespace import World  # noqa: F401 - the shared fixture world
 
 
 @pytest.fixture
-def w(tmp_path: Path):
-    world = World(tmp_path / "meta")
-    yield world
-    world.store.close()
+def w(open_store: Callable[..., Store]) -> World:
+    return World(open_store)
 
 
 def reasons(results: list) -> list:
