@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import threading
+import uuid
 from typing import Callable, Iterator, Sequence, TypeVar
 
 import grpc
@@ -30,6 +33,15 @@ class MetaClient:
         self.address = address
         self.timeout = timeout
         self.retry_deadline = retry_deadline
+        self._client_id = ""
+        self._client_pid = -1
+        self._seq = itertools.count(1)
+
+    def request_id(self) -> str:
+        """A fresh id for one mutation; its retries reuse it, so the metaserver applies it once."""
+        if self._client_pid != os.getpid():  # a forked child is another client
+            self._client_id, self._client_pid = uuid.uuid4().hex, os.getpid()
+        return f"{self._client_id}:{next(self._seq)}"
 
     @property
     def _ns(self) -> pb_grpc.NamespaceStub:
@@ -52,12 +64,12 @@ class MetaClient:
 
     def mkdir(self, path: str, parents: bool = False, layout: pb.Layout | None = None) -> pb.Inode:
         path = checked_path(path)
-        req = pb.MkdirRequest(path=path, parents=parents, layout=layout)
+        req = pb.MkdirRequest(path=path, parents=parents, layout=layout, request_id=self.request_id())
         return self._call(lambda: self._ns.Mkdir(req, timeout=self.timeout), path)
 
     def create(self, path: str, exclusive: bool = False, parents: bool = False) -> pb.Inode:
         path = checked_path(path)
-        req = pb.CreateRequest(path=path, exclusive=exclusive, parents=parents)
+        req = pb.CreateRequest(path=path, exclusive=exclusive, parents=parents, request_id=self.request_id())
         return self._call(lambda: self._ns.Create(req, timeout=self.timeout), path)
 
     def stat(self, path: str) -> pb.Inode:
@@ -82,12 +94,12 @@ class MetaClient:
 
     def rename(self, src: str, dst: str) -> None:
         src, dst = checked_path(src), checked_path(dst)
-        req = pb.RenameRequest(src=src, dst=dst)
+        req = pb.RenameRequest(src=src, dst=dst, request_id=self.request_id())
         self._call(lambda: self._ns.Rename(req, timeout=self.timeout), src)
 
     def remove(self, path: str, recursive: bool = False) -> None:
         path = checked_path(path)
-        req = pb.RemoveRequest(path=path, recursive=recursive)
+        req = pb.RemoveRequest(path=path, recursive=recursive, request_id=self.request_id())
         self._call(lambda: self._ns.Remove(req, timeout=self.timeout), path)
 
     def set_layout(self, path: str, layout: pb.Layout) -> pb.Inode:
@@ -98,7 +110,8 @@ class MetaClient:
     def open_write(self, path: str, mode: int, client_id: str, parents: bool = True,
                    layout: pb.Layout | None = None) -> pb.WriteSession:
         path = checked_path(path)
-        req = pb.OpenWriteRequest(path=path, mode=mode, parents=parents, layout=layout, client_id=client_id)
+        req = pb.OpenWriteRequest(path=path, mode=mode, parents=parents, layout=layout, client_id=client_id,
+                                  request_id=self.request_id())
         return self._call(lambda: self._ns.OpenWrite(req, timeout=self.timeout), path)
 
     def renew_session(self, session_id: int, path: str | None = None) -> pb.WriteSession:

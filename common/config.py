@@ -10,6 +10,10 @@ MIN_CHUNK_SIZE = 4096
 MAX_CHUNK_SIZE = 64 * MiB
 DEFAULT_STRIPE_WIDTH = 4
 DEFAULT_REPLICATION = 3
+# A file's chunk index fits 31 bits on storage (chunk ids are validated there), and no file is
+# bigger than this: a CloseWrite past either bound is refused as INVALID_ARGUMENT.
+MAX_CHUNK_INDEX = (1 << 31) - 1
+MAX_FILE_SIZE = 1 << 50  # 1 PiB
 
 # Chunk data travels in stream messages of this size (DESIGN: 256 KiB to 1 MiB).
 STREAM_MESSAGE_BYTES = 1 * MiB
@@ -24,6 +28,9 @@ STORAGE_RPC_TIMEOUT = 30.0
 HEARTBEAT_INTERVAL = 0.5
 HEARTBEAT_TIMEOUT = 5.0
 WRITE_SESSION_LEASE = 600.0
+# How long the metaserver remembers a mutation's request id (and its answer) for a retry.
+REQUEST_ID_TTL = 600.0
+MAX_REQUEST_ID_BYTES = 128
 
 # Batched metadata calls (StatMany, OpenWriteMany, CloseWriteMany): items per call. Paths are at
 # most 4 KiB, so a full batch stays under MAX_MESSAGE_BYTES; clients split longer lists.

@@ -82,6 +82,7 @@ class GarbageCollector:
                 self._last_sweep = now
                 try:
                     self.namespace.sweep_expired_sessions()
+                    self.namespace.sweep_request_ids()
                 except Exception:  # noqa: BLE001 - keep sweeping; the next pass may succeed
                     log.exception("sweeping expired write sessions failed")
             if now >= next_gc:

@@ -51,11 +51,12 @@ class NamespaceServicer(pb_grpc.NamespaceServicer):
 
     @handler
     def Mkdir(self, request: pb.MkdirRequest, context: grpc.ServicerContext) -> pb.Inode:
-        return self.ns.mkdir(_need_path(request.path), request.parents, _layout(request))
+        return self.ns.mkdir(_need_path(request.path), request.parents, _layout(request), request.request_id)
 
     @handler
     def Create(self, request: pb.CreateRequest, context: grpc.ServicerContext) -> pb.Inode:
-        return self.ns.create(_need_path(request.path), request.exclusive, request.parents, _layout(request))
+        return self.ns.create(_need_path(request.path), request.exclusive, request.parents, _layout(request),
+                              request.request_id)
 
     @handler
     def Stat(self, request: pb.PathRequest, context: grpc.ServicerContext) -> pb.Inode:
@@ -68,12 +69,12 @@ class NamespaceServicer(pb_grpc.NamespaceServicer):
 
     @handler
     def Rename(self, request: pb.RenameRequest, context: grpc.ServicerContext) -> pb.Empty:
-        self.ns.rename(_need_path(request.src, "src"), _need_path(request.dst, "dst"))
+        self.ns.rename(_need_path(request.src, "src"), _need_path(request.dst, "dst"), request.request_id)
         return pb.Empty()
 
     @handler
     def Remove(self, request: pb.RemoveRequest, context: grpc.ServicerContext) -> pb.Empty:
-        self.ns.remove(_need_path(request.path), request.recursive)
+        self.ns.remove(_need_path(request.path), request.recursive, request.request_id)
         return pb.Empty()
 
     @handler
@@ -85,7 +86,8 @@ class NamespaceServicer(pb_grpc.NamespaceServicer):
     @handler
     def OpenWrite(self, request: pb.OpenWriteRequest, context: grpc.ServicerContext) -> pb.WriteSession:
         return self.ns.open_write(
-            _need_path(request.path), request.mode, request.parents, _layout(request), request.client_id
+            _need_path(request.path), request.mode, request.parents, _layout(request), request.client_id,
+            request.request_id,
         )
 
     @handler

@@ -21,6 +21,8 @@ from typing import Callable, Iterable, Protocol, Sequence
 from chainfs.common import config
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.common.paths import MAX_DEPTH, split_path
+from chainfs.metaserver import request_ids
+from chainfs.metaserver.extent_check import ChunkExtentCheck
 from chainfs.metaserver.layout import default_layout, merge_layout, pick_chains, validate_layout
 from chainfs.metaserver.records import GcRecord
 from chainfs.metaserver.sessions import SessionsMixin
@@ -55,11 +57,14 @@ class Namespace(SessionsMixin):
         replication: int = config.DEFAULT_REPLICATION,
         lease_s: float = config.WRITE_SESSION_LEASE,
         clock_ns: Callable[[], int] = time.time_ns,
+        extent_check: ChunkExtentCheck | None = None,
     ) -> None:
         self.store = store
+        self.extent_check = extent_check
         self.chains = chains
         self.replication = replication
         self.lease_ns = int(lease_s * 1e9)
+        self.request_ttl_ns = int(config.REQUEST_ID_TTL * 1e9)
         self.clock_ns = clock_ns
         self._lock = threading.Lock()
         self._ensure_root()
@@ -179,11 +184,15 @@ class Namespace(SessionsMixin):
     # ---- operations ----
 
     @retry_conflicts
-    def mkdir(self, path: str, parents: bool = False, layout: pb.Layout | None = None) -> pb.Inode:
+    def mkdir(self, path: str, parents: bool = False, layout: pb.Layout | None = None,
+              request_id: str = "") -> pb.Inode:
         parts = split_path(path)
         where = show(parts)
         with self._lock:
             txn = self.store.txn()
+            first = request_ids.replay(txn, request_id, "mkdir")
+            if first is not None:
+                return pb.Inode.FromString(first)
             if not parts:
                 if parents:
                     return self._get(txn, ROOT_ID, where)
@@ -197,12 +206,14 @@ class Namespace(SessionsMixin):
                 kind = "directory" if inode.type == pb.DIRECTORY else "file"
                 raise ChainfsError(Reason.EXISTS, f"{kind} exists: {where}")
             inode = self._new_dir(txn, parent, parts[-1], layout, where)
+            request_ids.remember(txn, request_id, "mkdir", inode.SerializeToString(), inode.ctime_ns)
             self.store.commit(txn)
             return inode
 
     @retry_conflicts
     def create(
-        self, path: str, exclusive: bool = False, parents: bool = False, layout: pb.Layout | None = None
+        self, path: str, exclusive: bool = False, parents: bool = False, layout: pb.Layout | None = None,
+        request_id: str = "",
     ) -> pb.Inode:
         """An empty file; an existing file is returned unchanged unless `exclusive` (O_CREAT, no O_TRUNC)."""
         parts = split_path(path)
@@ -211,6 +222,9 @@ class Namespace(SessionsMixin):
             raise ChainfsError(Reason.IS_A_DIRECTORY, f"is a directory: {where}")
         with self._lock:
             txn = self.store.txn()
+            first = request_ids.replay(txn, request_id, "create")
+            if first is not None:
+                return pb.Inode.FromString(first)
             parent = self._parent_dir(txn, parts, where, parents)
             existing = txn.lookup(parent.id, parts[-1])
             if existing is not None:
@@ -224,6 +238,7 @@ class Namespace(SessionsMixin):
             txn.put_inode(inode)
             txn.link(parent.id, parts[-1], inode.id)
             self._touch(txn, parent.id, inode.mtime_ns)
+            request_ids.remember(txn, request_id, "create", inode.SerializeToString(), inode.ctime_ns)
             self.store.commit(txn)
             return inode
 
@@ -272,7 +287,7 @@ class Namespace(SessionsMixin):
         return entries, False
 
     @retry_conflicts
-    def rename(self, src: str, dst: str) -> None:
+    def rename(self, src: str, dst: str, request_id: str = "") -> None:
         sp, dp = split_path(src), split_path(dst)
         s_where, d_where = show(sp), show(dp)
         if not sp:
@@ -281,6 +296,8 @@ class Namespace(SessionsMixin):
             raise ChainfsError(Reason.INVALID_ARGUMENT, f"cannot replace the root: {s_where} -> {d_where}")
         with self._lock:
             txn = self.store.txn()
+            if request_ids.replay(txn, request_id, "rename") is not None:
+                return
             s_parent = self._walk_dir(txn, sp[:-1], s_where)
             src_id = txn.lookup(s_parent.id, sp[-1])
             if src_id is None:
@@ -312,6 +329,7 @@ class Namespace(SessionsMixin):
             txn.put_inode(moved)
             self._touch(txn, s_parent.id, now)
             self._touch(txn, d_parent.id, now)
+            request_ids.remember(txn, request_id, "rename", b"", now)
             self.store.commit(txn)
 
     def _refuse_own_subtree(self, r: _Reader, moved_id: int, d_parent: pb.Inode, s_where: str, d_where: str) -> None:
@@ -328,13 +346,15 @@ class Namespace(SessionsMixin):
         raise ChainfsError(Reason.INTERNAL, f"directory parent chain does not reach the root: {d_where}")
 
     @retry_conflicts
-    def remove(self, path: str, recursive: bool = False) -> None:
+    def remove(self, path: str, recursive: bool = False, request_id: str = "") -> None:
         parts = split_path(path)
         where = show(parts)
         if not parts:
             raise ChainfsError(Reason.INVALID_ARGUMENT, f"cannot remove the root: {where}")
         with self._lock:
             txn = self.store.txn()
+            if request_ids.replay(txn, request_id, "remove") is not None:
+                return
             parent = self._walk_dir(txn, parts[:-1], where)
             child_id = txn.lookup(parent.id, parts[-1])
             if child_id is None:
@@ -349,7 +369,9 @@ class Namespace(SessionsMixin):
                 self._gc(txn, inode, f"removed {where}")
             txn.unlink(parent.id, parts[-1])
             txn.delete_inode(inode.id)
-            self._touch(txn, parent.id, self.clock_ns())
+            now = self.clock_ns()
+            self._touch(txn, parent.id, now)
+            request_ids.remember(txn, request_id, "remove", b"", now)
             self.store.commit(txn)
 
     def _remove_subtree(self, txn: Txn, dir_id: int, where: str) -> int:
@@ -386,6 +408,15 @@ class Namespace(SessionsMixin):
             txn.put_inode(inode)
             self.store.commit(txn)
             return inode
+
+    @retry_conflicts
+    def sweep_request_ids(self) -> int:
+        """Forgets request ids older than REQUEST_ID_TTL (one batch); returns how many."""
+        with self._lock:
+            txn = self.store.txn()
+            count = request_ids.sweep(txn, self.clock_ns() - self.request_ttl_ns)
+            self.store.commit(txn)
+        return count
 
     # ---- garbage ----
 

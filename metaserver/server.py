@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from chainfs.common import config
 from chainfs.common.rpc import bind, make_server, serve_forever_until_signal, write_port_file
 from chainfs.metaserver.cluster_manager import ClusterManager
+from chainfs.metaserver.extent_check import ChunkExtentCheck
 from chainfs.metaserver.gc import DEFAULT_GC_GRACE, DEFAULT_GC_INTERVAL, DEFAULT_GC_RATE, GarbageCollector
 from chainfs.metaserver.handlers import ClusterManagerServicer, NamespaceServicer
 from chainfs.metaserver.namespace import Namespace
@@ -55,7 +56,9 @@ class MetaServer:
         try:
             self.cluster = ClusterManager(self.store, replication=replication, heartbeat_timeout=heartbeat_timeout,
                                           min_nodes=min_nodes)
-            self.namespace = Namespace(self.store, self.cluster, replication=replication, lease_s=session_lease)
+            self.extent_check = ChunkExtentCheck(self.cluster)
+            self.namespace = Namespace(self.store, self.cluster, replication=replication, lease_s=session_lease,
+                                       extent_check=self.extent_check)
         except BaseException:
             self.store.close()
             raise
@@ -106,6 +109,7 @@ class MetaServer:
         if self._monitor is not None:
             self._monitor.join(timeout=10)
         self.gc.stop()
+        self.extent_check.close()
         self.store.close()
         log.info("metaserver stopped")
 

@@ -16,6 +16,8 @@ import threading
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from chainfs.common.errors import ChainfsError, Reason
+from chainfs.metaserver import request_ids
+from chainfs.metaserver.extent_check import ChunkExtentCheck, check_length_bound
 from chainfs.common.paths import split_path
 from chainfs.metaserver.records import SessionRecord
 from chainfs.metaserver.store import C_SESSION, P_SESSION, Store, Txn, retry_conflicts, session_key
@@ -35,6 +37,8 @@ class SessionsMixin:
     lease_ns: int
     clock_ns: Callable[[], int]
     _lock: threading.Lock
+    # Asks storage whether the chunk holding a length's last byte ends there (None: bounds only).
+    extent_check: ChunkExtentCheck | None
 
     if TYPE_CHECKING:
 
@@ -52,12 +56,18 @@ class SessionsMixin:
         parents: bool = False,
         layout: pb.Layout | None = None,
         client_id: str = "",
+        request_id: str = "",
     ) -> pb.WriteSession:
         if mode not in WRITE_MODES:
             raise ChainfsError(Reason.INVALID_ARGUMENT, f"unknown write mode {mode}: {path}")
         with self._lock:
             txn = self.store.txn()
-            session = self._open(txn, path, mode, parents, layout, client_id, self.clock_ns())
+            first = request_ids.replay(txn, request_id, "open_write")
+            if first is not None:  # the first open's session, not a second one that would hold the file
+                return pb.WriteSession.FromString(first)
+            now = self.clock_ns()
+            session = self._open(txn, path, mode, parents, layout, client_id, now)
+            request_ids.remember(txn, request_id, "open_write", session.SerializeToString(), now)
             self.store.commit(txn)
             return session
 
@@ -154,22 +164,53 @@ class SessionsMixin:
     def close_write(self, session_id: int, length: int, commit: bool = True) -> pb.Inode:
         """Publishes (or abandons) a session's inode; returns the inode as it now is.
 
-        Idempotent: a retry of a close whose reply was lost gets the first close's answer.
+        Idempotent: a retry of a close whose reply was lost gets the first close's answer. A length
+        the session's chunks do not back is refused (INVALID_ARGUMENT) and the session stays open.
         """
         result = self.close_write_many([(session_id, length, commit)])[0]
         if isinstance(result, ChainfsError):
             raise result
         return result
 
-    @retry_conflicts
     def close_write_many(self, closes: Sequence[tuple[int, int, bool]]) -> list[pb.Inode | ChainfsError]:
         """Closes (session id, length, commit) items in ONE synced batch, so the committed files of
         a batch appear together, each whole; an item that fails gets its error in its place."""
+        return self._close_many(closes, self._check_extents(closes))
+
+    def _check_extents(self, closes: Sequence[tuple[int, int, bool]]) -> dict[int, ChainfsError]:
+        """The refusals of committing closes whose length is out of bounds or not backed by their
+        chunks, found outside the lock (storage round trips must not hold the namespace); a session's
+        inode and base length never change while it is open."""
+        refused: dict[int, ChainfsError] = {}
+        asks: list[tuple[int, pb.Inode, int, str]] = []
+        for i, (session_id, length, commit) in enumerate(closes):
+            raw = self.store.get(session_key(session_id)) if commit else None
+            record = None if raw is None else SessionRecord.from_bytes(raw)
+            if record is None or record.closed:
+                continue  # unknown, swept or already closed: the locked part gives the answer
+            try:
+                check_length_bound(record.inode, length, record.path)
+            except ChainfsError as exc:
+                refused[i] = exc
+                continue
+            if length > record.base_length:
+                asks.append((i, record.inode, length, record.path))
+        if self.extent_check is not None and asks:
+            answers = self.extent_check.check_many([(inode, length, where) for _, inode, length, where in asks])
+            refused.update((i, exc) for (i, *_), exc in zip(asks, answers) if exc is not None)
+        return refused
+
+    @retry_conflicts
+    def _close_many(self, closes: Sequence[tuple[int, int, bool]],
+                    refused: dict[int, ChainfsError]) -> list[pb.Inode | ChainfsError]:
         with self._lock:
             txn = self.store.txn()
             now = self.clock_ns()
             out: list[pb.Inode | ChainfsError] = []
-            for session_id, length, commit in closes:
+            for i, (session_id, length, commit) in enumerate(closes):
+                if i in refused:  # the session stays open for a good close
+                    out.append(refused[i])
+                    continue
                 saved = dict(txn.writes)
                 try:
                     out.append(self._close_session(txn, session_id, length, commit, now))

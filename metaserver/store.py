@@ -49,6 +49,8 @@ P_NODE = b"N"     # N + u32 node id               -> NodeInfo
 P_TARGET = b"T"   # T + u32 target id             -> TargetInfo
 P_CHAIN = b"C"    # C + u32 chain id              -> ChainInfo (targets hold only target ids, in order)
 P_COUNTER = b"M"  # M + name                      -> u64
+P_REQUEST = b"R"  # R + request id utf8           -> RequestRecord (JSON): a mutation's first answer
+P_REQUEST_AGE = b"Q"  # Q + u64 created ns + request id -> empty: request records in age order
 
 # Counter names and their first value.
 C_INODE = b"next_inode"
@@ -87,6 +89,14 @@ def session_key(session_id: int) -> bytes:
 
 def gc_key(inode_id: int) -> bytes:
     return P_GC + u64(inode_id)
+
+
+def request_key(request_id: str) -> bytes:
+    return P_REQUEST + request_id.encode("utf-8")
+
+
+def request_age_key(created_ns: int, request_id: str) -> bytes:
+    return P_REQUEST_AGE + u64(created_ns) + request_id.encode("utf-8")
 
 
 def node_key(node_id: int) -> bytes:

@@ -100,26 +100,30 @@ class PathRequest(_message.Message):
     def __init__(self, path: _Optional[str] = ...) -> None: ...
 
 class MkdirRequest(_message.Message):
-    __slots__ = ("path", "parents", "layout")
+    __slots__ = ("path", "parents", "layout", "request_id")
     PATH_FIELD_NUMBER: _ClassVar[int]
     PARENTS_FIELD_NUMBER: _ClassVar[int]
     LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     path: str
     parents: bool
     layout: Layout
-    def __init__(self, path: _Optional[str] = ..., parents: _Optional[bool] = ..., layout: _Optional[_Union[Layout, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, path: _Optional[str] = ..., parents: _Optional[bool] = ..., layout: _Optional[_Union[Layout, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class CreateRequest(_message.Message):
-    __slots__ = ("path", "exclusive", "parents", "layout")
+    __slots__ = ("path", "exclusive", "parents", "layout", "request_id")
     PATH_FIELD_NUMBER: _ClassVar[int]
     EXCLUSIVE_FIELD_NUMBER: _ClassVar[int]
     PARENTS_FIELD_NUMBER: _ClassVar[int]
     LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     path: str
     exclusive: bool
     parents: bool
     layout: Layout
-    def __init__(self, path: _Optional[str] = ..., exclusive: _Optional[bool] = ..., parents: _Optional[bool] = ..., layout: _Optional[_Union[Layout, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, path: _Optional[str] = ..., exclusive: _Optional[bool] = ..., parents: _Optional[bool] = ..., layout: _Optional[_Union[Layout, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ListRequest(_message.Message):
     __slots__ = ("path", "start_after", "limit")
@@ -140,20 +144,24 @@ class ListReply(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[DirEntry, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class RenameRequest(_message.Message):
-    __slots__ = ("src", "dst")
+    __slots__ = ("src", "dst", "request_id")
     SRC_FIELD_NUMBER: _ClassVar[int]
     DST_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     src: str
     dst: str
-    def __init__(self, src: _Optional[str] = ..., dst: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, src: _Optional[str] = ..., dst: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class RemoveRequest(_message.Message):
-    __slots__ = ("path", "recursive")
+    __slots__ = ("path", "recursive", "request_id")
     PATH_FIELD_NUMBER: _ClassVar[int]
     RECURSIVE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     path: str
     recursive: bool
-    def __init__(self, path: _Optional[str] = ..., recursive: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, path: _Optional[str] = ..., recursive: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class SetLayoutRequest(_message.Message):
     __slots__ = ("path", "layout")
@@ -164,18 +172,20 @@ class SetLayoutRequest(_message.Message):
     def __init__(self, path: _Optional[str] = ..., layout: _Optional[_Union[Layout, _Mapping]] = ...) -> None: ...
 
 class OpenWriteRequest(_message.Message):
-    __slots__ = ("path", "mode", "parents", "layout", "client_id")
+    __slots__ = ("path", "mode", "parents", "layout", "client_id", "request_id")
     PATH_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     PARENTS_FIELD_NUMBER: _ClassVar[int]
     LAYOUT_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     path: str
     mode: WriteMode
     parents: bool
     layout: Layout
     client_id: str
-    def __init__(self, path: _Optional[str] = ..., mode: _Optional[_Union[WriteMode, str]] = ..., parents: _Optional[bool] = ..., layout: _Optional[_Union[Layout, _Mapping]] = ..., client_id: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, path: _Optional[str] = ..., mode: _Optional[_Union[WriteMode, str]] = ..., parents: _Optional[bool] = ..., layout: _Optional[_Union[Layout, _Mapping]] = ..., client_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class WriteSession(_message.Message):
     __slots__ = ("session_id", "inode", "lease_expires_ns", "path")

@@ -52,8 +52,12 @@ def test_in_process_handlers(tmp_path: Path) -> None:
             assert [e.name for e in listing.entries] == ["e"] and listing.more
             s = ns.OpenWrite(pb.OpenWriteRequest(path="/d/g", mode=pb.REPLACE, client_id="c1"), timeout=TIMEOUT)
             assert ns.RenewSession(pb.SessionRequest(session_id=s.session_id), timeout=TIMEOUT).session_id == s.session_id
-            done = ns.CloseWrite(pb.CloseWriteRequest(session_id=s.session_id, length=7, commit=True), timeout=TIMEOUT)
-            assert done.length == 7
+            # Lengths past the maximum file size are refused before storage is asked (no chunks here).
+            for hostile in (2**64 - 1, 2**50 + 1):
+                bad = pb.CloseWriteRequest(session_id=s.session_id, length=hostile, commit=True)
+                assert rpc_reason(ns.CloseWrite, bad) == Reason.INVALID_ARGUMENT
+            done = ns.CloseWrite(pb.CloseWriteRequest(session_id=s.session_id, length=0, commit=True), timeout=TIMEOUT)
+            assert done.length == 0  # the session stayed open through the refusals
             ns.Rename(pb.RenameRequest(src="/d/g", dst="/d/h"), timeout=TIMEOUT)
             assert ns.Stat(pb.PathRequest(path="/d/h"), timeout=TIMEOUT).id == done.id
             ns.Remove(pb.RemoveRequest(path="/d", recursive=True), timeout=TIMEOUT)
