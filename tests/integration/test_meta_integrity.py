@@ -135,3 +135,22 @@ def test_close_write_lengths_are_checked_against_the_chunks(client: ChainClient)
     with client.open_writer("/len/f", mpb.APPEND) as writer:
         writer.write(b"tail" * 20000)  # crosses into the next chunk on the other chain
     assert client.read_file("/len/f") == data + b"tail" * 20000
+
+
+def test_batched_closes_check_each_file(client: ChainClient) -> None:
+    """In one CloseWriteMany, a file whose length its chunks do not back is refused alone."""
+    client.mkdir("/lenmany", parents=True, layout=_layout())
+    files = {f"/lenmany/{i}": bytes([i]) * (1000 + 70_000 * (i % 3)) for i in range(12)}
+    assert all(isinstance(r, mpb.Inode) for r in client.write_files(files))  # the real batched writer
+    assert {p: client.read_file(p) for p in files} == files
+    sessions = client.meta.open_write_many(["/lenmany/good", "/lenmany/bad"], mpb.REPLACE, "c1")
+    for session in sessions:
+        inode = session.inode
+        client.storage.write_chunk(chain_of(inode.layout, 0), inode.id, 0, b"z" * 500, CHUNK, 0, True)
+    good, bad = client.meta.close_write_many([(sessions[0].session_id, 500, True), (sessions[1].session_id, 501, True)],
+                                             ["/lenmany/good", "/lenmany/bad"])
+    assert isinstance(good, mpb.Inode) and good.length == 500
+    assert isinstance(bad, ValueError) and "length 501" in str(bad)
+    with pytest.raises(FileNotFoundError):
+        client.stat("/lenmany/bad")
+    assert client.meta.close_write(sessions[1].session_id, 500, commit=True).length == 500  # it stayed open
