@@ -25,6 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--port", type=int, default=0, help="metaserver port (0 picks a free one)")
     up.add_argument("--heartbeat-timeout", type=float, default=5.0)
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a healthy cluster")
+    up.add_argument("--meta-backend", choices=("rocksdb", "etcd"), default="rocksdb",
+                    help="metadata store: embedded RocksDB, or an etcd cluster started alongside")
+    up.add_argument("--metaservers", type=int, default=1, help="metaservers over one etcd (etcd backend)")
+    up.add_argument("--etcd-members", type=int, default=1, help="etcd members to start (etcd backend)")
     up.set_defaults(func=cmd_up)
 
     status = csub.add_parser("status", help="nodes, targets, chains and their states")
@@ -40,7 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     cluster = LocalCluster(args.dir, storage_nodes=args.storage_nodes, replicas=args.replicas,
                            targets_per_node=args.targets_per_node, port=args.port,
-                           heartbeat_timeout=args.heartbeat_timeout, start_timeout=args.timeout)
+                           heartbeat_timeout=args.heartbeat_timeout, start_timeout=args.timeout,
+                           meta_backend=args.meta_backend, metaservers=args.metaservers,
+                           etcd_members=args.etcd_members)
     cluster.start()
     print(cluster.url)
     return 0

@@ -86,7 +86,7 @@ class ChainFileSystem(AbstractFileSystem):
         if not path.startswith(f"{PROTOCOL}://") or path.startswith(f"{PROTOCOL}:///"):
             return {}
         url = parse_url(path)  # ValueError naming a malformed URL
-        return {"host": url.host, "port": url.port}
+        return {"address": url.address}
 
     def unstrip_protocol(self, name: str) -> str:
         return f"{PROTOCOL}://{self.address}{self._strip_protocol(name)}"
@@ -380,12 +380,15 @@ def _resolve_range(start: int | None, end: int | None, size: int) -> tuple[int, 
 
 
 def _resolve_address(host: str | None, port: int | str | None, address: str | None) -> str:
-    """The metaserver's HOST:PORT from the options, or from $CHAINFS_ADDRESS."""
+    """The metaservers' HOST:PORT[,HOST:PORT...] from the options, or from $CHAINFS_ADDRESS."""
     if address is None and host is not None:
         address = f"{host}:{port}" if port is not None else str(host)
     if address is None:
         address = os.environ.get(ADDRESS_ENV)
     if not address:
         raise ValueError(f"chainfs needs the metaserver address: host=, port= (or ${ADDRESS_ENV})")
-    host_part, port_num = split_address(address)
-    return f"{host_part}:{port_num}"
+    out = []
+    for one in address.split(","):  # several metaservers of one cluster: "h1:p1,h2:p2"
+        host_part, port_num = split_address(one.strip())
+        out.append(f"{host_part}:{port_num}")
+    return ",".join(out)

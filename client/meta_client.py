@@ -25,17 +25,39 @@ T = TypeVar("T")
 CHANNELS = ChannelPool()
 
 
+def split_addresses(address: str) -> list[str]:
+    """'h1:p1,h2:p2' -> ['h1:p1', 'h2:p2'] (one cluster's metaservers, in the order to try)."""
+    items = [a.strip() for a in address.split(",") if a.strip()]
+    if not items:
+        raise ValueError(f"no metaserver address in {address!r}")
+    return items
+
+
 class MetaClient:
-    """Calls the metaserver. Failures surface as built-in exceptions naming the path."""
+    """Calls the metaservers. Failures surface as built-in exceptions naming the path.
+
+    `address` may list several metaservers of one cluster ("h1:p1,h2:p2"): calls go to one of them
+    and move to the next when it is unreachable, times out, or is a standby refusing a cluster
+    manager call (all UNAVAILABLE / TIMEOUT, retried within the deadline)."""
 
     def __init__(self, address: str, timeout: float = config.META_RPC_TIMEOUT,
                  retry_deadline: float = 30.0) -> None:
         self.address = address
+        self.addresses = split_addresses(address)
         self.timeout = timeout
         self.retry_deadline = retry_deadline
+        self._current = 0
         self._client_id = ""
         self._client_pid = -1
         self._seq = itertools.count(1)
+
+    @property
+    def current(self) -> str:
+        return self.addresses[self._current % len(self.addresses)]
+
+    def _failover(self, reason: Reason) -> None:
+        if len(self.addresses) > 1 and reason in (Reason.UNAVAILABLE, Reason.TIMEOUT):
+            self._current = (self._current + 1) % len(self.addresses)
 
     def request_id(self) -> str:
         """A fresh id for one mutation; its retries reuse it, so the metaserver applies it once."""
@@ -45,15 +67,16 @@ class MetaClient:
 
     @property
     def _ns(self) -> pb_grpc.NamespaceStub:
-        return pb_grpc.NamespaceStub(CHANNELS.get(self.address))
+        return pb_grpc.NamespaceStub(CHANNELS.get(self.current))
 
     @property
     def _cm(self) -> pb_grpc.ClusterManagerStub:
-        return pb_grpc.ClusterManagerStub(CHANNELS.get(self.address))
+        return pb_grpc.ClusterManagerStub(CHANNELS.get(self.current))
 
     def _call(self, fn: Callable[[], T], path: str | None) -> T:
         try:
-            return call_with_retry(fn, self.retry_deadline, what=f"metaserver {self.address}")
+            return call_with_retry(fn, self.retry_deadline, on_retry=self._failover,
+                                   what=f"metaserver {self.address}")
         except grpc.RpcError as err:
             exc = to_exception(err, path)
             if isinstance(exc, (ConnectionError, TimeoutError)):

@@ -1,4 +1,4 @@
-"""Parsing `chainfs://HOST:PORT/path` URLs."""
+"""Parsing `chainfs://HOST:PORT/path` URLs (`chainfs://H1:P1,H2:P2/path` for several metaservers)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,18 @@ SCHEME = "chainfs"
 
 @dataclass(frozen=True)
 class ChainfsURL:
-    host: str
+    host: str  # the first metaserver
     port: int
     path: str  # normalized absolute path
+    others: tuple[str, ...] = ()  # further metaservers of the same cluster, HOST:PORT each
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        """Every metaserver, comma-separated (what MetaClient and ChainFileSystem take)."""
+        return ",".join((f"{self.host}:{self.port}", *self.others))
 
     def __str__(self) -> str:
-        return f"{SCHEME}://{self.host}:{self.port}{self.path}"
+        return f"{SCHEME}://{self.address}{self.path}"
 
 
 def is_chainfs_url(text: str) -> bool:
@@ -35,6 +37,14 @@ def parse_url(text: str) -> ChainfsURL:
     parts = urlsplit(text)
     if parts.query or parts.fragment:
         raise ValueError(f"chainfs URLs take no query or fragment: {text!r}")
+    hosts = [_host_port(f"{SCHEME}://{item}", text) for item in parts.netloc.split(",")]
+    path = checked_path(parts.path or "/")
+    (host, port), rest = hosts[0], hosts[1:]
+    return ChainfsURL(host=host, port=port, path=path, others=tuple(f"{h}:{p}" for h, p in rest))
+
+
+def _host_port(one: str, text: str) -> tuple[str, int]:
+    parts = urlsplit(one)
     host = parts.hostname
     try:
         port = parts.port
@@ -44,7 +54,6 @@ def parse_url(text: str) -> ChainfsURL:
         raise ValueError(f"chainfs URL needs HOST:PORT: {text!r}")
     if port == 0:
         raise ValueError(f"port 0 is not a valid port: {text!r}")
-    path = checked_path(parts.path or "/")
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
-    return ChainfsURL(host=host, port=port, path=path)
+    return host, port

@@ -1,7 +1,9 @@
-"""A local multi-process cluster: one metaserver and N storage servers on loopback.
+"""A local multi-process cluster: metaserver(s) and N storage servers on loopback.
 
 `chainfs cluster up/down/status` and the tests use it. State lives under one directory:
-`cluster.json` (addresses and pids), `logs/`, `meta/`, `storage-<i>/`.
+`cluster.json` (addresses and pids), `logs/`, `meta/`, `storage-<i>/`, and with the etcd backend
+`etcd/` (the etcd members). With `meta_backend="etcd"` any number of metaservers share one etcd
+cluster (`metaservers=`, `etcd_members=`); `address` lists them all ("h:p1,h:p2,...").
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from chainfs.common.config import DEFAULT_HOST
 from chainfs.proto import meta_pb2 as mpb
 
 from chainfs.client.meta_client import MetaClient
+from chainfs.cluster.etcd import EtcdCluster
 from chainfs.cluster.process import is_alive, is_ours, read_port, spawn, stop_pid, wait_for
 
 log = logging.getLogger(__name__)
@@ -42,28 +45,39 @@ class ClusterState:
     replicas: int
     targets_per_node: int
     heartbeat_timeout: float
-    meta: ServerState
+    metas: list[ServerState]
     storage: list[ServerState] = field(default_factory=list)
     gc_interval: float = 2.0
     gc_grace: float = 30.0
+    meta_backend: str = "rocksdb"
+    etcd: list[dict[str, Any]] = field(default_factory=list)  # EtcdMember fields
+    etcd_prefix: str = "/chainfs"
+
+    @property
+    def meta(self) -> ServerState:
+        return self.metas[0]
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.meta.port}"
+        return ",".join(f"{self.host}:{m.port}" for m in self.metas)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        data["meta"] = asdict(self.meta)  # the first metaserver, as single-metaserver readers expect
         data["address"] = self.address
         data["url"] = f"chainfs://{self.address}"
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "ClusterState":
+        metas = data.get("metas") or [data["meta"]]
         return cls(
             host=data["host"], replicas=data["replicas"], targets_per_node=data["targets_per_node"],
-            heartbeat_timeout=data["heartbeat_timeout"], meta=ServerState(**data["meta"]),
+            heartbeat_timeout=data["heartbeat_timeout"], metas=[ServerState(**m) for m in metas],
             storage=[ServerState(**s) for s in data["storage"]],
             gc_interval=data.get("gc_interval", 2.0), gc_grace=data.get("gc_grace", 30.0),
+            meta_backend=data.get("meta_backend", "rocksdb"), etcd=data.get("etcd", []),
+            etcd_prefix=data.get("etcd_prefix", "/chainfs"),
         )
 
 
@@ -73,7 +87,8 @@ class LocalCluster:
     def __init__(self, root: str | os.PathLike[str], storage_nodes: int = 3, replicas: int = 3,
                  targets_per_node: int = 4, port: int = 0, host: str = DEFAULT_HOST,
                  heartbeat_timeout: float = 5.0, start_timeout: float = 60.0, gc_interval: float = 2.0,
-                 gc_grace: float = 30.0, fsync: bool = True) -> None:
+                 gc_grace: float = 30.0, fsync: bool = True, meta_backend: str = "rocksdb",
+                 metaservers: int = 1, etcd_members: int = 1) -> None:
         if storage_nodes < 1:
             raise ValueError(f"storage_nodes must be >= 1, got {storage_nodes}")
         if not 1 <= replicas <= storage_nodes:
@@ -82,14 +97,25 @@ class LocalCluster:
             raise ValueError(f"targets_per_node must be >= 1, got {targets_per_node}")
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, got {port}")
+        if meta_backend not in ("rocksdb", "etcd"):
+            raise ValueError(f"meta_backend must be 'rocksdb' or 'etcd', got {meta_backend!r}")
+        if metaservers < 1 or (metaservers > 1 and meta_backend != "etcd"):
+            raise ValueError(f"metaservers must be 1 with rocksdb (several need meta_backend='etcd'), got {metaservers}")
+        if etcd_members < 1:
+            raise ValueError(f"etcd_members must be >= 1, got {etcd_members}")
         self.root = Path(root).resolve()
         self.start_timeout = start_timeout
         self.fsync = fsync  # False only where durability is not under test (it costs 3 fsyncs per hop)
         self._procs: dict[str, subprocess.Popen] = {}
+        self.etcd_members = etcd_members
+        self.etcd: EtcdCluster | None = None
         self.state = ClusterState(
             host=host, replicas=replicas, targets_per_node=targets_per_node,
             heartbeat_timeout=heartbeat_timeout, gc_interval=gc_interval, gc_grace=gc_grace,
-            meta=ServerState(port=port, data_dir=str(self.root / "meta"), log=str(self.root / "logs" / "meta.log")),
+            meta_backend=meta_backend,
+            metas=[ServerState(port=port if i == 0 else 0, data_dir=str(self.root / ("meta" if i == 0 else f"meta-{i}")),
+                               log=str(self.root / "logs" / ("meta.log" if i == 0 else f"meta-{i}.log")))
+                   for i in range(metaservers)],
             storage=[ServerState(data_dir=str(self.root / f"storage-{i}"),
                                  log=str(self.root / "logs" / f"storage-{i}.log")) for i in range(storage_nodes)],
         )
@@ -120,7 +146,11 @@ class LocalCluster:
             if any(_running(s, m) for s, m in _servers(old)):
                 raise FileExistsError(17, "a cluster is already running in this directory", str(self.root))
         try:
-            self._start_meta()
+            if self.state.meta_backend == "etcd":
+                self.etcd = EtcdCluster(self.root / "etcd", members=self.etcd_members).start()
+                self.state.etcd = [asdict(m) for m in self.etcd.members]
+            for i in range(len(self.state.metas)):
+                self._start_meta(i)
             for i in range(self.storage_nodes):
                 self._start_storage(i)
             self.wait_healthy(self.start_timeout)
@@ -129,19 +159,27 @@ class LocalCluster:
             raise
         return self
 
-    def _start_meta(self) -> None:
-        meta = self.state.meta
-        port_file = self.root / "meta.port"
+    def _meta_name(self, i: int) -> str:
+        return "meta" if i == 0 else f"meta-{i}"
+
+    def _start_meta(self, i: int = 0) -> None:
+        meta = self.state.metas[i]
+        port_file = self.root / f"{self._meta_name(i)}.port"
         port_file.unlink(missing_ok=True)
-        args = ["--data-dir", meta.data_dir, "--host", self.state.host, "--port", str(meta.port),
+        args = ["--host", self.state.host, "--port", str(meta.port),
                 "--port-file", str(port_file), "--replication", str(self.state.replicas),
                 "--min-nodes", str(self.storage_nodes),
                 "--heartbeat-timeout", str(self.state.heartbeat_timeout),
                 "--gc-interval", str(self.state.gc_interval), "--gc-grace", str(self.state.gc_grace)]
+        if self.state.meta_backend == "etcd":
+            args += ["--meta-backend", "etcd", "--etcd", ",".join(self._etcd().endpoints),
+                     "--etcd-prefix", self.state.etcd_prefix]
+        else:
+            args += ["--data-dir", meta.data_dir]
         proc = spawn(META_MODULE, args, Path(meta.log))
-        self._procs["meta"] = proc
+        self._procs[self._meta_name(i)] = proc
         meta.pid = proc.pid
-        meta.port = self._await_port(proc, port_file, "metaserver", meta.log)
+        meta.port = self._await_port(proc, port_file, f"metaserver {i}", meta.log)
         self._save()
 
     def _start_storage(self, i: int) -> None:
@@ -177,14 +215,24 @@ class LocalCluster:
         os.replace(tmp, self.root / STATE_FILE)
 
     def stop(self) -> None:
-        """Stops every server this cluster started, by pid."""
-        for name, (server, marker) in zip(self._names(), _servers(self.state)):
+        """Stops every server this cluster started, by pid (storage, metaservers, then etcd)."""
+        for name, (server, marker) in reversed(list(zip(self._names(), _servers(self.state)))):
             if server.pid:
                 stop_pid(server.pid, marker, proc=self._procs.get(name))
         self._procs.clear()
+        if self.state.etcd:
+            self._etcd().stop()
 
     def _names(self) -> list[str]:
-        return ["meta"] + [f"storage-{i}" for i in range(self.storage_nodes)]
+        return [self._meta_name(i) for i in range(len(self.state.metas))] + \
+            [f"storage-{i}" for i in range(self.storage_nodes)]
+
+    def _etcd(self) -> EtcdCluster:
+        if self.etcd is None:
+            if not self.state.etcd:
+                raise ValueError("this cluster runs no etcd (meta_backend is rocksdb)")
+            self.etcd = EtcdCluster(self.root / "etcd", members_state=self.state.etcd)
+        return self.etcd
 
     def __enter__(self) -> "LocalCluster":
         return self.start()
@@ -195,7 +243,9 @@ class LocalCluster:
     # ---- health ----
 
     def routing(self) -> mpb.RoutingTable:
-        return MetaClient(self.address, timeout=2.0, retry_deadline=0).routing(0).routing
+        # Several metaservers: time to move past the standbys to the elected manager.
+        deadline = 0.0 if len(self.state.metas) == 1 else 5.0
+        return MetaClient(self.address, timeout=2.0, retry_deadline=deadline).routing(0).routing
 
     def is_healthy(self) -> bool:
         try:
@@ -237,15 +287,69 @@ class LocalCluster:
         stop_pid(node.pid, STORAGE_MODULE, proc=self._procs.get(f"storage-{i}"))
         self._start_storage(i)
 
-    def kill_meta(self) -> None:
-        self._signal("meta", self.state.meta.pid, signal.SIGKILL)
-        proc = self._procs.get("meta")
+    def kill_meta(self, i: int = 0) -> None:
+        name = self._meta_name(i)
+        self._signal(name, self.state.metas[i].pid, signal.SIGKILL)
+        proc = self._procs.get(name)
         if proc is not None:
             proc.wait(timeout=10)
 
-    def restart_meta(self) -> None:
-        stop_pid(self.state.meta.pid, META_MODULE, proc=self._procs.get("meta"))
-        self._start_meta()
+    def pause_meta(self, i: int = 0) -> None:
+        self._signal(self._meta_name(i), self.state.metas[i].pid, signal.SIGSTOP)
+
+    def resume_meta(self, i: int = 0) -> None:
+        self._signal(self._meta_name(i), self.state.metas[i].pid, signal.SIGCONT)
+
+    def restart_meta(self, i: int = 0) -> None:
+        stop_pid(self.state.metas[i].pid, META_MODULE, proc=self._procs.get(self._meta_name(i)))
+        self._start_meta(i)
+
+    def leader_meta(self, timeout: float = 0.0) -> int:
+        """The index of the metaserver running the cluster manager (0 with rocksdb); waits up to
+        `timeout` for one to be elected, else raises LookupError."""
+        if self.state.meta_backend != "etcd":
+            return 0
+        from chainfs.metaserver.etcd_client import EtcdClient
+
+        ports = {f"{self.state.host}:{m.port}": i for i, m in enumerate(self.state.metas)}
+        client = EtcdClient(self._etcd().endpoints, timeout=2.0)
+        found: list[int] = []
+
+        def elected() -> bool:
+            try:
+                kv = client.get(self.state.etcd_prefix.encode() + b"/leader")
+            except OSError:
+                return False
+            i = ports.get(kv.value.decode()) if kv is not None else None
+            # A killed leader's key outlives it until its lease lapses: only a running one counts.
+            if i is not None and _running(self.state.metas[i], META_MODULE):
+                found.append(i)
+                return True
+            return False
+
+        try:
+            if timeout <= 0:
+                if not elected():
+                    raise LookupError("no metaserver is the cluster manager now")
+            else:
+                wait_for(elected, timeout, "a metaserver to be elected cluster manager")
+        finally:
+            client.close()
+        return found[-1]
+
+    def kill_etcd(self, i: int) -> None:
+        self._etcd().kill(i)
+
+    def pause_etcd(self, i: int) -> None:
+        self._etcd().pause(i)
+
+    def resume_etcd(self, i: int) -> None:
+        self._etcd().resume(i)
+
+    def restart_etcd(self, i: int) -> None:
+        self._etcd().restart(i)
+        self.state.etcd = [asdict(m) for m in self._etcd().members]
+        self._save()
 
     # ---- reattaching (the CLI runs up, status and down as separate commands) ----
 
@@ -259,17 +363,21 @@ class LocalCluster:
         state = ClusterState.from_json(data)
         cluster = cls(root, storage_nodes=len(state.storage), replicas=state.replicas,
                       targets_per_node=state.targets_per_node, host=state.host,
-                      heartbeat_timeout=state.heartbeat_timeout)
+                      heartbeat_timeout=state.heartbeat_timeout, meta_backend=state.meta_backend,
+                      metaservers=len(state.metas), etcd_members=max(1, len(state.etcd)))
         cluster.state = state
         return cluster
 
     def running(self) -> dict[str, bool]:
-        return {name: _running(server, marker)
-                for name, (server, marker) in zip(self._names(), _servers(self.state))}
+        out = {name: _running(server, marker)
+               for name, (server, marker) in zip(self._names(), _servers(self.state))}
+        for i, m in enumerate(self.state.etcd):
+            out[f"etcd-{i}"] = bool(m.get("pid")) and is_alive(m["pid"]) and is_ours(m["pid"], "etcd")
+        return out
 
 
 def _servers(state: ClusterState) -> list[tuple[ServerState, str]]:
-    return [(state.meta, META_MODULE)] + [(s, STORAGE_MODULE) for s in state.storage]
+    return [(m, META_MODULE) for m in state.metas] + [(s, STORAGE_MODULE) for s in state.storage]
 
 
 def _running(server: ServerState, marker: str) -> bool:

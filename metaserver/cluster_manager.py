@@ -27,7 +27,7 @@ from chainfs.common.errors import ChainfsError, Reason
 from chainfs.metaserver.chain_states import OFFLINE_LOCAL, UNKNOWN, TargetView, next_chain
 from chainfs.metaserver.store import (
     C_CHAIN, C_NODE, C_ROUTING, C_TARGET, P_CHAIN, P_NODE, P_TARGET,
-    Store, Txn, chain_key, node_key, target_key,
+    Store, Txn, TxnConflict, chain_key, node_key, target_key,
 )
 from chainfs.proto import meta_pb2 as pb
 
@@ -59,30 +59,65 @@ class ClusterManager:
         self._last_seen_ns: dict[int, int] = {}     # node id -> wall time of the same
         self._local_states: dict[int, int] = {}     # target id -> LocalTargetState
         self._started = clock()
+        self.active = True  # False on a standby metaserver (see activate / deactivate)
         self._load()
 
     def _load(self) -> None:
+        snap = self.store.txn()  # one snapshot (one revision on etcd), read-only
         self.nodes: dict[int, pb.NodeInfo] = {}
         self.targets: dict[int, pb.TargetInfo] = {}
         self.chains: dict[int, pb.ChainInfo] = {}  # targets hold only target ids, in chain order
-        for raw in self.store.values(P_NODE):
+        for raw in snap.values(P_NODE):
             node = pb.NodeInfo.FromString(raw)
             self.nodes[node.node_id] = node
-        for raw in self.store.values(P_TARGET):
+        for raw in snap.values(P_TARGET):
             target = pb.TargetInfo.FromString(raw)
             self.targets[target.target_id] = target
-        for raw in self.store.values(P_CHAIN):
+        for raw in snap.values(P_CHAIN):
             chain = pb.ChainInfo.FromString(raw)
             self.chains[chain.chain_id] = chain
-        self.routing_version = self.store.counter(C_ROUTING, 1)
+        self.routing_version = snap.counter(C_ROUTING, 1)
+
+    # ---- the manager's role (several metaservers: only the elected one is active) ----
+
+    def activate(self) -> None:
+        """Takes over as the manager: fresh tables from the store, liveness relearned (with grace)."""
+        with self._lock:
+            self._load()
+            self._last_seen.clear()
+            self._last_seen_ns.clear()
+            self._local_states.clear()
+            self._started = self.clock()
+            self.active = True
+        log.info("cluster manager active at routing v%d (%d chains)", self.routing_version, len(self.chains))
+
+    def deactivate(self) -> None:
+        with self._lock:
+            self.active = False
+
+    def require_active(self) -> None:
+        if not self.active:
+            raise ChainfsError(Reason.UNAVAILABLE, "this metaserver is not the cluster manager now; try another")
+
+    def follow(self) -> None:
+        """A standby's view of the chains (new files need them): reloaded when the routing moved."""
+        if self.active:
+            return
+        if self.store.counter(C_ROUTING, 1) != self.routing_version:
+            with self._lock:
+                self._load()
 
     @contextlib.contextmanager
     def _mutate(self) -> Iterator[Txn]:
-        """One synced batch; on any failure memory is reloaded from what the store really holds."""
+        """One synced batch; on any failure memory is reloaded from what the store really holds.
+        On etcd the batch is fenced: it applies only while this metaserver holds the manager's lease."""
         txn = self.store.txn()
         try:
             yield txn
-            self.store.commit(txn)
+            self.store.commit(txn, fenced=True)
+        except TxnConflict:
+            self._load()
+            raise ChainfsError(Reason.UNAVAILABLE, "lost the cluster manager role while writing") from None
         except BaseException:
             self._load()
             raise

@@ -59,6 +59,7 @@ class EtcdStore(Store):
         self._ids: dict[bytes, tuple[int, int]] = {}
         self._id_lock = threading.Lock()
         self._fence: epb.Compare | None = None
+        self._fence_required = False  # set by the manager election; a lone store writes unfenced
         self._closed = False
         log.info("metadata store on %s", self.path)
 
@@ -111,6 +112,10 @@ class EtcdStore(Store):
         self._check_open()
         return EtcdTxn(self)
 
+    def require_fence(self) -> None:
+        """From now on `commit(txn, fenced=True)` applies only while `fence_with` holds a compare."""
+        self._fence_required = True
+
     def fence_with(self, compare: epb.Compare | None) -> None:
         """Guards `commit(txn, fenced=True)` (the cluster manager's writes) by the leader's key."""
         self._fence = compare
@@ -122,10 +127,11 @@ class EtcdStore(Store):
         assert isinstance(txn, EtcdTxn)
         compares = [mod_equals(k, r) for k, r in txn.seen.items()]
         compares += [range_unchanged_since(s, e, txn.revision) for s, e in txn.ranges]
-        if fenced:
-            if self._fence is None:
+        if fenced and self._fence_required:
+            fence = self._fence
+            if fence is None:
                 raise ChainfsError(Reason.UNAVAILABLE, "this metaserver is not the cluster manager")
-            compares.append(self._fence)
+            compares.append(fence)
         ops = [delete_op(self.ekey(k)) if v is None else put_op(self.ekey(k), v) for k, v in txn.writes.items()]
         resp = self.client.txn(compares, ops)
         if not resp.succeeded:

@@ -77,6 +77,8 @@ class GarbageCollector:
         tick = min(self.interval, self.session_interval)
         next_gc = self.clock() + self.interval
         while not self._stop.wait(tick):
+            if not self.cluster.active:  # a standby metaserver: the elected one collects
+                continue
             now = self.clock()
             if now - self._last_sweep >= self.session_interval:
                 self._last_sweep = now

@@ -131,6 +131,7 @@ class ClusterManagerServicer(pb_grpc.ClusterManagerServicer):
 
     @handler
     def Register(self, request: pb.RegisterRequest, context: grpc.ServicerContext) -> pb.RegisterReply:
+        self.cluster.require_active()
         targets = [(t.target_id, t.path) for t in request.targets]
         endpoint = pb.NodeInfo(data_address=request.data_address, host_id=request.host_id,
                                local_socket=request.local_socket)
@@ -139,12 +140,14 @@ class ClusterManagerServicer(pb_grpc.ClusterManagerServicer):
 
     @handler
     def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatReply:
+        self.cluster.require_active()
         if not request.node_id:
             raise ChainfsError(Reason.INVALID_ARGUMENT, "heartbeat: node_id is required")
         return self.cluster.heartbeat(request.node_id, request.address, request.targets, request.routing_version)
 
     @handler
     def GetRouting(self, request: pb.RoutingRequest, context: grpc.ServicerContext) -> pb.RoutingReply:
+        self.cluster.require_active()
         changed, routing = self.cluster.get_routing(request.known_version)
         reply = pb.RoutingReply(changed=changed)
         if routing is not None:

@@ -1,5 +1,9 @@
 """The metaserver process: store + namespace + cluster manager behind one gRPC server.
 
+Backends: `rocksdb` (one metaserver over its own directory) or `etcd` (any number of stateless
+metaservers over one etcd cluster; each serves the namespace, and the one elected by an etcd lease
+runs the cluster manager and GC while the others stand by, see `election.py`).
+
 `MetaServer` can run in-process (tests, tools) or through `run_server` (the module CLI and
 `chainfs meta serve`). The bound port is published in --port-file only after the server has
 started, written atomically, so whoever polls for the file can connect at once.
@@ -12,22 +16,57 @@ import logging
 import os
 import threading
 
+from typing import Sequence
+
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from chainfs.common import config
+from chainfs.common.errors import ChainfsError
 from chainfs.common.rpc import bind, make_server, serve_forever_until_signal, write_port_file
 from chainfs.metaserver.cluster_manager import ClusterManager
+from chainfs.metaserver.election import ManagerElection
+from chainfs.metaserver.etcd_store import EtcdStore
 from chainfs.metaserver.extent_check import ChunkExtentCheck
 from chainfs.metaserver.gc import DEFAULT_GC_GRACE, DEFAULT_GC_INTERVAL, DEFAULT_GC_RATE, GarbageCollector
 from chainfs.metaserver.handlers import ClusterManagerServicer, NamespaceServicer
 from chainfs.metaserver.namespace import Namespace
-from chainfs.metaserver.store import MetaStore
+from chainfs.metaserver.store import MetaStore, Store
 from chainfs.proto import meta_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAMES = ("chainfs.Namespace", "chainfs.ClusterManager")
 DEFAULT_SWEEP_INTERVAL = 10.0
+BACKENDS = ("rocksdb", "etcd")
+
+
+def split_endpoints(text: str | Sequence[str] | None) -> list[str]:
+    """'h1:p1,h2:p2' (or a list) -> ['h1:p1', 'h2:p2']."""
+    if text is None:
+        return []
+    items = text.split(",") if isinstance(text, str) else list(text)
+    return [i.strip() for i in items if i.strip()]
+
+
+def open_store(backend: str, data_dir: str | os.PathLike[str] | None, etcd: str | Sequence[str] | None = None,
+               etcd_prefix: str = "/chainfs") -> Store:
+    """The metadata store of one backend; ValueError naming what is missing."""
+    if backend == "rocksdb":
+        if not data_dir:
+            raise ValueError("the rocksdb backend needs --data-dir")
+        return MetaStore(data_dir)
+    if backend == "etcd":
+        endpoints = split_endpoints(etcd)
+        if not endpoints:
+            raise ValueError("the etcd backend needs --etcd HOST:PORT[,HOST:PORT...]")
+        return EtcdStore(endpoints, prefix=etcd_prefix)
+    raise ValueError(f"unknown metadata backend {backend!r} (expected one of {', '.join(BACKENDS)})")
+
+
+def default_manager_lease(heartbeat_timeout: float) -> int:
+    """The manager's lease (whole seconds, as etcd counts): half a heartbeat timeout, at least 1 s,
+    so that a new manager is elected before storage nodes give up on the old one for long."""
+    return max(1, int(heartbeat_timeout / 2))
 
 
 class MetaServer:
@@ -35,7 +74,7 @@ class MetaServer:
 
     def __init__(
         self,
-        data_dir: str | os.PathLike[str],
+        data_dir: str | os.PathLike[str] | None,
         host: str = config.DEFAULT_HOST,
         port: int = 0,
         replication: int = config.DEFAULT_REPLICATION,
@@ -47,15 +86,23 @@ class MetaServer:
         gc_interval: float = DEFAULT_GC_INTERVAL,
         gc_rate: float = DEFAULT_GC_RATE,
         gc_grace: float = DEFAULT_GC_GRACE,
+        meta_backend: str = "rocksdb",
+        etcd: str | Sequence[str] | None = None,
+        etcd_prefix: str = "/chainfs",
+        manager_lease: int | None = None,
     ) -> None:
         self.host = host
         self.requested_port = port
         self.port = 0
         self.sweep_interval = max(0.05, sweep_interval)
-        self.store = MetaStore(data_dir)
+        self.store = open_store(meta_backend, data_dir, etcd, etcd_prefix)
+        self.election: ManagerElection | None = None
+        self.manager_lease = manager_lease or default_manager_lease(heartbeat_timeout)
         try:
             self.cluster = ClusterManager(self.store, replication=replication, heartbeat_timeout=heartbeat_timeout,
                                           min_nodes=min_nodes)
+            if self.store.backend == "etcd":
+                self.cluster.active = False  # a standby until elected
             self.extent_check = ChunkExtentCheck(self.cluster)
             self.namespace = Namespace(self.store, self.cluster, replication=replication, lease_s=session_lease,
                                        extent_check=self.extent_check)
@@ -88,13 +135,22 @@ class MetaServer:
         self._monitor = threading.Thread(target=self._monitor_loop, name="chain-monitor", daemon=True)
         self._monitor.start()
         self.gc.start()
+        if isinstance(self.store, EtcdStore):
+            self.election = ManagerElection(self.store, self.address, self.manager_lease,
+                                            on_elected=self.cluster.activate, on_deposed=self.cluster.deactivate)
+            self.election.start()
         log.info("metaserver serving on %s (data %s)", self.address, self.store.path)
         return self.port
 
     def _monitor_loop(self) -> None:
         while not self._stop.wait(self.monitor_interval):
             try:
-                self.cluster.check_chains()
+                if self.cluster.active:
+                    self.cluster.check_chains()
+                else:
+                    self.cluster.follow()
+            except ChainfsError as exc:
+                log.info("checking chains: %s", exc.message)
             except Exception:  # noqa: BLE001 - keep watching; the next pass may succeed
                 log.exception("checking chains failed")
 
@@ -103,6 +159,9 @@ class MetaServer:
         if self._stopped:
             return
         self._stopped = True
+        if self.election is not None:
+            self.election.stop()  # hands the manager's role over at once
+            self.cluster.deactivate()
         self.health.enter_graceful_shutdown()
         self.grpc_server.stop(grace).wait()
         self._stop.set()
@@ -124,7 +183,13 @@ class MetaServer:
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """The metaserver's flags; pass a (sub)parser to add them to it (`chainfs meta serve`)."""
     p = parser or argparse.ArgumentParser(prog="python -m chainfs.metaserver", description="chainfs metaserver")
-    p.add_argument("--data-dir", required=True, help="RocksDB directory (created if missing)")
+    p.add_argument("--meta-backend", choices=BACKENDS, default="rocksdb",
+                   help="rocksdb: one metaserver over --data-dir; etcd: several metaservers over --etcd")
+    p.add_argument("--data-dir", default=None, help="RocksDB directory (created if missing; rocksdb backend)")
+    p.add_argument("--etcd", default=None, help="etcd endpoints HOST:PORT[,HOST:PORT...] (etcd backend)")
+    p.add_argument("--etcd-prefix", default="/chainfs", help="key prefix of this cluster in etcd")
+    p.add_argument("--manager-lease", type=int, default=None,
+                   help="seconds of the cluster manager's etcd lease (default: half the heartbeat timeout)")
     p.add_argument("--host", default=config.DEFAULT_HOST)
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--port-file", default=None, help="write the bound port here once serving")
@@ -148,6 +213,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 def server_from_args(args: argparse.Namespace) -> MetaServer:
     return MetaServer(
         args.data_dir,
+        meta_backend=args.meta_backend,
+        etcd=args.etcd,
+        etcd_prefix=args.etcd_prefix,
+        manager_lease=args.manager_lease,
         host=args.host,
         port=args.port,
         replication=args.replication,
@@ -172,7 +241,11 @@ def run_server(args_list: list[str] | None = None, args: argparse.Namespace | No
     if args.replication < 1:
         log.error("--replication must be >= 1")
         return 2
-    server = server_from_args(args)
+    try:
+        server = server_from_args(args)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
     try:
         port = server.start()
     except Exception:

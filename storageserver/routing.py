@@ -128,7 +128,13 @@ class ClusterRouting:
                  target_paths: Sequence[str], channels: ChannelPool | None = None, *,
                  heartbeat_interval: float = config.HEARTBEAT_INTERVAL,
                  refresh_interval: float = 0.05, self_fence: bool = True) -> None:
+        # Several metaservers ("h1:p1,h2:p2"): calls go to one and move on when it is unreachable or
+        # a standby (only the elected one runs the cluster manager).
         self.meta_address = meta_address
+        self.meta_addresses = [a.strip() for a in meta_address.split(",") if a.strip()]
+        if not self.meta_addresses:
+            raise ValueError(f"no metaserver address in {meta_address!r}")
+        self._meta_index = 0
         self.data_dir = Path(data_dir)
         self.address = address
         self.target_paths = [str(Path(p).resolve()) for p in target_paths]
@@ -184,8 +190,19 @@ class ClusterRouting:
         """Calls `callback(target_ids)` after every successful (re-)registration."""
         self._listeners.append(callback)
 
+    @property
+    def current_meta(self) -> str:
+        return self.meta_addresses[self._meta_index % len(self.meta_addresses)]
+
     def _stub(self) -> meta_pb2_grpc.ClusterManagerStub:
-        return meta_pb2_grpc.ClusterManagerStub(self.channels.get(self.meta_address))
+        return meta_pb2_grpc.ClusterManagerStub(self.channels.get(self.current_meta))
+
+    def _meta_failed(self, err: grpc.RpcError) -> bool:
+        """Moves to the next metaserver after one that cannot serve us; True if it moved."""
+        if len(self.meta_addresses) > 1 and reason_of(err) in (Reason.UNAVAILABLE, Reason.TIMEOUT):
+            self._meta_index = (self._meta_index + 1) % len(self.meta_addresses)
+            return True
+        return False
 
     def register(self, stop: threading.Event | None = None, timeout: float | None = None) -> None:
         """Registers (or re-registers with the saved ids), retrying until the manager answers."""
@@ -205,6 +222,7 @@ class ClusterRouting:
             except grpc.RpcError as err:
                 reason = reason_of(err)
                 attempt += 1
+                self._meta_failed(err)
                 if reason == Reason.NOT_FOUND and self.node_id:
                     log.warning("manager does not know node %d; registering as a new node", self.node_id)
                     self.node_id, self.target_ids = 0, []
@@ -306,8 +324,16 @@ class ClusterRouting:
             routing_version=self._routing.version,
         )
         timeout = max(1.0, min(config.META_RPC_TIMEOUT, self._heartbeat_timeout / 2))
-        sent = time.monotonic()
-        reply = self._stub().Heartbeat(request, timeout=timeout)
+        if len(self.meta_addresses) > 1:  # leave room to try every metaserver within T/2
+            timeout = max(0.25, timeout / len(self.meta_addresses))
+        for attempt in range(len(self.meta_addresses)):
+            sent = time.monotonic()
+            try:
+                reply = self._stub().Heartbeat(request, timeout=timeout)
+                break
+            except grpc.RpcError as err:
+                if attempt == len(self.meta_addresses) - 1 or not self._meta_failed(err):
+                    raise
         if reply.heartbeat_timeout_ms > 0:
             self._heartbeat_timeout = reply.heartbeat_timeout_ms / 1000.0
         if reply.HasField("routing"):
@@ -339,6 +365,7 @@ class ClusterRouting:
                 )
             except grpc.RpcError as err:
                 log.debug("routing refresh failed: %s", reason_of(err).value)
+                self._meta_failed(err)
                 return
             finally:
                 self._last_refresh = time.monotonic()

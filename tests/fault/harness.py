@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from chainfs.client import ChainClient
 from chainfs.client.fsck import FsckReport, fsck
@@ -33,10 +34,11 @@ REG_BYTES = 4096      # size of a register value (one chunk)
 WAIT = 90.0           # generous deadline for recoveries on a loaded machine
 
 
-def make_cluster(root: Path, nodes: int = 3) -> LocalCluster:
-    """One chain over `nodes` nodes (one target each), heartbeat timeout T, a fast collector."""
+def make_cluster(root: Path, nodes: int = 3, **kwargs: Any) -> LocalCluster:
+    """One chain over `nodes` nodes (one target each), heartbeat timeout T, a fast collector;
+    `kwargs` go to LocalCluster (meta_backend="etcd", metaservers=3, ...)."""
     return LocalCluster(root, storage_nodes=nodes, replicas=nodes, targets_per_node=1,
-                        heartbeat_timeout=T, gc_interval=0.3, gc_grace=0.0, start_timeout=120)
+                        heartbeat_timeout=T, gc_interval=0.3, gc_grace=0.0, start_timeout=120, **kwargs)
 
 
 def client(cluster: LocalCluster) -> ChainClient:

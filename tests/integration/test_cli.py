@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from chainfs.cluster.etcd import etcd_binary
 from chainfs.cluster.process import is_alive
 
 pytestmark = pytest.mark.integration
@@ -64,3 +65,25 @@ def test_unreachable_cluster_names_the_address() -> None:
     proc = run("ls", "chainfs://127.0.0.1:9/x", check=False, timeout=60)
     assert proc.returncode == 1
     assert "127.0.0.1:9" in proc.stderr
+
+
+@pytest.mark.skipif(etcd_binary() is None, reason="etcd is not installed (scripts/install_sysdeps.sh)")
+def test_cluster_up_on_etcd_with_three_metaservers(tmp_path: Path) -> None:
+    cdir = tmp_path / "cluster"
+    up = run("cluster", "up", "--dir", str(cdir), "--storage-nodes", "2", "--replicas", "2",
+             "--targets-per-node", "1", "--meta-backend", "etcd", "--metaservers", "3", "--etcd-members", "3")
+    url = up.stdout.strip().splitlines()[-1]
+    state = json.loads((cdir / "cluster.json").read_text())
+    pids = [m["pid"] for m in state["metas"]] + [m["pid"] for m in state["etcd"]] + [s["pid"] for s in state["storage"]]
+    try:
+        assert len(pids) == 8 and url == f"chainfs://{state['address']}" and state["address"].count(",") == 2
+        status = json.loads(run("cluster", "status", "--dir", str(cdir), "--json").stdout)
+        assert len(status["nodes"]) == 2 and all(status["processes"].values()) and len(status["processes"]) == 8
+        local = tmp_path / "in.bin"
+        local.write_bytes(os.urandom(300_000))
+        run("put", str(local), f"{url}/d/in.bin")
+        run("get", f"{url}/d/in.bin", str(tmp_path / "out.bin"))
+        assert (tmp_path / "out.bin").read_bytes() == local.read_bytes()
+    finally:
+        run("cluster", "down", "--dir", str(cdir))
+    assert not any(is_alive(p) for p in pids), "cluster down must stop every process, etcd included"

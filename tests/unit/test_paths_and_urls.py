@@ -48,11 +48,15 @@ def test_parse_url() -> None:
     assert (url.host, url.port, url.path, url.address) == ("127.0.0.1", 7000, "/a/b", "127.0.0.1:7000")
     assert str(url) == "chainfs://127.0.0.1:7000/a/b"
     assert parse_url("chainfs://localhost:1").path == "/"
+    several = parse_url("chainfs://10.0.0.1:7000,10.0.0.2:7001/x")  # several metaservers, one cluster
+    assert several.address == "10.0.0.1:7000,10.0.0.2:7001" and several.path == "/x"
+    assert str(several) == "chainfs://10.0.0.1:7000,10.0.0.2:7001/x"
 
 
 @pytest.mark.parametrize("bad", [
     "s3://bucket/key", "chainfs://host/path", "chainfs://:7000/x", "chainfs://h:notaport/x",
     "chainfs://h:70000/x", "chainfs://h:0/x", "chainfs://h:1/x?y=1", "/local/path",
+    "chainfs://h:1,/x", "chainfs://h:1,h2/x",
 ])
 def test_malformed_urls_raise_value_error(bad: str) -> None:
     with pytest.raises(ValueError):
