@@ -3,14 +3,17 @@
 Why on the server: "no orphan inodes" needs every inode, which no client RPC lists; one scan under
 the namespace lock sees a consistent snapshot. The storage half (chunks against file sizes, replicas
 against each other) runs in the client (`chainfs.client.fsck`), with the lists returned here:
-every linked file inode, and the unlinked inodes whose chunks may legitimately exist (open write
-sessions, pending garbage collection).
+every linked file inode with its path, the unlinked inodes whose chunks may legitimately exist
+(OPEN write sessions and pending garbage collection; a closed session's record, kept only to answer a
+retried close, is neither: its inode is linked or has a GC record), and the linked files an open
+APPEND session is growing (their length is not final yet).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 
+from chainfs.common.paths import MAX_DEPTH
 from chainfs.metaserver.namespace import Namespace
 from chainfs.metaserver.records import GcRecord, SessionRecord
 from chainfs.metaserver.store import P_DENTRY, P_GC, P_INODE, P_SESSION, ROOT_ID
@@ -33,7 +36,9 @@ def check_namespace(ns: Namespace, known_chains: set[int] | None = None) -> pb.N
     if root is None or root.type != pb.DIRECTORY:
         problems.append(f"root inode {ROOT_ID} is missing or not a directory")
     links: Counter[int] = Counter()
+    named: dict[int, tuple[int, str]] = {}  # child -> (parent, name), for paths
     for parent_id, name, child_id in dentries:
+        named[child_id] = (parent_id, name)
         parent = inodes.get(parent_id)
         if parent is None:
             problems.append(f"dentry {parent_id}/{name!r}: parent inode {parent_id} does not exist")
@@ -58,12 +63,30 @@ def check_namespace(ns: Namespace, known_chains: set[int] | None = None) -> pb.N
             _check_file(inode, known_chains, problems)
             if links[inode_id]:
                 reply.files.append(inode)
+                reply.file_paths.append(_path(inode_id, named))
     gc_ids = {record.inode_id for record in gc}
     for inode_id in sorted(gc_ids & {i for i in inodes if links[i]}):
         problems.append(f"inode {inode_id} is linked but queued for garbage collection")
-    pending = gc_ids | {s.inode.id for s in sessions}
+    open_sessions = [s for s in sessions if not s.closed]
+    appending = {s.inode.id for s in open_sessions if s.mode == pb.APPEND and links[s.inode.id]}
+    pending = gc_ids | {s.inode.id for s in open_sessions if s.inode.id not in appending}
     reply.pending_inodes.extend(sorted(pending))
+    reply.appending_inodes.extend(sorted(appending))
     return reply
+
+
+def _path(inode_id: int, named: dict[int, tuple[int, str]]) -> str:
+    """The path of a linked inode from the dentries (bounded: a broken parent chain shows as '?')."""
+    parts: list[str] = []
+    cur = inode_id
+    for _ in range(MAX_DEPTH + 1):
+        if cur == ROOT_ID:
+            return "/" + "/".join(reversed(parts))
+        if cur not in named:
+            break
+        cur, name = named[cur]
+        parts.append(name)
+    return "?/" + "/".join(reversed(parts))
 
 
 def _check_file(inode: pb.Inode, known_chains: set[int] | None, problems: list[str]) -> None:

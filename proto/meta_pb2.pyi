@@ -410,11 +410,15 @@ class RoutingReply(_message.Message):
     def __init__(self, changed: _Optional[bool] = ..., routing: _Optional[_Union[RoutingTable, _Mapping]] = ...) -> None: ...
 
 class NamespaceCheckReply(_message.Message):
-    __slots__ = ("problems", "files", "pending_inodes")
+    __slots__ = ("problems", "files", "pending_inodes", "file_paths", "appending_inodes")
     PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
     PENDING_INODES_FIELD_NUMBER: _ClassVar[int]
+    FILE_PATHS_FIELD_NUMBER: _ClassVar[int]
+    APPENDING_INODES_FIELD_NUMBER: _ClassVar[int]
     problems: _containers.RepeatedScalarFieldContainer[str]
     files: _containers.RepeatedCompositeFieldContainer[Inode]
     pending_inodes: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, problems: _Optional[_Iterable[str]] = ..., files: _Optional[_Iterable[_Union[Inode, _Mapping]]] = ..., pending_inodes: _Optional[_Iterable[int]] = ...) -> None: ...
+    file_paths: _containers.RepeatedScalarFieldContainer[str]
+    appending_inodes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, problems: _Optional[_Iterable[str]] = ..., files: _Optional[_Iterable[_Union[Inode, _Mapping]]] = ..., pending_inodes: _Optional[_Iterable[int]] = ..., file_paths: _Optional[_Iterable[str]] = ..., appending_inodes: _Optional[_Iterable[int]] = ...) -> None: ...

@@ -55,3 +55,36 @@ def test_fsck_cli(tmp_path: Path) -> None:
         wait_state(cluster, tail.node_id, mpb.OFFLINE, WAIT)
         done = run_fsck(cluster.url)
         assert done.returncode == 1 and "offline, not compared" in done.stdout, done.stdout
+
+
+def test_fsck_names_files_whose_chunks_are_gone(tmp_path: Path) -> None:
+    """A file just written (its closed session still remembered for retries) whose chunk files are
+    deleted on every replica, then whose chunks are removed with their metadata: fsck exits 1 and
+    names the file each time, and not the healthy one beside it."""
+    with make_cluster(tmp_path / "c") as cluster:
+        c = client(cluster)
+        c.mkdir("/g", layout=mpb.Layout(chunk_size=CHUNK, stripe_width=1))
+        c.write_file("/g/keep", b"k" * (CHUNK + 5))
+        gone = c.write_file("/g/gone", b"g" * (2 * CHUNK + 7))
+        done = run_fsck(cluster.url)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+        files = sorted((tmp_path / "c").rglob(f"{gone.id:016x}-{1:08x}.*"))
+        assert len(files) == 3, files  # one per replica
+        for path in files:
+            path.unlink()
+        done = run_fsck(cluster.url)
+        assert done.returncode == 1, done.stdout
+        assert f"file /g/gone (inode {gone.id}): 1 of 3 chunks missing on every replica (chunks 1)" in done.stdout
+        assert done.stdout.count(f"chunk {gone.id}:1: target") == 3, done.stdout  # each replica named
+        assert "/g/keep" not in done.stdout
+
+        chain = the_chain(cluster)
+        head = next(n.address for n in cluster.routing().nodes if n.node_id == chain.targets[0].node_id)
+        stub = spb_grpc.StorageStub(ChannelPool().get(head))
+        stub.RemoveChunks(spb.RemoveChunksRequest(chain_id=chain.chain_id, chain_version=chain.version,
+                                                  inode=gone.id, from_index=0, request_id="test:rm"), timeout=10)
+        done = run_fsck(cluster.url)
+        assert done.returncode == 1, done.stdout
+        assert f"file /g/gone (inode {gone.id}): 3 of 3 chunks missing on every replica" in done.stdout
+        assert "/g/keep" not in done.stdout
