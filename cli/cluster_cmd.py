@@ -19,11 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     up = csub.add_parser("up", help="start a metaserver and storage servers as detached processes")
     up.add_argument("--dir", required=True, help="directory for pids, logs and data")
-    up.add_argument("--storage-nodes", type=int, default=3)
-    up.add_argument("--replicas", type=int, default=3)
-    up.add_argument("--targets-per-node", type=int, default=4)
+    up.add_argument("--storage-nodes", type=int, default=3, help="storage server processes")
+    up.add_argument("--replicas", type=int, default=3, help="targets per chain (copies of every chunk)")
+    up.add_argument("--targets-per-node", type=int, default=4, help="data directories per storage server")
     up.add_argument("--port", type=int, default=0, help="metaserver port (0 picks a free one)")
-    up.add_argument("--heartbeat-timeout", type=float, default=5.0)
+    up.add_argument("--heartbeat-timeout", type=float, default=5.0, help="seconds of silence before a node is offline")
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a healthy cluster")
     up.add_argument("--meta-backend", choices=("rocksdb", "etcd"), default="rocksdb",
                     help="metadata store: embedded RocksDB, or an etcd cluster started alongside")
@@ -32,12 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.set_defaults(func=cmd_up)
 
     status = csub.add_parser("status", help="nodes, targets, chains and their states")
-    status.add_argument("--dir", required=True)
+    status.add_argument("--dir", required=True, help="the directory given to `cluster up`")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
 
     down = csub.add_parser("down", help="stop every process of the cluster")
-    down.add_argument("--dir", required=True)
+    down.add_argument("--dir", required=True, help="the directory given to `cluster up`")
     down.set_defaults(func=cmd_down)
 
 

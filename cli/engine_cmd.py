@@ -10,9 +10,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     engine = sub.add_parser("engine", help="the inference engine that keeps prefix KV on chainfs")
     esub = engine.add_subparsers(dest="engine_command", metavar="ACTION", required=True)
     serve = esub.add_parser("serve", help="serve the OpenAI API (completions, chat, models) over HTTP")
-    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind")
     serve.add_argument("--port", type=int, required=True, help="HTTP port (0 picks a free one)")
-    serve.add_argument("--model", choices=["tiny", "small"], default="tiny")
+    serve.add_argument("--model", choices=["tiny", "small"], default="tiny", help="model preset (engine/README.md)")
     serve.add_argument("--cache", default="none",
                        help="none, or a store URL: chainfs://HOST:PORT/dir, file:///dir, memory://dir")
     serve.add_argument("--block-tokens", type=int, default=64, help="tokens per KV block (default 64)")

@@ -1,181 +1,147 @@
-"""File commands: ls, cat, put, get, cp, mv, rm, mkdir, du, stat.
+"""File commands: ls, cat, stat, du, mkdir, rm, mv (copies are in copy_cmd, sync in sync_cmd).
 
-Every argument is a `chainfs://HOST:PORT/path` URL or a local path; both sides go through fsspec
-(ChainFileSystem or the local filesystem), so one copy routine serves put, get and cp. Copies stream
-in windows and show a progress bar on a terminal. A malformed URL is a usage error (exit status 2).
+Every path argument is a `chainfs://HOST:PORT/path` URL or a local path and may be a glob pattern;
+`cat -` copies stdin. A malformed URL is a usage error (exit status 2).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import posixpath
+import shutil
 import sys
-import time
-from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
-from fsspec import AbstractFileSystem
-from fsspec.implementations.local import LocalFileSystem
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
-from rich.table import Table
+from chainfs.cli.parser import human_size_parser
+from chainfs.cli.targets import (Target, expand, human, info_of, is_dir, mode_string, resolve, stdout,
+                                 when)
 
-from chainfs.client.fs import ChainFileSystem
-from chainfs.client.url import is_chainfs_url, parse_url
-
-# How long a command keeps retrying an unreachable cluster before it names the address and fails.
-CLI_RETRY_DEADLINE = 10.0
 COPY_BLOCK = 8 << 20
-PROGRESS_MIN_BYTES = 16 << 20  # copies smaller than this finish before a bar is worth drawing
-
-
-class UsageError(ValueError):
-    """A malformed argument: exit status 2, like argparse's own usage errors."""
-
-
-@dataclass
-class Target:
-    fs: AbstractFileSystem
-    path: str
-    text: str  # as the user wrote it (trailing slash kept)
-
-    @property
-    def is_chainfs(self) -> bool:
-        return isinstance(self.fs, ChainFileSystem)
-
-    def child(self, name: str) -> "Target":
-        return Target(self.fs, posixpath.join(self.path, name) if self.is_chainfs else os.path.join(self.path, name),
-                      posixpath.join(self.text, name))
-
-
-def resolve(text: str) -> Target:
-    """A URL or local path -> the filesystem and path it names."""
-    if is_chainfs_url(text):
-        try:
-            url = parse_url(text)
-        except OSError:
-            raise
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        return Target(ChainFileSystem(address=url.address, retry_deadline=CLI_RETRY_DEADLINE), url.path, text)
-    if "://" in text:
-        raise UsageError(f"unsupported URL {text!r}: expected chainfs://HOST:PORT/path or a local path")
-    return Target(LocalFileSystem(), os.path.abspath(text), text)
-
-
-def _info(t: Target) -> dict[str, Any]:
-    try:
-        return t.fs.info(t.path)
-    except FileNotFoundError:
-        if t.is_chainfs:
-            raise
-        raise FileNotFoundError(2, "no such file or directory (neither a chainfs URL nor an existing local path)",
-                                t.text) from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    def add(name: str, func: Any, help: str, *args: tuple[str, ...], **flags: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help)
-        for spec in args:
-            p.add_argument(*spec[:-1], **({"nargs": "+"} if spec[-1] == "+" else {}))
-        for flag, text in flags.items():
-            p.add_argument(*flag.split("|"), action="store_true", help=text)
-        p.set_defaults(func=func)
-        return p
+    paths = {"nargs": "+", "metavar": "PATH", "help": "chainfs://HOST:PORT/path, a local path, or a glob of them"}
+    p = human_size_parser(sub, "ls", help="list directories (or show files)")
+    p.add_argument("path", **paths)
+    p.add_argument("-l", "--long", action="store_true", help="mode, size, modification time and name")
+    p.add_argument("-R", "--recursive", action="store_true", help="list subdirectories too")
+    p.set_defaults(func=cmd_ls)
 
-    recursive = "-r|--recursive"
-    add("ls", cmd_ls, "list a directory (or show a file)", ("path", "+"), **{"-l|--long": "sizes, types, times"})
-    add("cat", cmd_cat, "write files' bytes to stdout", ("path", "+"))
-    for name, help in (("put", "copy local files into chainfs"), ("get", "copy chainfs files to local paths"),
-                       ("cp", "copy files between any chainfs URLs and local paths")):
-        add(name, cmd_cp, help, ("src", "+"), ("dst", "1"),
-            **{recursive: "copy directories recursively", "-q|--quiet": "no progress bar"})
-    add("mv", cmd_mv, "move (atomic rename within one cluster)", ("src", "1"), ("dst", "1"))
-    add("rm", cmd_rm, "remove files, or directories with -r", ("path", "+"),
-        **{recursive: "remove directories and their contents", "-f|--force": "ignore missing paths"})
-    add("mkdir", cmd_mkdir, "create directories", ("path", "+"), **{"-p|--parents": "create parents, allow existing"})
-    add("du", cmd_du, "bytes used under each path", ("path", "+"),
-        **{"-s|--summarize": "one total per argument", "-H|--human": "human-readable sizes"})
-    add("stat", cmd_stat, "show a file or directory", ("path", "+"), **{"--json": "machine-readable output"})
+    p = sub.add_parser("cat", help="write files' bytes to stdout (`-` copies stdin)")
+    p.add_argument("path", **paths)
+    p.set_defaults(func=cmd_cat)
 
+    p = sub.add_parser("stat", help="show a file's or directory's metadata")
+    p.add_argument("path", **paths)
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_stat)
 
-def _one(value: Any) -> str:
-    return value[0] if isinstance(value, list) else value
+    p = human_size_parser(sub, "du", help="bytes used under each path")
+    p.add_argument("path", **paths)
+    p.add_argument("-s", "--summarize", action="store_true", help="one total per argument")
+    p.add_argument("-H", dest="human", action="store_true", help=argparse.SUPPRESS)  # the old spelling
+    p.set_defaults(func=cmd_du)
 
+    p = sub.add_parser("mkdir", help="create directories")
+    p.add_argument("path", nargs="+", metavar="PATH", help="chainfs://HOST:PORT/path or a local path")
+    p.add_argument("-p", "--parents", action="store_true", help="create parents; an existing directory is fine")
+    p.set_defaults(func=cmd_mkdir)
 
-def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+    p = sub.add_parser("rm", help="remove files, or directories with -r")
+    p.add_argument("path", **paths)
+    p.add_argument("-r", "--recursive", action="store_true", help="remove directories and their contents")
+    p.add_argument("-f", "--force", action="store_true", help="ignore missing paths and unmatched patterns")
+    p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser("mv", help="move (one atomic rename within a cluster; copy and remove across)")
+    p.add_argument("src", nargs="+", metavar="SRC", help="what to move (globs allowed)")
+    p.add_argument("dst", metavar="DST", help="new name, or an existing directory to move into")
+    p.set_defaults(func=cmd_mv)
 
 
 # ---- listing and inspection ----
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    for text in args.path:
-        t = resolve(text)
-        info = _info(t)
-        entries = t.fs.ls(t.path, detail=True) if info["type"] == "directory" else [info]
-        if len(args.path) > 1:
-            print(f"{text}:")
-        if not args.long:
-            for e in sorted(entries, key=lambda e: e["name"]):
-                print(posixpath.basename(e["name"].rstrip("/")) + ("/" if e["type"] == "directory" else ""))
+    targets = expand(args.path)
+    headers = len(targets) > 1 or args.recursive
+    first = True
+    for t in targets:
+        info = info_of(t)
+        if info["type"] != "directory":
+            _print_entries([info], args)
             continue
-        table = Table(box=None, show_header=True)
-        for col in ("type", "size", "modified", "name"):
-            table.add_column(col, justify="right" if col == "size" else "left")
-        for e in sorted(entries, key=lambda e: e["name"]):
-            mtime = e.get("mtime") or 0
-            modified = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(mtime)))
-            kind = "dir" if e["type"] == "directory" else "file"
-            table.add_row(kind, str(e.get("size", 0)), modified, posixpath.basename(e["name"].rstrip("/")))
-        Console().print(table)
+        stack = [(t.text, t.path)]
+        while stack:
+            shown, path = stack.pop()
+            entries = sorted(t.fs.ls(path, detail=True), key=lambda e: e["name"])  # type: ignore[union-attr]
+            if headers:
+                print(("" if first else "\n") + f"{shown}:")
+            first = False
+            _print_entries(entries, args)
+            if args.recursive:
+                subdirs = [e for e in entries if e["type"] == "directory"]
+                stack.extend((posixpath.join(shown, _name(e)), e["name"]) for e in reversed(subdirs))
     return 0
 
 
+def _name(entry: dict[str, Any]) -> str:
+    return posixpath.basename(str(entry["name"]).rstrip("/"))
+
+
+def _print_entries(entries: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    if not args.long:
+        for e in entries:
+            print(_name(e) + ("/" if e["type"] == "directory" else ""))
+        return
+    sizes = [human(e.get("size") or 0) if args.human else str(e.get("size") or 0) for e in entries]
+    width = max((len(s) for s in sizes), default=1)
+    for e, size in zip(entries, sizes):
+        suffix = "/" if e["type"] == "directory" else ""
+        print(f"{mode_string(e)} {size:>{width}} {when(e.get('mtime') or 0)} {_name(e)}{suffix}")
+
+
 def cmd_stat(args: argparse.Namespace) -> int:
-    for text in args.path:
-        t = resolve(text)
-        info = dict(_info(t))
-        info["path"] = text
+    for t in expand(args.path):
+        info = dict(info_of(t))
+        info["path"] = t.text
         if args.json:
             print(json.dumps(info, default=str))
         else:
+            info["mode"] = oct(info.get("mode") or 0)
             print("\n".join(f"{k}: {v}" for k, v in info.items() if k != "name"))
     return 0
 
 
 def cmd_du(args: argparse.Namespace) -> int:
     show = human if args.human else str
-    for text in args.path:
-        t = resolve(text)
-        info = _info(t)
+    for t in expand(args.path):
+        info = info_of(t)
+        assert t.fs is not None
         if info["type"] != "directory" or args.summarize:
             total = t.fs.du(t.path, total=True) if info["type"] == "directory" else info["size"]
-            print(f"{show(total)}\t{text}")
+            print(f"{show(total)}\t{t.text}")
             continue
         grand = 0
         for e in sorted(t.fs.ls(t.path, detail=True), key=lambda e: e["name"]):
             size = t.fs.du(e["name"], total=True) if e["type"] == "directory" else e["size"]
             grand += size
-            print(f"{show(size)}\t{posixpath.join(text, posixpath.basename(e['name']))}")
-        print(f"{show(grand)}\t{text}")
+            print(f"{show(size)}\t{posixpath.join(t.text, _name(e))}")
+        print(f"{show(grand)}\t{t.text}")
     return 0
 
 
 def cmd_cat(args: argparse.Namespace) -> int:
-    out = sys.stdout.buffer
-    for text in args.path:
-        t = resolve(text)
-        info = _info(t)
+    out = stdout()
+    for t in expand(args.path, allow_stdio=True):
+        if t.is_stdio:
+            shutil.copyfileobj(sys.stdin.buffer, out, COPY_BLOCK)
+            continue
+        info = info_of(t)
         if info["type"] == "directory":
-            raise IsADirectoryError(21, "is a directory", text)
-        with t.fs.open(t.path, "rb", details=info) as f:  # the stat we already have
+            raise IsADirectoryError(21, "is a directory", t.text)
+        opened = t.fs.open(t.path, "rb", details=info) if t.is_chainfs else open(t.path, "rb")  # type: ignore[union-attr]
+        with opened as f:
             while block := f.read(COPY_BLOCK):
                 out.write(block)
     out.flush()
@@ -187,6 +153,7 @@ def cmd_cat(args: argparse.Namespace) -> int:
 def cmd_mkdir(args: argparse.Namespace) -> int:
     for text in args.path:
         t = resolve(text)
+        assert t.fs is not None
         if args.parents:
             t.fs.makedirs(t.path, exist_ok=True)
         else:
@@ -195,98 +162,38 @@ def cmd_mkdir(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    for text in args.path:
-        t = resolve(text)
+    for t in expand(args.path, missing_ok=args.force):
         try:
-            info = _info(t)
+            info = info_of(t)
         except FileNotFoundError:
             if args.force:
                 continue
             raise
         if info["type"] == "directory" and not args.recursive:
-            raise IsADirectoryError(21, "is a directory (use -r)", text)
-        t.fs.rm(t.path, recursive=args.recursive)
+            raise IsADirectoryError(21, "is a directory (use -r)", t.text)
+        t.fs.rm(t.path, recursive=args.recursive)  # type: ignore[union-attr]
     return 0
 
 
 def cmd_mv(args: argparse.Namespace) -> int:
-    src, dst = resolve(_one(args.src)), resolve(_one(args.dst))
-    same_cluster = src.is_chainfs and dst.is_chainfs and src.fs.address == dst.fs.address  # type: ignore[attr-defined]
-    if same_cluster or (not src.is_chainfs and not dst.is_chainfs):
-        src.fs.mv(src.path, dst.path + ("/" if dst.text.endswith("/") else ""))
-        return 0
-    info = _info(src)
-    _copy([src], dst, recursive=info["type"] == "directory", quiet=True)
-    src.fs.rm(src.path, recursive=info["type"] == "directory")
-    return 0
+    from chainfs.cli.copy_cmd import copy_all
 
-
-def cmd_cp(args: argparse.Namespace) -> int:
-    sources = [resolve(s) for s in args.src]
-    dst = resolve(_one(args.dst))
-    if args.command == "put" and (dst.is_chainfs is False or any(s.is_chainfs for s in sources)):
-        raise UsageError("put copies local paths to a chainfs URL")
-    if args.command == "get" and (not all(s.is_chainfs for s in sources) or dst.is_chainfs):
-        raise UsageError("get copies chainfs URLs to a local path")
-    copied = _copy(sources, dst, recursive=args.recursive, quiet=args.quiet)
-    if args.command in ("put", "get") and not args.quiet:
-        print(f"{copied} bytes", file=sys.stderr)
-    return 0
-
-
-def _plan(sources: list[Target], dst: Target, recursive: bool) -> Iterator[tuple[Target, Target, dict]]:
-    """(source file or directory, destination, source info), parents before children."""
-    dst_is_dir = dst.text.endswith("/") or _is_dir(dst)
-    if len(sources) > 1 and not dst_is_dir:
-        raise NotADirectoryError(20, "copying several sources needs a destination directory", dst.text)
+    sources, dst = expand(args.src), resolve(args.dst)
+    if dst.is_stdio:
+        raise ValueError("mv cannot move to stdout")
+    if len(sources) > 1 and not is_dir(dst):
+        raise NotADirectoryError(20, "moving several sources needs an existing destination directory", dst.text)
     for src in sources:
-        info = _info(src)
-        target = dst.child(posixpath.basename(src.path.rstrip("/")) or "root") if dst_is_dir else dst
-        if info["type"] != "directory":
-            yield src, target, info
+        same_cluster = src.is_chainfs and dst.is_chainfs and src.fs.address == dst.fs.address  # type: ignore[union-attr]
+        if same_cluster or (not src.is_chainfs and not dst.is_chainfs):
+            into = dst.text.endswith("/") or len(sources) > 1
+            src.fs.mv(src.path, dst.path + ("/" if into else ""))  # type: ignore[union-attr]
             continue
-        if not recursive:
-            raise IsADirectoryError(21, "is a directory (use -r)", src.text)
-        yield src, target, info
-        for path, sub in sorted(src.fs.find(src.path, withdirs=True, detail=True).items()):
-            rel = os.path.relpath(path, src.path).replace(os.sep, "/")
-            if rel != ".":
-                yield Target(src.fs, path, posixpath.join(src.text, rel)), _descend(target, rel), sub
+        info = info_of(src)
+        copy_all([src], dst if len(sources) == 1 else _into(dst), recursive=info["type"] == "directory", quiet=True)
+        src.fs.rm(src.path, recursive=info["type"] == "directory")  # type: ignore[union-attr]
+    return 0
 
 
-def _descend(t: Target, rel: str) -> Target:
-    for part in rel.split("/"):
-        t = t.child(part)
-    return t
-
-
-def _is_dir(t: Target) -> bool:
-    try:
-        return t.fs.isdir(t.path)
-    except OSError:
-        return False
-
-
-def _copy(sources: list[Target], dst: Target, recursive: bool, quiet: bool) -> int:
-    plan = list(_plan(sources, dst, recursive))
-    total = sum(info.get("size", 0) or 0 for _, _, info in plan if info["type"] != "directory")
-    console = Console(stderr=True)
-    show = not quiet and console.is_terminal and total >= PROGRESS_MIN_BYTES
-    copied = 0
-    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), TimeRemainingColumn(), console=console, disable=not show,
-                  transient=True) as progress:
-        task = progress.add_task("copying", total=total)
-        for src, target, info in plan:
-            if info["type"] == "directory":
-                target.fs.makedirs(target.path, exist_ok=True)
-                continue
-            progress.update(task, description=posixpath.basename(src.path))
-            if not target.is_chainfs:
-                target.fs.makedirs(os.path.dirname(target.path), exist_ok=True)
-            with src.fs.open(src.path, "rb", details=info) as fin, target.fs.open(target.path, "wb") as fout:
-                while block := fin.read(COPY_BLOCK):
-                    fout.write(block)
-                    copied += len(block)
-                    progress.advance(task, len(block))
-    return copied
+def _into(t: Target) -> Target:
+    return t if t.text.endswith("/") else Target(t.fs, t.path, t.text + "/")

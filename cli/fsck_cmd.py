@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from chainfs.cli.targets import CONNECT_TIMEOUT
 from chainfs.client.fsck import fsck
+from chainfs.client.meta_client import MetaClient
 from chainfs.client.url import parse_url
 
 
@@ -18,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_fsck(args: argparse.Namespace) -> int:
-    report = fsck(parse_url(args.url).address, timeout=args.timeout)
+    address = parse_url(args.url).address
+    MetaClient(address).probe(CONNECT_TIMEOUT)
+    report = fsck(address, timeout=args.timeout)
     for problem in report.problems:
         print(problem)
     if not args.quiet or not report.ok:

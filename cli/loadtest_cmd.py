@@ -18,32 +18,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     run = lsub.add_parser("run", help="run the comparison end to end and write the report")
     run.add_argument("--scenarios", default="none,local,shared", help="comma-separated: none,local,shared")
     run.add_argument("--engines", type=int, default=2, help="engines per scenario")
-    run.add_argument("--model", default="small", choices=["tiny", "small"])
+    run.add_argument("--model", default="small", choices=["tiny", "small"], help="engine model preset")
     run.add_argument("--workload", choices=["calibrated", "qa", "trace"], default=None,
                      help="default: trace when --trace is given, else calibrated")
     run.add_argument("--trace", help="Mooncake-format JSONL to replay")
     run.add_argument("--length-scale", type=int, default=8, help="divide every length by K")
     run.add_argument("--time-scale", type=float, default=0.0,
                      help="multiply arrival times by this (0: as fast as concurrency allows)")
-    run.add_argument("--max-requests", type=int, default=None)
+    run.add_argument("--max-requests", type=int, default=None, help="replay only the first N requests")
     run.add_argument("--max-tokens", type=int, default=4, help="tokens generated per request")
     run.add_argument("--sessions", type=int, default=40, help="sessions of the calibrated generator")
-    run.add_argument("--qa-users", type=int, default=QAConfig.users)
-    run.add_argument("--qa-rounds", type=int, default=QAConfig.rounds)
-    run.add_argument("--qa-system-tokens", type=int, default=QAConfig.system_prompt_tokens)
+    run.add_argument("--qa-users", type=int, default=QAConfig.users, help="qa workload: users")
+    run.add_argument("--qa-rounds", type=int, default=QAConfig.rounds, help="qa workload: rounds per user")
+    run.add_argument("--qa-system-tokens", type=int, default=QAConfig.system_prompt_tokens,
+                     help="qa workload: tokens of the shared system prompt")
     run.add_argument("--concurrency", type=int, default=2, help="locust users (1: strict trace order)")
     run.add_argument("--duration", type=float, default=None, help="stop each scenario after this many seconds")
     run.add_argument("--capacity", type=int, default=None, help="cache capacity in bytes (default unlimited)")
-    run.add_argument("--block-tokens", type=int, default=64)
-    run.add_argument("--routing", choices=["round_robin", "sticky"], default="round_robin")
+    run.add_argument("--block-tokens", type=int, default=64, help="tokens per KV cache block")
+    run.add_argument("--routing", choices=["round_robin", "sticky"], default="round_robin",
+                     help="how requests pick an engine (sticky: a session stays on one)")
     run.add_argument("--no-fsync", action="store_true",
                      help="storage nodes skip fsync (faster; not crash-safe; for experiments)")
     run.add_argument("--json", dest="json_out", help="write the JSON report here too")
-    run.add_argument("--report-dir", default="loadtest-report")
+    run.add_argument("--report-dir", default="loadtest-report", help="where the report, plots and CSV go")
     run.set_defaults(func=cmd_run)
 
     cal = lsub.add_parser("calibrate", help="print the session statistics of a conversation trace")
-    cal.add_argument("trace")
+    cal.add_argument("trace", help="Mooncake-format JSONL (e.g. mooncake_conversation.jsonl)")
     cal.set_defaults(func=cmd_calibrate)
 
 

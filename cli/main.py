@@ -1,40 +1,49 @@
 """The `chainfs` command: one entry point, subcommands registered by topic modules.
 
 Exit status: 0 on success, 1 when an operation fails, 2 on a usage error. Failures print one line
-(`chainfs: error: ...`); `--debug` shows the traceback.
+(`chainfs: error: ...`); `--debug` (anywhere on the line) shows the traceback. A reader that closes
+the pipe early (`chainfs cat URL | head`) ends the command quietly with status 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from typing import Sequence
 
-from chainfs.cli import cluster_cmd, engine_cmd, file_cmd, fsck_cmd, loadtest_cmd, mount_cmd, server_cmd
+from chainfs.cli import (cluster_cmd, copy_cmd, engine_cmd, file_cmd, fsck_cmd, loadtest_cmd, mount_cmd,
+                         server_cmd, sync_cmd)
+from chainfs.cli.parser import Parser
+from chainfs.cli.targets import UsageError
+
+
+def package_version() -> str:
+    try:
+        return version("chainfs")
+    except PackageNotFoundError:  # running from a tree that was never installed
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chainfs", description="chainfs: a chain-replicated file system")
+    parser = Parser(prog="chainfs", description="chainfs: a chain-replicated file system after 3FS. "
+                    "Paths are chainfs://HOST:PORT/path URLs (chainfs:///path uses $CHAINFS_ADDRESS) "
+                    "or local paths; `-` is stdin or stdout.")
+    parser.add_argument("--version", action="version", version=f"chainfs {package_version()}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    file_cmd.register(sub)
-    mount_cmd.register(sub)
-    cluster_cmd.register(sub)
-    server_cmd.register(sub)
-    engine_cmd.register(sub)
-    loadtest_cmd.register(sub)
-    fsck_cmd.register(sub)
+    for module in (file_cmd, copy_cmd, sync_cmd, mount_cmd, cluster_cmd, server_cmd, engine_cmd, loadtest_cmd,
+                   fsck_cmd):
+        module.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # Server subcommands parse their own flags (the servers' parsers are the source of truth).
-    if len(argv) >= 2 and argv[0] in server_cmd.SERVERS and argv[1] == "serve":
-        return server_cmd.run(argv[0], argv[2:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -42,11 +51,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("chainfs: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _quiet_pipe_exit()
     except (OSError, ValueError, RuntimeError) as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
+            return _quiet_pipe_exit()
         if args.debug:
             raise
         print(f"chainfs: error: {describe(exc)}", file=sys.stderr)
-        return 2 if isinstance(exc, file_cmd.UsageError) else 1
+        return 2 if isinstance(exc, UsageError) else 1
+
+
+def _quiet_pipe_exit() -> int:
+    """The reader went away (`| head`): that is how pipes end, not an error. Point stdout at
+    /dev/null so the interpreter's final flush does not complain either."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 0
 
 
 def describe(exc: BaseException) -> str:

@@ -362,6 +362,17 @@ class ChainFileSystem(AbstractFileSystem):
         self.client.write_file(path, value, mode=mpb.CREATE_NEW if mode == "create" else mpb.REPLACE)
         self.invalidate_cache(path)
 
+    def set_attrs(self, path: str, mode: int | None = None, uid: int | None = None, gid: int | None = None,
+                  ns: tuple[int, int] | None = None) -> dict[str, Any]:
+        """chmod/chown/utime in one metadata call (`ns` = (atime, mtime) as os.utime takes them)."""
+        path = self._strip_protocol(path)
+        changes = {k: v for k, v in (("mode", mode), ("uid", uid), ("gid", gid)) if v is not None}
+        if ns is not None:
+            changes["atime_ns"], changes["mtime_ns"] = int(ns[0]), int(ns[1])
+        info = to_info(path, self.client.meta.set_attr(path, **changes))
+        self.invalidate_cache(path)
+        return info
+
     def touch(self, path: str, truncate: bool = True, **kwargs: Any) -> None:
         """truncate=True writes an empty file; otherwise creates one only if missing."""
         path = self._strip_protocol(path)

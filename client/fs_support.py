@@ -17,11 +17,11 @@ from typing import Any
 from chainfs.proto import meta_pb2 as mpb
 
 from chainfs.client.chainclient import ChainClient
+from chainfs.client.url import ADDRESS_ENV  # noqa: F401 - default cluster for `chainfs:///path`
 
 log = logging.getLogger(__name__)
 
 PROTOCOL = "chainfs"
-ADDRESS_ENV = "CHAINFS_ADDRESS"  # default cluster for `chainfs:///path` and options without a host
 
 _lock = threading.Lock()
 _clients: dict[tuple[str, float], ChainClient] = {}
@@ -100,6 +100,9 @@ def to_info(path: str, inode: mpb.Inode) -> dict[str, Any]:
         "mtime": inode.mtime_ns / 1e9,
         "mtime_ns": int(inode.mtime_ns),
         "mode": int(inode.mode),
+        "uid": int(inode.uid) if inode.HasField("uid") else None,
+        "gid": int(inode.gid) if inode.HasField("gid") else None,
+        "atime": (inode.atime_ns or inode.mtime_ns) / 1e9,
         "chunk_size": int(inode.layout.chunk_size),
         "chains": [int(c) for c in inode.layout.chains],
     }

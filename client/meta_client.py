@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+import time
 import uuid
 from typing import Callable, Iterator, Sequence, TypeVar
 
@@ -130,6 +131,12 @@ class MetaClient:
         req = pb.SetLayoutRequest(path=path, layout=layout)
         return self._call(lambda: self._ns.SetLayout(req, timeout=self.timeout), path)
 
+    def set_attr(self, path: str, **changes: int) -> pb.Inode:
+        """Sets mode, uid, gid, atime_ns, mtime_ns and/or length (files); returns the inode."""
+        path = checked_path(path)
+        req = pb.SetAttrRequest(path=path, **changes)
+        return self._call(lambda: self._ns.SetAttr(req, timeout=self.timeout), path)
+
     def open_write(self, path: str, mode: int, client_id: str, parents: bool = True,
                    layout: pb.Layout | None = None) -> pb.WriteSession:
         path = checked_path(path)
@@ -186,11 +193,31 @@ class MetaClient:
         """The metaserver's namespace check (fsck): problems, linked files, pending inodes."""
         return self._call(lambda: self._ns.CheckNamespace(pb.Empty(), timeout=max(self.timeout, 60.0)), None)
 
+    def probe(self, timeout: float) -> None:
+        """Fails within `timeout` seconds, naming the address, when no metaserver can be reached
+        (the first one that answers becomes the current one)."""
+        futures = [grpc.channel_ready_future(CHANNELS.get(a)) for a in self.addresses]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for k, fut in enumerate(futures):
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    self._current = k
+                    return
+            time.sleep(0.01)
+        for fut in futures:
+            fut.cancel()
+        raise ConnectionRefusedError(111, f"cannot reach the metaserver at {self.address} "
+                                     f"(no answer within {timeout:g} s; is the cluster up?)")
+
     # ---- cluster ----
 
     def routing(self, known_version: int = 0) -> pb.RoutingReply:
         req = pb.RoutingRequest(known_version=known_version)
         return self._call(lambda: self._cm.GetRouting(req, timeout=self.timeout), None)
+
+    def space(self) -> pb.SpaceReply:
+        """Raw capacity and free bytes of the cluster's disks, and its replication."""
+        return self._call(lambda: self._cm.GetSpace(pb.Empty(), timeout=self.timeout), None)
 
 
 def _batches(paths: list[str]) -> Iterator[list[str]]:

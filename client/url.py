@@ -1,13 +1,16 @@
-"""Parsing `chainfs://HOST:PORT/path` URLs (`chainfs://H1:P1,H2:P2/path` for several metaservers)."""
+"""Parsing `chainfs://HOST:PORT/path` URLs (`chainfs://H1:P1,H2:P2/path` for several metaservers;
+`chainfs:///path` takes them from $CHAINFS_ADDRESS)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from chainfs.common.paths import checked_path
 
 SCHEME = "chainfs"
+ADDRESS_ENV = "CHAINFS_ADDRESS"  # default cluster for `chainfs:///path` and options without a host
 
 
 @dataclass(frozen=True)
@@ -34,13 +37,17 @@ def parse_url(text: str) -> ChainfsURL:
     """Splits a chainfs URL; raises ValueError naming what is wrong."""
     if not is_chainfs_url(text):
         raise ValueError(f"not a chainfs URL (expected chainfs://HOST:PORT/path): {text!r}")
-    parts = urlsplit(text)
-    if parts.query or parts.fragment:
-        raise ValueError(f"chainfs URLs take no query or fragment: {text!r}")
-    hosts = [_host_port(f"{SCHEME}://{item}", text) for item in parts.netloc.split(",")]
-    path = checked_path(parts.path or "/")
-    (host, port), rest = hosts[0], hosts[1:]
-    return ChainfsURL(host=host, port=port, path=path, others=tuple(f"{h}:{p}" for h, p in rest))
+    if text.startswith(f"{SCHEME}:///"):
+        address = os.environ.get(ADDRESS_ENV, "")
+        if not address:
+            raise ValueError(f"{text!r} names no cluster: give chainfs://HOST:PORT/path or set ${ADDRESS_ENV}=HOST:PORT")
+        text = f"{SCHEME}://{address}{text[len(SCHEME) + 3:]}"
+    # Everything after the hosts is the path: `?` and `#` are file-name (and glob) characters here.
+    netloc, slash, rest = text[len(SCHEME) + 3:].partition("/")
+    hosts = [_host_port(f"{SCHEME}://{item}", text) for item in netloc.split(",")]
+    path = checked_path(slash + rest or "/")
+    (host, port), others = hosts[0], hosts[1:]
+    return ChainfsURL(host=host, port=port, path=path, others=tuple(f"{h}:{p}" for h, p in others))
 
 
 def _host_port(one: str, text: str) -> tuple[str, int]:

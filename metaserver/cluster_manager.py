@@ -58,6 +58,7 @@ class ClusterManager:
         self._last_seen: dict[int, float] = {}      # node id -> clock() of its last heartbeat
         self._last_seen_ns: dict[int, int] = {}     # node id -> wall time of the same
         self._local_states: dict[int, int] = {}     # target id -> LocalTargetState
+        self._space: dict[int, tuple[int, int, int]] = {}  # target id -> (capacity, free, device)
         self._started = clock()
         self.active = True  # False on a standby metaserver (see activate / deactivate)
         self._load()
@@ -269,6 +270,8 @@ class ClusterManager:
                 known = self.targets.get(info.target_id)
                 if known is not None and known.node_id == node_id:
                     self._local_states[info.target_id] = info.local_state
+                    if info.capacity_bytes:
+                        self._space[info.target_id] = (info.capacity_bytes, info.free_bytes, info.device)
             reply = pb.HeartbeatReply(
                 routing_changed=routing_version != self.routing_version,
                 heartbeat_timeout_ms=int(self.heartbeat_timeout * 1000),
@@ -276,6 +279,25 @@ class ClusterManager:
             if reply.routing_changed:
                 reply.routing.CopyFrom(self.routing_table())
             return reply
+
+    def space(self) -> pb.SpaceReply:
+        """Raw capacity and free bytes from the last heartbeats, each disk counted once.
+
+        Targets that share a disk (same node host, same device) report the same file system, so
+        a disk is keyed by (host, device); a statfs on a mount divides by the replication.
+        """
+        with self._lock:
+            disks: dict[tuple[str, int], tuple[int, int]] = {}
+            for target_id, (capacity, free, device) in self._space.items():
+                target = self.targets.get(target_id)
+                node = self.nodes.get(target.node_id) if target is not None else None
+                if node is None:
+                    continue
+                host = node.address.rpartition(":")[0]
+                disks[(host, device)] = (capacity, free)
+            return pb.SpaceReply(capacity_bytes=sum(c for c, _ in disks.values()),
+                                 free_bytes=sum(f for _, f in disks.values()),
+                                 replication=self.replication, disks=len(disks))
 
     # ---- routing ----
 

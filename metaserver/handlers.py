@@ -120,6 +120,12 @@ class NamespaceServicer(pb_grpc.NamespaceServicer):
         return pb.CloseWriteManyReply(results=[_inode_result(r) for r in results])
 
     @handler
+    def SetAttr(self, request: pb.SetAttrRequest, context: grpc.ServicerContext) -> pb.Inode:
+        fields = ("mode", "uid", "gid", "atime_ns", "mtime_ns", "length")
+        changes = {f: getattr(request, f) for f in fields if request.HasField(f)}
+        return self.ns.set_attr(_need_path(request.path), **changes)
+
+    @handler
     def CheckNamespace(self, request: pb.Empty, context: grpc.ServicerContext) -> pb.NamespaceCheckReply:
         chains = {cid for cid, _ in self.ns.chains.chain_lengths()} if self.ns.chains is not None else None
         return check_namespace(self.ns, chains)
@@ -153,3 +159,7 @@ class ClusterManagerServicer(pb_grpc.ClusterManagerServicer):
         if routing is not None:
             reply.routing.CopyFrom(routing)
         return reply
+
+    @handler
+    def GetSpace(self, request: pb.Empty, context: grpc.ServicerContext) -> pb.SpaceReply:
+        return self.cluster.space()

@@ -418,6 +418,41 @@ class Namespace(SessionsMixin):
             self.store.commit(txn)
         return count
 
+    @retry_conflicts
+    def set_attr(self, path: str, mode: int | None = None, uid: int | None = None, gid: int | None = None,
+                 atime_ns: int | None = None, mtime_ns: int | None = None,
+                 length: int | None = None) -> pb.Inode:
+        """chmod, chown, utimens and truncate in one batch: only the given fields change.
+
+        Why the length is a plain field: the client cuts or zeroes the chunks past the new length
+        first (a shrink must not leave old bytes for a later extension to expose), then publishes it.
+        """
+        parts = split_path(path)
+        where = show(parts)
+        if mode is not None and not 0 <= mode <= 0o7777:
+            raise ChainfsError(Reason.INVALID_ARGUMENT, f"mode {mode:o} is not a permission mask: {where}")
+        for name, value in (("atime_ns", atime_ns), ("mtime_ns", mtime_ns), ("length", length)):
+            if value is not None and value < 0:
+                raise ChainfsError(Reason.INVALID_ARGUMENT, f"negative {name}: {where}")
+        with self._lock:
+            txn = self.store.txn()
+            inode = self._walk(txn, parts, where)
+            now = self.clock_ns()
+            if length is not None:
+                if inode.type == pb.DIRECTORY:
+                    raise ChainfsError(Reason.IS_A_DIRECTORY, f"is a directory: {where}")
+                if length != inode.length:
+                    inode.length = length
+                    inode.mtime_ns = now
+            for name, value in (("mode", mode), ("uid", uid), ("gid", gid), ("atime_ns", atime_ns),
+                                ("mtime_ns", mtime_ns)):
+                if value is not None:
+                    setattr(inode, name, value)
+            inode.ctime_ns = now
+            txn.put_inode(inode)
+            self.store.commit(txn)
+            return inode
+
     # ---- garbage ----
 
     def gc_records(self, limit: int | None = None) -> list[GcRecord]:

@@ -190,7 +190,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--etcd-prefix", default="/chainfs", help="key prefix of this cluster in etcd")
     p.add_argument("--manager-lease", type=int, default=None,
                    help="seconds of the cluster manager's etcd lease (default: half the heartbeat timeout)")
-    p.add_argument("--host", default=config.DEFAULT_HOST)
+    p.add_argument("--host", default=config.DEFAULT_HOST, help="address to bind")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--port-file", default=None, help="write the bound port here once serving")
     p.add_argument("--replication", type=int, default=config.DEFAULT_REPLICATION, help="targets per chain")
@@ -206,7 +206,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                    help="seconds a removed file's chunks are kept for readers that still hold it")
     p.add_argument("--gc-rate", type=float, default=DEFAULT_GC_RATE,
                    help="at most this many chunk removal calls per second")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
     return p
 
 

@@ -66,7 +66,7 @@ class Layout(_message.Message):
     def __init__(self, chunk_size: _Optional[int] = ..., stripe_width: _Optional[int] = ..., replication: _Optional[int] = ..., chains: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Inode(_message.Message):
-    __slots__ = ("id", "type", "length", "layout", "ctime_ns", "mtime_ns", "mode", "parent_id")
+    __slots__ = ("id", "type", "length", "layout", "ctime_ns", "mtime_ns", "mode", "parent_id", "uid", "gid", "atime_ns")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +75,9 @@ class Inode(_message.Message):
     MTIME_NS_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     PARENT_ID_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    GID_FIELD_NUMBER: _ClassVar[int]
+    ATIME_NS_FIELD_NUMBER: _ClassVar[int]
     id: int
     type: InodeType
     length: int
@@ -83,7 +86,10 @@ class Inode(_message.Message):
     mtime_ns: int
     mode: int
     parent_id: int
-    def __init__(self, id: _Optional[int] = ..., type: _Optional[_Union[InodeType, str]] = ..., length: _Optional[int] = ..., layout: _Optional[_Union[Layout, _Mapping]] = ..., ctime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., mode: _Optional[int] = ..., parent_id: _Optional[int] = ...) -> None: ...
+    uid: int
+    gid: int
+    atime_ns: int
+    def __init__(self, id: _Optional[int] = ..., type: _Optional[_Union[InodeType, str]] = ..., length: _Optional[int] = ..., layout: _Optional[_Union[Layout, _Mapping]] = ..., ctime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., mode: _Optional[int] = ..., parent_id: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., atime_ns: _Optional[int] = ...) -> None: ...
 
 class DirEntry(_message.Message):
     __slots__ = ("name", "inode")
@@ -170,6 +176,24 @@ class SetLayoutRequest(_message.Message):
     path: str
     layout: Layout
     def __init__(self, path: _Optional[str] = ..., layout: _Optional[_Union[Layout, _Mapping]] = ...) -> None: ...
+
+class SetAttrRequest(_message.Message):
+    __slots__ = ("path", "mode", "uid", "gid", "atime_ns", "mtime_ns", "length")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    GID_FIELD_NUMBER: _ClassVar[int]
+    ATIME_NS_FIELD_NUMBER: _ClassVar[int]
+    MTIME_NS_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    mode: int
+    uid: int
+    gid: int
+    atime_ns: int
+    mtime_ns: int
+    length: int
+    def __init__(self, path: _Optional[str] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
 
 class OpenWriteRequest(_message.Message):
     __slots__ = ("path", "mode", "parents", "layout", "client_id", "request_id")
@@ -284,20 +308,26 @@ class CloseWriteManyReply(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[InodeResult, _Mapping]]] = ...) -> None: ...
 
 class TargetInfo(_message.Message):
-    __slots__ = ("target_id", "node_id", "chain_id", "state", "path", "local_state")
+    __slots__ = ("target_id", "node_id", "chain_id", "state", "path", "local_state", "capacity_bytes", "free_bytes", "device")
     TARGET_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     LOCAL_STATE_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
     target_id: int
     node_id: int
     chain_id: int
     state: TargetState
     path: str
     local_state: LocalTargetState
-    def __init__(self, target_id: _Optional[int] = ..., node_id: _Optional[int] = ..., chain_id: _Optional[int] = ..., state: _Optional[_Union[TargetState, str]] = ..., path: _Optional[str] = ..., local_state: _Optional[_Union[LocalTargetState, str]] = ...) -> None: ...
+    capacity_bytes: int
+    free_bytes: int
+    device: int
+    def __init__(self, target_id: _Optional[int] = ..., node_id: _Optional[int] = ..., chain_id: _Optional[int] = ..., state: _Optional[_Union[TargetState, str]] = ..., path: _Optional[str] = ..., local_state: _Optional[_Union[LocalTargetState, str]] = ..., capacity_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., device: _Optional[int] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
     __slots__ = ("node_id", "address", "alive", "last_heartbeat_ns", "data_address", "host_id", "local_socket")
@@ -408,6 +438,18 @@ class RoutingReply(_message.Message):
     changed: bool
     routing: RoutingTable
     def __init__(self, changed: _Optional[bool] = ..., routing: _Optional[_Union[RoutingTable, _Mapping]] = ...) -> None: ...
+
+class SpaceReply(_message.Message):
+    __slots__ = ("capacity_bytes", "free_bytes", "replication", "disks")
+    CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_FIELD_NUMBER: _ClassVar[int]
+    DISKS_FIELD_NUMBER: _ClassVar[int]
+    capacity_bytes: int
+    free_bytes: int
+    replication: int
+    disks: int
+    def __init__(self, capacity_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., replication: _Optional[int] = ..., disks: _Optional[int] = ...) -> None: ...
 
 class NamespaceCheckReply(_message.Message):
     __slots__ = ("problems", "files", "pending_inodes", "file_paths", "appending_inodes")

@@ -84,6 +84,11 @@ class NamespaceStub:
                 request_serializer=chainfs_dot_proto_dot_meta__pb2.CloseWriteRequest.SerializeToString,
                 response_deserializer=chainfs_dot_proto_dot_meta__pb2.Inode.FromString,
                 _registered_method=True)
+        self.SetAttr = channel.unary_unary(
+                '/chainfs.Namespace/SetAttr',
+                request_serializer=chainfs_dot_proto_dot_meta__pb2.SetAttrRequest.SerializeToString,
+                response_deserializer=chainfs_dot_proto_dot_meta__pb2.Inode.FromString,
+                _registered_method=True)
         self.CheckNamespace = channel.unary_unary(
                 '/chainfs.Namespace/CheckNamespace',
                 request_serializer=chainfs_dot_proto_dot_meta__pb2.Empty.SerializeToString,
@@ -169,6 +174,12 @@ class NamespaceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetAttr(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CheckNamespace(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -244,6 +255,11 @@ def add_NamespaceServicer_to_server(servicer, server):
             'CloseWrite': grpc.unary_unary_rpc_method_handler(
                     servicer.CloseWrite,
                     request_deserializer=chainfs_dot_proto_dot_meta__pb2.CloseWriteRequest.FromString,
+                    response_serializer=chainfs_dot_proto_dot_meta__pb2.Inode.SerializeToString,
+            ),
+            'SetAttr': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAttr,
+                    request_deserializer=chainfs_dot_proto_dot_meta__pb2.SetAttrRequest.FromString,
                     response_serializer=chainfs_dot_proto_dot_meta__pb2.Inode.SerializeToString,
             ),
             'CheckNamespace': grpc.unary_unary_rpc_method_handler(
@@ -548,6 +564,33 @@ class Namespace:
             _registered_method=True)
 
     @staticmethod
+    def SetAttr(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chainfs.Namespace/SetAttr',
+            chainfs_dot_proto_dot_meta__pb2.SetAttrRequest.SerializeToString,
+            chainfs_dot_proto_dot_meta__pb2.Inode.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def CheckNamespace(request,
             target,
             options=(),
@@ -680,6 +723,11 @@ class ClusterManagerStub:
                 request_serializer=chainfs_dot_proto_dot_meta__pb2.RoutingRequest.SerializeToString,
                 response_deserializer=chainfs_dot_proto_dot_meta__pb2.RoutingReply.FromString,
                 _registered_method=True)
+        self.GetSpace = channel.unary_unary(
+                '/chainfs.ClusterManager/GetSpace',
+                request_serializer=chainfs_dot_proto_dot_meta__pb2.Empty.SerializeToString,
+                response_deserializer=chainfs_dot_proto_dot_meta__pb2.SpaceReply.FromString,
+                _registered_method=True)
 
 
 class ClusterManagerServicer:
@@ -703,6 +751,12 @@ class ClusterManagerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSpace(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterManagerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -720,6 +774,11 @@ def add_ClusterManagerServicer_to_server(servicer, server):
                     servicer.GetRouting,
                     request_deserializer=chainfs_dot_proto_dot_meta__pb2.RoutingRequest.FromString,
                     response_serializer=chainfs_dot_proto_dot_meta__pb2.RoutingReply.SerializeToString,
+            ),
+            'GetSpace': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSpace,
+                    request_deserializer=chainfs_dot_proto_dot_meta__pb2.Empty.FromString,
+                    response_serializer=chainfs_dot_proto_dot_meta__pb2.SpaceReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -803,6 +862,33 @@ class ClusterManager:
             '/chainfs.ClusterManager/GetRouting',
             chainfs_dot_proto_dot_meta__pb2.RoutingRequest.SerializeToString,
             chainfs_dot_proto_dot_meta__pb2.RoutingReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSpace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chainfs.ClusterManager/GetSpace',
+            chainfs_dot_proto_dot_meta__pb2.Empty.SerializeToString,
+            chainfs_dot_proto_dot_meta__pb2.SpaceReply.FromString,
             options,
             channel_credentials,
             insecure,

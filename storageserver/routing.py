@@ -107,6 +107,16 @@ def compute_position(routing: meta_pb2.RoutingTable, chain_id: int, local_target
     )
 
 
+def _space_of(path: str) -> dict[str, int]:
+    """The capacity and free bytes of the file system holding `path` (for the cluster's statfs)."""
+    try:
+        vfs, st = os.statvfs(path), os.stat(path)
+    except OSError:
+        return {}
+    return {"capacity_bytes": vfs.f_blocks * vfs.f_frsize, "free_bytes": vfs.f_bavail * vfs.f_frsize,
+            "device": st.st_dev}
+
+
 def _write_json_atomically(path: Path, payload: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -318,7 +328,8 @@ class ClusterRouting:
             node_id=self.node_id,
             address=self.address,
             targets=[
-                meta_pb2.TargetInfo(target_id=t, node_id=self.node_id, path=p, local_state=self.local_state(t))
+                meta_pb2.TargetInfo(target_id=t, node_id=self.node_id, path=p, local_state=self.local_state(t),
+                                    **_space_of(p))
                 for t, p in zip(self.target_ids, self.target_paths)
             ],
             routing_version=self._routing.version,

@@ -131,9 +131,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     return parser
 
 
-def run_server(argv: list[str] | None = None) -> int:
+def run_server(argv: list[str] | None = None, args: argparse.Namespace | None = None) -> int:
     """Runs a storage server until SIGTERM/SIGINT; returns the process exit status."""
-    args = build_parser().parse_args(argv)
+    if args is None:
+        args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s storage %(name)s: %(message)s",

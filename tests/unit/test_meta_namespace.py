@@ -542,3 +542,47 @@ def test_two_metaservers_race_on_one_directory(open_store: Callable[..., Store])
     assert len({e.inode.id for e in entries}) == len(entries)
     assert names(b.ns, "/d") == names(a.ns, "/d")
     assert list(check_namespace(a.ns).problems) == []
+
+
+def test_set_attr_changes_only_given_fields_and_survives_reopen(w: World) -> None:
+    w.ns.create("/f")
+    w.clock.now += 5
+    inode = w.ns.set_attr("/f", mode=0o4750, uid=1234, gid=99, atime_ns=111, mtime_ns=222)
+    assert (inode.mode, inode.uid, inode.gid, inode.atime_ns, inode.mtime_ns) == (0o4750, 1234, 99, 111, 222)
+    assert inode.ctime_ns == w.clock.now
+    w.reopen()
+    again = w.ns.set_attr("/f", mode=0o600)
+    assert (again.mode, again.uid, again.gid, again.mtime_ns) == (0o600, 1234, 99, 222)
+    d = w.ns.mkdir("/d")
+    assert not d.HasField("uid")
+    assert w.ns.set_attr("/d", gid=7).gid == 7
+
+
+def test_set_attr_length_and_bad_values(w: World) -> None:
+    w.ns.create("/f")
+    w.clock.now += 10
+    grown = w.ns.set_attr("/f", length=5000)
+    assert grown.length == 5000 and grown.mtime_ns == w.clock.now
+    assert w.ns.set_attr("/f", length=3).length == 3
+    w.ns.mkdir("/d")
+    with pytest.raises(ChainfsError) as err:
+        w.ns.set_attr("/d", length=0)
+    assert err.value.reason == Reason.IS_A_DIRECTORY
+    for bad in ({"mode": 0o10000}, {"length": -1}, {"mtime_ns": -5}):
+        with pytest.raises(ChainfsError) as err:
+            w.ns.set_attr("/f", **bad)
+        assert err.value.reason == Reason.INVALID_ARGUMENT
+    with pytest.raises(ChainfsError) as err:
+        w.ns.set_attr("/missing", mode=0o644)
+    assert err.value.reason == Reason.NOT_FOUND
+
+
+def test_space_counts_each_disk_once(w: World) -> None:
+    for node_id in sorted(w.cluster.nodes):
+        targets = [pb.TargetInfo(target_id=t.target_id, node_id=node_id, local_state=pb.UPTODATE,
+                                 capacity_bytes=1000, free_bytes=400, device=node_id % 2)
+                   for t in w.cluster.targets.values() if t.node_id == node_id]
+        w.cluster.heartbeat(node_id, "", targets, 0)
+    space = w.cluster.space()
+    # Three nodes on one host (127.0.0.1): devices 0 and 1, so two disks.
+    assert (space.capacity_bytes, space.free_bytes, space.disks, space.replication) == (2000, 800, 2, 3)

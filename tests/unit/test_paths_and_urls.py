@@ -51,14 +51,24 @@ def test_parse_url() -> None:
     several = parse_url("chainfs://10.0.0.1:7000,10.0.0.2:7001/x")  # several metaservers, one cluster
     assert several.address == "10.0.0.1:7000,10.0.0.2:7001" and several.path == "/x"
     assert str(several) == "chainfs://10.0.0.1:7000,10.0.0.2:7001/x"
+    # `?` and `#` belong to names (and globs), as on a local file system.
+    assert parse_url("chainfs://h:1/d/g?.bin#2").path == "/d/g?.bin#2"
+
+
+def test_url_without_host_uses_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHAINFS_ADDRESS", "10.0.0.5:7000")
+    assert parse_url("chainfs:///a/b").address == "10.0.0.5:7000"
+    assert parse_url("chainfs:///a/b").path == "/a/b"
 
 
 @pytest.mark.parametrize("bad", [
     "s3://bucket/key", "chainfs://host/path", "chainfs://:7000/x", "chainfs://h:notaport/x",
-    "chainfs://h:70000/x", "chainfs://h:0/x", "chainfs://h:1/x?y=1", "/local/path",
+    "chainfs://h:70000/x", "chainfs://h:0/x", "/local/path",
     "chainfs://h:1,/x", "chainfs://h:1,h2/x",
+    "chainfs:///x",
 ])
-def test_malformed_urls_raise_value_error(bad: str) -> None:
+def test_malformed_urls_raise_value_error(bad: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CHAINFS_ADDRESS", raising=False)
     with pytest.raises(ValueError):
         parse_url(bad)
 
