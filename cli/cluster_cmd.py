@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="metadata store: embedded RocksDB, or an etcd cluster started alongside")
     up.add_argument("--metaservers", type=int, default=1, help="metaservers over one etcd (etcd backend)")
     up.add_argument("--etcd-members", type=int, default=1, help="etcd members to start (etcd backend)")
+    up.add_argument("--netns", action="store_true",
+                    help="run each server in its own network namespace on a private bridge (root only)")
     up.set_defaults(func=cmd_up)
 
     status = csub.add_parser("status", help="nodes, targets, chains and their states")
@@ -46,7 +48,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                            targets_per_node=args.targets_per_node, port=args.port,
                            heartbeat_timeout=args.heartbeat_timeout, start_timeout=args.timeout,
                            meta_backend=args.meta_backend, metaservers=args.metaservers,
-                           etcd_members=args.etcd_members)
+                           etcd_members=args.etcd_members, netns=args.netns)
     cluster.start()
     print(cluster.url)
     return 0

@@ -22,6 +22,7 @@ from chainfs.proto import meta_pb2 as mpb
 
 from chainfs.client.meta_client import MetaClient
 from chainfs.cluster.etcd import EtcdCluster
+from chainfs.cluster.netns import NetnsLab
 from chainfs.cluster.process import is_alive, is_ours, read_port, spawn, stop_pid, wait_for
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ class ServerState:
     port: int = 0
     data_dir: str = ""
     log: str = ""
+    host: str = ""  # its own address on a netns host; "" = the cluster's host
+    netns: int = -1  # its netns host index, -1 when not in a namespace
 
 
 @dataclass
@@ -52,14 +55,19 @@ class ClusterState:
     meta_backend: str = "rocksdb"
     etcd: list[dict[str, Any]] = field(default_factory=list)  # EtcdMember fields
     etcd_prefix: str = "/chainfs"
+    netns_tag: str = ""  # the NetnsLab of a `netns=True` cluster
+    netns_hosts: int = 0
 
     @property
     def meta(self) -> ServerState:
         return self.metas[0]
 
+    def host_of(self, server: ServerState) -> str:
+        return server.host or self.host
+
     @property
     def address(self) -> str:
-        return ",".join(f"{self.host}:{m.port}" for m in self.metas)
+        return ",".join(f"{self.host_of(m)}:{m.port}" for m in self.metas)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -78,6 +86,7 @@ class ClusterState:
             gc_interval=data.get("gc_interval", 2.0), gc_grace=data.get("gc_grace", 30.0),
             meta_backend=data.get("meta_backend", "rocksdb"), etcd=data.get("etcd", []),
             etcd_prefix=data.get("etcd_prefix", "/chainfs"),
+            netns_tag=data.get("netns_tag", ""), netns_hosts=data.get("netns_hosts", 0),
         )
 
 
@@ -88,7 +97,7 @@ class LocalCluster:
                  targets_per_node: int = 4, port: int = 0, host: str = DEFAULT_HOST,
                  heartbeat_timeout: float = 5.0, start_timeout: float = 60.0, gc_interval: float = 2.0,
                  gc_grace: float = 30.0, fsync: bool = True, meta_backend: str = "rocksdb",
-                 metaservers: int = 1, etcd_members: int = 1) -> None:
+                 metaservers: int = 1, etcd_members: int = 1, netns: bool = False) -> None:
         if storage_nodes < 1:
             raise ValueError(f"storage_nodes must be >= 1, got {storage_nodes}")
         if not 1 <= replicas <= storage_nodes:
@@ -109,6 +118,8 @@ class LocalCluster:
         self._procs: dict[str, subprocess.Popen] = {}
         self.etcd_members = etcd_members
         self.etcd: EtcdCluster | None = None
+        self.netns = netns
+        self.lab: NetnsLab | None = None
         self.state = ClusterState(
             host=host, replicas=replicas, targets_per_node=targets_per_node,
             heartbeat_timeout=heartbeat_timeout, gc_interval=gc_interval, gc_grace=gc_grace,
@@ -146,8 +157,13 @@ class LocalCluster:
             if any(_running(s, m) for s, m in _servers(old)):
                 raise FileExistsError(17, "a cluster is already running in this directory", str(self.root))
         try:
+            etcd_wrap = None
+            etcd_hosts = None
+            if self.netns:
+                etcd_wrap, etcd_hosts = self._make_lab()
             if self.state.meta_backend == "etcd":
-                self.etcd = EtcdCluster(self.root / "etcd", members=self.etcd_members).start()
+                self.etcd = EtcdCluster(self.root / "etcd", members=self.etcd_members, hosts=etcd_hosts,
+                                        wrap=etcd_wrap).start()
                 self.state.etcd = [asdict(m) for m in self.etcd.members]
             for i in range(len(self.state.metas)):
                 self._start_meta(i)
@@ -159,6 +175,34 @@ class LocalCluster:
             raise
         return self
 
+    def _make_lab(self) -> tuple[Any, list[str] | None]:
+        """One netns host per server: etcd members first, then metaservers, then storage nodes."""
+        etcd = self.etcd_members if self.state.meta_backend == "etcd" else 0
+        servers = [*self.state.metas, *self.state.storage]
+        self.lab = NetnsLab(etcd + len(servers)).create()
+        self.state.netns_tag, self.state.netns_hosts = self.lab.tag, self.lab.hosts
+        for k, server in enumerate(servers):
+            server.netns, server.host = etcd + k, self.lab.ip(etcd + k)
+        self._save()
+        lab = self.lab
+        return (lambda i: lab.wrap(i)), ([lab.ip(i) for i in range(etcd)] or None)
+
+    def host_index(self, role: str, i: int = 0) -> int:
+        """The netns host of `etcd` member i, `meta` i or `storage` i (for `lab` faults)."""
+        if role == "etcd":
+            if not self.state.netns_hosts or i >= len(self.state.etcd):
+                raise ValueError(f"no netns host for etcd member {i}")
+            return i
+        server = (self.state.metas if role == "meta" else self.state.storage)[i]
+        if server.netns < 0:
+            raise ValueError(f"{role} {i} does not run in a network namespace (netns=True)")
+        return server.netns
+
+    def _wrap(self, server: ServerState) -> list[str] | None:
+        if server.netns < 0:
+            return None
+        return ["ip", "netns", "exec", f"cfs-{self.state.netns_tag}-{server.netns}"]
+
     def _meta_name(self, i: int) -> str:
         return "meta" if i == 0 else f"meta-{i}"
 
@@ -166,7 +210,7 @@ class LocalCluster:
         meta = self.state.metas[i]
         port_file = self.root / f"{self._meta_name(i)}.port"
         port_file.unlink(missing_ok=True)
-        args = ["--host", self.state.host, "--port", str(meta.port),
+        args = ["--host", self.state.host_of(meta), "--port", str(meta.port),
                 "--port-file", str(port_file), "--replication", str(self.state.replicas),
                 "--min-nodes", str(self.storage_nodes),
                 "--heartbeat-timeout", str(self.state.heartbeat_timeout),
@@ -176,7 +220,7 @@ class LocalCluster:
                      "--etcd-prefix", self.state.etcd_prefix]
         else:
             args += ["--data-dir", meta.data_dir]
-        proc = spawn(META_MODULE, args, Path(meta.log))
+        proc = spawn(META_MODULE, args, Path(meta.log), wrap=self._wrap(meta))
         self._procs[self._meta_name(i)] = proc
         meta.pid = proc.pid
         meta.port = self._await_port(proc, port_file, f"metaserver {i}", meta.log)
@@ -186,12 +230,12 @@ class LocalCluster:
         node = self.state.storage[i]
         port_file = self.root / f"storage-{i}.port"
         port_file.unlink(missing_ok=True)
-        args = ["--data-dir", node.data_dir, "--meta", self.address, "--host", self.state.host,
+        args = ["--data-dir", node.data_dir, "--meta", self.address, "--host", self.state.host_of(node),
                 "--port", str(node.port), "--port-file", str(port_file),
                 "--targets", str(self.state.targets_per_node)]
         if not self.fsync:
             args.append("--no-fsync")
-        proc = spawn(STORAGE_MODULE, args, Path(node.log))
+        proc = spawn(STORAGE_MODULE, args, Path(node.log), wrap=self._wrap(node))
         self._procs[f"storage-{i}"] = proc
         node.pid = proc.pid
         node.port = self._await_port(proc, port_file, f"storage server {i}", node.log)
@@ -222,6 +266,10 @@ class LocalCluster:
         self._procs.clear()
         if self.state.etcd:
             self._etcd().stop()
+        if self.state.netns_tag:
+            lab = self.lab or NetnsLab.attach(self.state.netns_hosts, self.state.netns_tag)
+            lab.destroy()
+            self.lab = None
 
     def _names(self) -> list[str]:
         return [self._meta_name(i) for i in range(len(self.state.metas))] + \
@@ -231,7 +279,11 @@ class LocalCluster:
         if self.etcd is None:
             if not self.state.etcd:
                 raise ValueError("this cluster runs no etcd (meta_backend is rocksdb)")
-            self.etcd = EtcdCluster(self.root / "etcd", members_state=self.state.etcd)
+            wrap = None
+            if self.state.netns_tag:
+                tag = self.state.netns_tag
+                wrap = lambda i: ["ip", "netns", "exec", f"cfs-{tag}-{i}"]  # noqa: E731
+            self.etcd = EtcdCluster(self.root / "etcd", members_state=self.state.etcd, wrap=wrap)
         return self.etcd
 
     def __enter__(self) -> "LocalCluster":
@@ -304,14 +356,14 @@ class LocalCluster:
         stop_pid(self.state.metas[i].pid, META_MODULE, proc=self._procs.get(self._meta_name(i)))
         self._start_meta(i)
 
-    def leader_meta(self, timeout: float = 0.0) -> int:
+    def leader_meta(self, timeout: float = 0.0, exclude: int | None = None) -> int:
         """The index of the metaserver running the cluster manager (0 with rocksdb); waits up to
-        `timeout` for one to be elected, else raises LookupError."""
+        `timeout` for one (other than `exclude`) to be elected, else raises LookupError."""
         if self.state.meta_backend != "etcd":
             return 0
         from chainfs.metaserver.etcd_client import EtcdClient
 
-        ports = {f"{self.state.host}:{m.port}": i for i, m in enumerate(self.state.metas)}
+        ports = {f"{self.state.host_of(m)}:{m.port}": i for i, m in enumerate(self.state.metas)}
         client = EtcdClient(self._etcd().endpoints, timeout=2.0)
         found: list[int] = []
 
@@ -322,7 +374,7 @@ class LocalCluster:
                 return False
             i = ports.get(kv.value.decode()) if kv is not None else None
             # A killed leader's key outlives it until its lease lapses: only a running one counts.
-            if i is not None and _running(self.state.metas[i], META_MODULE):
+            if i is not None and i != exclude and _running(self.state.metas[i], META_MODULE):
                 found.append(i)
                 return True
             return False
@@ -364,7 +416,8 @@ class LocalCluster:
         cluster = cls(root, storage_nodes=len(state.storage), replicas=state.replicas,
                       targets_per_node=state.targets_per_node, host=state.host,
                       heartbeat_timeout=state.heartbeat_timeout, meta_backend=state.meta_backend,
-                      metaservers=len(state.metas), etcd_members=max(1, len(state.etcd)))
+                      metaservers=len(state.metas), etcd_members=max(1, len(state.etcd)),
+                      netns=bool(state.netns_tag))
         cluster.state = state
         return cluster
 

@@ -22,12 +22,13 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval:
         time.sleep(interval)
 
 
-def spawn(module: str, args: list[str], log_path: Path) -> subprocess.Popen:
-    """Starts `python -m module args` in its own session, logging to log_path."""
+def spawn(module: str, args: list[str], log_path: Path, wrap: list[str] | None = None) -> subprocess.Popen:
+    """Starts `python -m module args` in its own session, logging to log_path; `wrap` prefixes the
+    command (`ip netns exec NS` runs it on a netns host; it execs, so the pid stays the server's)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", module, *args],
+            [*(wrap or []), sys.executable, "-m", module, *args],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True,
         )

@@ -103,7 +103,7 @@ class ManagerElection:
 
     def _renew(self) -> None:
         sent = self.clock()
-        ttl = self.client.keep_alive(self.lease_id)
+        ttl = self.client.keep_alive(self.lease_id, within=self.ttl_s * 0.75)
         if ttl <= 0:
             self._step_down("the lease expired")
             return

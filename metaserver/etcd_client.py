@@ -164,13 +164,17 @@ class EtcdClient:
             raise ChainfsError(Reason.INTERNAL, f"etcd lease grant: {resp.error}")  # type: ignore[attr-defined]
         return resp.ID  # type: ignore[attr-defined,no-any-return]
 
-    def keep_alive(self, lease_id: int) -> int:
-        """Renews a lease once; returns its new TTL in seconds (0: the lease is gone)."""
-        deadline = time.monotonic() + self.timeout
+    def keep_alive(self, lease_id: int, within: float | None = None) -> int:
+        """Renews a lease once, trying endpoints in turn for up to `within` seconds; returns its new
+        TTL in seconds (0: the lease is gone). A short `within` keeps a leader from losing its lease
+        while it waits on one member that stopped answering."""
+        within = self.timeout if within is None else within
+        deadline = time.monotonic() + within
+        per_try_cap = min(self.attempt_timeout, max(0.15, within / len(self._channels)))
         while True:
             index, channel = self._pick()
             stub = egrpc.LeaseStub(channel)
-            per_try = max(0.05, min(deadline - time.monotonic(), self.attempt_timeout))
+            per_try = max(0.05, min(deadline - time.monotonic(), per_try_cap))
             try:
                 for resp in stub.LeaseKeepAlive(iter([epb.LeaseKeepAliveRequest(ID=lease_id)]), timeout=per_try):
                     return int(resp.TTL)

@@ -227,7 +227,9 @@ class ClusterRouting:
                 targets=[meta_pb2.RegisterTarget(target_id=t, path=p) for t, p in zip(ids, self.target_paths)],
             )
             try:
-                reply = self._stub().Register(request, timeout=config.META_RPC_TIMEOUT)
+                # Several metaservers: one that stopped answering must not hold us for the full timeout.
+                timeout = max(2.0, config.META_RPC_TIMEOUT / len(self.meta_addresses))
+                reply = self._stub().Register(request, timeout=timeout)
                 break
             except grpc.RpcError as err:
                 reason = reason_of(err)

@@ -41,8 +41,9 @@ def make_cluster(root: Path, nodes: int = 3, **kwargs: Any) -> LocalCluster:
                         heartbeat_timeout=T, gc_interval=0.3, gc_grace=0.0, start_timeout=120, **kwargs)
 
 
-def client(cluster: LocalCluster) -> ChainClient:
-    return ChainClient(cluster.address, retry_deadline=30.0)
+def client(cluster: LocalCluster, meta_timeout: float = 10.0) -> ChainClient:
+    """A client of the cluster; a short `meta_timeout` lets it leave a cut-off metaserver sooner."""
+    return ChainClient(cluster.address, meta_timeout=meta_timeout, retry_deadline=30.0)
 
 
 def node_index(cluster: LocalCluster, node_id: int) -> int:
@@ -110,9 +111,10 @@ class Load:
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     reg_inodes: list[mpb.Inode] = field(default_factory=list)
+    meta_timeout: float = 10.0
 
     def start(self) -> "Load":
-        c = client(self.cluster)
+        c = client(self.cluster, self.meta_timeout)
         c.mkdir("/load", parents=True, layout=mpb.Layout(chunk_size=CHUNK, stripe_width=1))
         for k in range(self.registers):
             self.reg_inodes.append(c.write_file(f"/load/reg{k}", value_bytes("init")))
@@ -145,7 +147,7 @@ class Load:
                     len(self.acked), self.failed_writes, self.history.count())
 
     def _writer(self, i: int) -> None:
-        c = client(self.cluster)
+        c = client(self.cluster, self.meta_timeout)
         rnd = random.Random(i)
         n = 0
         while not self._stop.is_set():
@@ -163,7 +165,7 @@ class Load:
                 self.acked[path] = data
 
     def _register_client(self, i: int) -> None:
-        c = client(self.cluster)
+        c = client(self.cluster, self.meta_timeout)
         rnd = random.Random(100 + i)
         n = 0
         while not self._stop.is_set():

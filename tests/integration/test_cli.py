@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from chainfs.cluster.etcd import etcd_binary
+from chainfs.cluster.netns import netns_supported
 from chainfs.cluster.process import is_alive
 
 pytestmark = pytest.mark.integration
@@ -87,3 +88,28 @@ def test_cluster_up_on_etcd_with_three_metaservers(tmp_path: Path) -> None:
     finally:
         run("cluster", "down", "--dir", str(cdir))
     assert not any(is_alive(p) for p in pids), "cluster down must stop every process, etcd included"
+
+
+@pytest.mark.skipif(etcd_binary() is None or netns_supported() is not None,
+                    reason=f"needs etcd and network namespaces ({netns_supported()})")
+def test_cluster_up_netns_runs_each_server_on_its_own_host(tmp_path: Path) -> None:
+    cdir = tmp_path / "cluster"
+    up = run("cluster", "up", "--dir", str(cdir), "--storage-nodes", "2", "--replicas", "2",
+             "--targets-per-node", "1", "--meta-backend", "etcd", "--metaservers", "2", "--netns")
+    url = up.stdout.strip().splitlines()[-1]
+    state = json.loads((cdir / "cluster.json").read_text())
+    names = [f"cfs-{state['netns_tag']}-{i}" for i in range(state["netns_hosts"])]
+    try:
+        hosts = {m["host"] for m in state["metas"] + state["storage"]} | {m["host"] for m in state["etcd"]}
+        assert len(hosts) == 5 and state["netns_hosts"] == 5 and not hosts & {"127.0.0.1", ""}
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert all(n in listed for n in names)
+        local = tmp_path / "in.bin"
+        local.write_bytes(os.urandom(100_000))
+        run("put", str(local), f"{url}/in.bin")
+        run("get", f"{url}/in.bin", str(tmp_path / "out.bin"))
+        assert (tmp_path / "out.bin").read_bytes() == local.read_bytes()
+    finally:
+        run("cluster", "down", "--dir", str(cdir))
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not any(n in listed for n in names), "cluster down must remove its namespaces"
