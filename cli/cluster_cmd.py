@@ -1,16 +1,26 @@
-"""`chainfs cluster up|status|down`: the local multi-process cluster."""
+"""`chainfs cluster up|status|restart-node|down`: the local multi-process cluster.
+
+`status` exit codes: 0 when every node is alive and every target serving, 1 when the metaserver
+cannot be reached, 3 when the cluster is degraded (a node down or fenced, a target not serving, a
+process of the directory not running); `--json` prints the same facts.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
+from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
+from chainfs.cli import cluster_view
 from chainfs.cluster import LocalCluster
-from chainfs.proto import meta_pb2 as mpb
+from chainfs.cluster.local import STATE_FILE
+from chainfs.common.scrape import scrape_all
+
+EXIT_DEGRADED = 3
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,17 +43,35 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="run each server in its own network namespace on a private bridge (root only)")
     up.set_defaults(func=cmd_up)
 
-    status = csub.add_parser("status", help="nodes, targets, chains and their states")
+    status = csub.add_parser("status", help="nodes, targets, capacity, throughput, chains; exit 3 if degraded")
     status.add_argument("--dir", required=True, help="the directory given to `cluster up`")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--json", action="store_true", help="machine-readable output (the same facts)")
+    status.add_argument("--interval", type=float, default=1.0,
+                        help="seconds between the two scrapes that give throughput (0: no throughput)")
     status.set_defaults(func=cmd_status)
 
-    down = csub.add_parser("down", help="stop every process of the cluster")
+    restart = csub.add_parser("restart-node", help="stop storage node N (as in cluster.json: storage-N) "
+                                                   "and start it again on its port and data")
+    restart.add_argument("node", help="the storage node's index (0..N-1), or `meta`")
+    restart.add_argument("--dir", required=True, help="the directory given to `cluster up`")
+    restart.add_argument("--wait", action="store_true", help="wait until the cluster is healthy again")
+    restart.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default %(default)s)")
+    restart.set_defaults(func=cmd_restart)
+
+    down = csub.add_parser("down", help="stop every process the cluster directory knows (restarted ones too)")
     down.add_argument("--dir", required=True, help="the directory given to `cluster up`")
     down.set_defaults(func=cmd_down)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    """A fresh cluster, or, where the directory has one, whatever of it is not running."""
+    if (Path(args.dir) / STATE_FILE).exists():
+        cluster = LocalCluster.attach(args.dir)
+        cluster.start_timeout = args.timeout
+        started = cluster.start_missing()
+        print(cluster.url)
+        print(f"started {', '.join(started)}" if started else "every server was already running", file=sys.stderr)
+        return 0
     cluster = LocalCluster(args.dir, storage_nodes=args.storage_nodes, replicas=args.replicas,
                            targets_per_node=args.targets_per_node, port=args.port,
                            heartbeat_timeout=args.heartbeat_timeout, start_timeout=args.timeout,
@@ -54,60 +82,81 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def routing_dict(table: mpb.RoutingTable) -> dict:
-    return {
-        "routing_version": table.version,
-        "nodes": [{"node_id": n.node_id, "address": n.address, "alive": n.alive} for n in table.nodes],
-        "chains": [
-            {"chain_id": c.chain_id, "version": c.version,
-             "targets": [{"target_id": t.target_id, "node_id": t.node_id,
-                          "state": mpb.TargetState.Name(t.state).lower()} for t in c.targets]}
-            for c in table.chains
-        ],
-    }
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     cluster = LocalCluster.attach(args.dir)
     running = cluster.running()
+    metrics = {"meta": _addr(cluster, cluster.state.meta.metrics_port)}
+    metrics.update({f"storage-{i}": _addr(cluster, s.metrics_port) for i, s in enumerate(cluster.state.storage)})
     try:
         table = cluster.routing()
     except OSError as exc:
         if args.json:
-            json.dump({"address": cluster.address, "processes": running, "error": str(exc)}, sys.stdout, indent=2)
+            json.dump({"address": cluster.address, "processes": running, "metrics": metrics, "healthy": False,
+                       "error": str(exc)}, sys.stdout, indent=2)
             print()
         else:
             print(f"metaserver {cluster.address} unreachable: {exc}", file=sys.stderr)
         return 1
-    info = routing_dict(table)
+    before = cluster_view.scrape_nodes(table) if args.interval > 0 else None
+    if before is not None:
+        time.sleep(args.interval)  # the measurement window of the throughput, not a synchronization
+    now = cluster_view.scrape_nodes(table)
+    f = cluster_view.facts(table, now, before, args.interval)
+    meta = scrape_all({"meta": metrics["meta"]}).get("meta") if metrics["meta"] else None
+    if meta is not None:
+        f["gc_pending_records"] = int(meta.get_one("chainfs_gc_pending_records"))
+        f["gc_collected"] = int(meta.get_one("chainfs_gc_collected_total"))
+    for name, up in running.items():
+        if not up:
+            f["problems"].append(f"process {name} is not running")
+    f["healthy"] = not f["problems"]
     if args.json:
-        json.dump({"address": cluster.address, "url": cluster.url, "processes": running, **info},
+        json.dump({"address": cluster.address, "url": cluster.url, "processes": running, "metrics": metrics, **f},
                   sys.stdout, indent=2)
         print()
-        return 0
-    print_routing(table, title=f"chainfs cluster {cluster.url}")
+    else:
+        console = Console() if sys.stdout.isatty() else Console(width=140)
+        console.print(cluster_view.node_table(f, f"chainfs cluster {cluster.url} — routing version "
+                                                 f"{f['routing_version']}"))
+        console.print(cluster_view.target_table(f))
+        console.print(cluster_view.chain_table(f))
+        console.print("metrics: " + ", ".join(f"{k} http://{v}/metrics" if v else f"{k} -" for k, v in metrics.items()))
+        if "gc_pending_records" in f:
+            console.print(f"gc: {f['gc_pending_records']} records pending, {f['gc_collected']} inodes collected")
+        for problem in f["problems"]:
+            console.print(f"[red]problem:[/] {problem}")
+        console.print("[green]healthy[/]" if f["healthy"] else "[red]degraded[/]")
+    return 0 if f["healthy"] else EXIT_DEGRADED
+
+
+def _addr(cluster: LocalCluster, port: int) -> str:
+    return f"{cluster.state.host}:{port}" if port else ""
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    cluster = LocalCluster.attach(args.dir)
+    cluster.start_timeout = args.timeout
+    if args.node == "meta":
+        cluster.restart_meta()
+    else:
+        if not args.node.isdigit() or not 0 <= int(args.node) < cluster.storage_nodes:
+            raise ValueError(f"node must be meta or a storage index in 0..{cluster.storage_nodes - 1}, "
+                             f"got {args.node!r}")
+        cluster.restart_storage(int(args.node))
+    if args.wait:
+        cluster.wait_healthy(args.timeout)
+    name = "meta" if args.node == "meta" else f"storage-{args.node}"
+    pid = cluster.state.meta.pid if args.node == "meta" else cluster.state.storage[int(args.node)].pid
+    print(f"restarted {name} (pid {pid})")
     return 0
-
-
-def print_routing(table: mpb.RoutingTable, title: str, console: Console | None = None) -> None:
-    console = console or Console()
-    nodes = Table(title=f"{title} — routing version {table.version}")
-    for col in ("node", "address", "alive"):
-        nodes.add_column(col)
-    for n in table.nodes:
-        nodes.add_row(str(n.node_id), n.address, "yes" if n.alive else "NO")
-    console.print(nodes)
-    chains = Table(title="chains (head first)")
-    for col in ("chain", "version", "targets (target@node: state)"):
-        chains.add_column(col)
-    for c in table.chains:
-        members = ", ".join(f"{t.target_id}@{t.node_id}: {mpb.TargetState.Name(t.state).lower()}" for t in c.targets)
-        chains.add_row(str(c.chain_id), str(c.version), members)
-    console.print(chains)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     cluster = LocalCluster.attach(args.dir)
     cluster.stop()
+    left = cluster.live_pids()
+    if left:
+        print(f"could not stop pids {left}", file=sys.stderr)
+        return 1
     print(f"stopped cluster in {cluster.root}")
     return 0

@@ -1,8 +1,9 @@
 """A local multi-process cluster: metaserver(s) and N storage servers on loopback.
 
-`chainfs cluster up/down/status` and the tests use it. State lives under one directory:
-`cluster.json` (addresses and pids), `logs/`, `meta/`, `storage-<i>/`, and with the etcd backend
-`etcd/` (the etcd members). With `meta_backend="etcd"` any number of metaservers share one etcd
+`chainfs cluster up/down/status/restart-node` and the tests use it. State lives under one
+directory: `cluster.json` (addresses, ports, metrics ports and current pids), `pids` (every server
+process ever started here, one `pid module port-file` line each, so `down` stops restarted ones
+too), `logs/`, `meta/`, `storage-<i>/`, and with the etcd backend `etcd/` (the etcd members). With `meta_backend="etcd"` any number of metaservers share one etcd
 cluster (`metaservers=`, `etcd_members=`); `address` lists them all ("h:p1,h:p2,...").
 """
 
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 META_MODULE = "chainfs.metaserver"
 STORAGE_MODULE = "chainfs.storageserver"
 STATE_FILE = "cluster.json"
+PID_LOG = "pids"
 
 
 @dataclass
@@ -40,6 +42,7 @@ class ServerState:
     log: str = ""
     host: str = ""  # its own address on a netns host; "" = the cluster's host
     netns: int = -1  # its netns host index, -1 when not in a namespace
+    metrics_port: int = 0
 
 
 @dataclass
@@ -155,7 +158,8 @@ class LocalCluster:
         if (self.root / STATE_FILE).exists():
             old = ClusterState.from_json(json.loads((self.root / STATE_FILE).read_text()))
             if any(_running(s, m) for s, m in _servers(old)):
-                raise FileExistsError(17, "a cluster is already running in this directory", str(self.root))
+                raise FileExistsError(17, "a cluster is already running in this directory "
+                                          "(`cluster up` on it starts what is missing)", str(self.root))
         try:
             etcd_wrap = None
             etcd_hosts = None
@@ -210,8 +214,10 @@ class LocalCluster:
         meta = self.state.metas[i]
         port_file = self.root / f"{self._meta_name(i)}.port"
         port_file.unlink(missing_ok=True)
-        args = ["--host", self.state.host_of(meta), "--port", str(meta.port),
-                "--port-file", str(port_file), "--replication", str(self.state.replicas),
+        metrics_file = self._metrics_file(self._meta_name(i))
+        args = ["--host", self.state.host_of(meta), "--port", str(meta.port), "--port-file", str(port_file),
+                "--metrics-port", str(meta.metrics_port), "--metrics-port-file", str(metrics_file),
+                "--replication", str(self.state.replicas),
                 "--min-nodes", str(self.storage_nodes),
                 "--heartbeat-timeout", str(self.state.heartbeat_timeout),
                 "--gc-interval", str(self.state.gc_interval), "--gc-grace", str(self.state.gc_grace)]
@@ -220,26 +226,42 @@ class LocalCluster:
                      "--etcd-prefix", self.state.etcd_prefix]
         else:
             args += ["--data-dir", meta.data_dir]
-        proc = spawn(META_MODULE, args, Path(meta.log), wrap=self._wrap(meta))
+        proc = self._spawn(META_MODULE, args, meta, port_file)
         self._procs[self._meta_name(i)] = proc
         meta.pid = proc.pid
         meta.port = self._await_port(proc, port_file, f"metaserver {i}", meta.log)
+        meta.metrics_port = read_port(metrics_file) or 0
         self._save()
 
     def _start_storage(self, i: int) -> None:
         node = self.state.storage[i]
         port_file = self.root / f"storage-{i}.port"
         port_file.unlink(missing_ok=True)
+        metrics_file = self._metrics_file(f"storage-{i}")
         args = ["--data-dir", node.data_dir, "--meta", self.address, "--host", self.state.host_of(node),
                 "--port", str(node.port), "--port-file", str(port_file),
+                "--metrics-port", str(node.metrics_port), "--metrics-port-file", str(metrics_file),
                 "--targets", str(self.state.targets_per_node)]
         if not self.fsync:
             args.append("--no-fsync")
-        proc = spawn(STORAGE_MODULE, args, Path(node.log), wrap=self._wrap(node))
+        proc = self._spawn(STORAGE_MODULE, args, node, port_file)
         self._procs[f"storage-{i}"] = proc
         node.pid = proc.pid
         node.port = self._await_port(proc, port_file, f"storage server {i}", node.log)
+        node.metrics_port = read_port(metrics_file) or 0
         self._save()
+
+    def _metrics_file(self, name: str) -> Path:
+        path = self.root / f"{name}.metrics.port"
+        path.unlink(missing_ok=True)
+        return path
+
+    def _spawn(self, module: str, args: list[str], server: ServerState, port_file: Path) -> subprocess.Popen:
+        """Starts a server and logs its pid with a marker only its command line holds (the port file)."""
+        proc = spawn(module, args, Path(server.log), wrap=self._wrap(server))
+        with open(self.root / PID_LOG, "a") as f:
+            f.write(f"{proc.pid} {module} {port_file}\n")
+        return proc
 
     def _await_port(self, proc: subprocess.Popen, port_file: Path, what: str, log_path: str) -> int:
         def ready() -> bool:
@@ -259,10 +281,14 @@ class LocalCluster:
         os.replace(tmp, self.root / STATE_FILE)
 
     def stop(self) -> None:
-        """Stops every server this cluster started, by pid (storage, metaservers, then etcd)."""
+        """Stops every server process started in this directory, by pid (storage, metaservers, then
+        etcd): the current ones and any older ones (restarted by another process, or left by a
+        start that failed half way)."""
         for name, (server, marker) in reversed(list(zip(self._names(), _servers(self.state)))):
             if server.pid:
                 stop_pid(server.pid, marker, proc=self._procs.get(name))
+        for pid, module, _ in reversed(self._live_logged()):
+            stop_pid(pid, module)
         self._procs.clear()
         if self.state.etcd:
             self._etcd().stop()
@@ -270,6 +296,44 @@ class LocalCluster:
             lab = self.lab or NetnsLab.attach(self.state.netns_hosts, self.state.netns_tag)
             lab.destroy()
             self.lab = None
+
+    def known_pids(self) -> list[tuple[int, str, str]]:
+        """(pid, module, marker) of every server process ever started in this directory."""
+        try:
+            lines = (self.root / PID_LOG).read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in lines:
+            parts = line.split(" ", 2)
+            if len(parts) == 3 and parts[0].isdigit():
+                out.append((int(parts[0]), parts[1], parts[2]))
+        return out
+
+    def _live_logged(self) -> list[tuple[int, str, str]]:
+        return [(pid, module, marker) for pid, module, marker in self.known_pids()
+                if is_alive(pid) and is_ours(pid, module) and is_ours(pid, marker)]
+
+    def live_pids(self) -> list[int]:
+        """Server processes of this directory that still run."""
+        return [pid for pid, _, _ in self._live_logged()]
+
+    def start_missing(self, timeout: float | None = None) -> list[str]:
+        """Starts every metaserver and storage server of this directory that is not running, on its
+        recorded port and data; returns their names. Storage nodes come back through resync."""
+        running = self.running()
+        started = []
+        for i in range(len(self.state.metas)):
+            if not running[self._meta_name(i)]:
+                self._start_meta(i)
+                started.append(self._meta_name(i))
+        for i in range(self.storage_nodes):
+            if not running[f"storage-{i}"]:
+                self._start_storage(i)
+                started.append(f"storage-{i}")
+        if started:
+            self.wait_healthy(self.start_timeout if timeout is None else timeout)
+        return started
 
     def _names(self) -> list[str]:
         return [self._meta_name(i) for i in range(len(self.state.metas))] + \

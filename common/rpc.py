@@ -60,10 +60,14 @@ def stream_handler(func: F) -> F:
 
 
 def make_server(max_workers: int = 64) -> grpc.Server:
+    """A gRPC server whose every RPC is timed and counted (`common.metrics.RpcMetrics`)."""
+    from chainfs.common.metrics import RpcMetrics  # prometheus_client loads only in servers
+
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         options=GRPC_OPTIONS,
         maximum_concurrent_rpcs=max_workers * 4,
+        interceptors=[RpcMetrics()],
     )
 
 

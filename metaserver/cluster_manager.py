@@ -174,11 +174,13 @@ class ClusterManager:
                 log.info("node %d moved: %s -> %s", node_id, node.address, address)
                 node.address = address
                 changed = True
-            if endpoint is not None and (node.data_address, node.host_id, node.local_socket) != (
-                    endpoint.data_address, endpoint.host_id, endpoint.local_socket):
+            if endpoint is not None and (node.data_address, node.host_id, node.local_socket,
+                                         node.metrics_address) != (
+                    endpoint.data_address, endpoint.host_id, endpoint.local_socket, endpoint.metrics_address):
                 node.data_address = endpoint.data_address
                 node.host_id = endpoint.host_id
                 node.local_socket = endpoint.local_socket
+                node.metrics_address = endpoint.metrics_address
                 changed = True
             if changed:
                 self.nodes[node_id] = node
@@ -419,4 +421,5 @@ def _show(chain: list[tuple[int, int]]) -> str:
 def _stored_node(node: pb.NodeInfo) -> bytes:
     """What the table keeps of a node: its identity and endpoints, not its liveness."""
     return pb.NodeInfo(node_id=node.node_id, address=node.address, data_address=node.data_address,
-                       host_id=node.host_id, local_socket=node.local_socket).SerializeToString()
+                       host_id=node.host_id, local_socket=node.local_socket,
+                       metrics_address=node.metrics_address).SerializeToString()

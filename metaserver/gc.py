@@ -24,6 +24,7 @@ from chainfs.common.errors import reason_of
 from chainfs.common.rpc import ChannelPool
 from chainfs.metaserver.cluster_manager import ClusterManager
 from chainfs.metaserver.namespace import Namespace
+from chainfs.metaserver.metrics import record_gc
 from chainfs.metaserver.records import GcRecord
 from chainfs.proto import meta_pb2 as mpb
 from chainfs.proto import storage_pb2, storage_pb2_grpc
@@ -97,6 +98,7 @@ class GarbageCollector:
     def run_once(self) -> int:
         """One pass over up to `batch` records; returns how many were finished and deleted."""
         done: list[GcRecord] = []
+        failed = 0
         ripe_before = self.wall_ns() - self.grace_ns
         for record in self.namespace.gc_records(limit=self.batch):
             if self._stop.is_set():
@@ -105,9 +107,12 @@ class GarbageCollector:
                 continue
             if self._collect(record):
                 done.append(record)
+            else:
+                failed += 1
         if done:
             self.namespace.remove_gc_records(done)
             log.info("garbage collected the chunks of %d inodes", len(done))
+        record_gc(len(done), failed)
         return len(done)
 
     def _collect(self, record: GcRecord) -> bool:

@@ -140,7 +140,7 @@ class ClusterManagerServicer(pb_grpc.ClusterManagerServicer):
         self.cluster.require_active()
         targets = [(t.target_id, t.path) for t in request.targets]
         endpoint = pb.NodeInfo(data_address=request.data_address, host_id=request.host_id,
-                               local_socket=request.local_socket)
+                               local_socket=request.local_socket, metrics_address=request.metrics_address)
         node_id, target_ids, routing = self.cluster.register(request.node_id, request.address, targets, endpoint)
         return pb.RegisterReply(node_id=node_id, target_ids=target_ids, routing=routing)
 

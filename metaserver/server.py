@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from chainfs.common import config
 from chainfs.common.errors import ChainfsError
+from chainfs.common.metrics import MetricsEndpoint, server_registry, start_endpoint
 from chainfs.common.rpc import bind, make_server, serve_forever_until_signal, write_port_file
 from chainfs.metaserver.cluster_manager import ClusterManager
 from chainfs.metaserver.election import ManagerElection
@@ -29,6 +30,7 @@ from chainfs.metaserver.etcd_store import EtcdStore
 from chainfs.metaserver.extent_check import ChunkExtentCheck
 from chainfs.metaserver.gc import DEFAULT_GC_GRACE, DEFAULT_GC_INTERVAL, DEFAULT_GC_RATE, GarbageCollector
 from chainfs.metaserver.handlers import ClusterManagerServicer, NamespaceServicer
+from chainfs.metaserver.metrics import ClusterCollector
 from chainfs.metaserver.namespace import Namespace
 from chainfs.metaserver.store import MetaStore, Store
 from chainfs.proto import meta_pb2_grpc as pb_grpc
@@ -90,9 +92,12 @@ class MetaServer:
         etcd: str | Sequence[str] | None = None,
         etcd_prefix: str = "/chainfs",
         manager_lease: int | None = None,
+        metrics_port: int = -1,
     ) -> None:
         self.host = host
         self.requested_port = port
+        self.metrics_port = metrics_port
+        self.metrics: MetricsEndpoint | None = None
         self.port = 0
         self.sweep_interval = max(0.05, sweep_interval)
         self.store = open_store(meta_backend, data_dir, etcd, etcd_prefix)
@@ -130,6 +135,8 @@ class MetaServer:
     def start(self) -> int:
         self.port = bind(self.grpc_server, self.host, self.requested_port)
         self.grpc_server.start()
+        self.metrics = start_endpoint(server_registry(ClusterCollector(self.cluster, self.namespace)),
+                                      self.host, self.metrics_port)
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._monitor = threading.Thread(target=self._monitor_loop, name="chain-monitor", daemon=True)
@@ -164,6 +171,8 @@ class MetaServer:
             self.cluster.deactivate()
         self.health.enter_graceful_shutdown()
         self.grpc_server.stop(grace).wait()
+        if self.metrics is not None:
+            self.metrics.stop()
         self._stop.set()
         if self._monitor is not None:
             self._monitor.join(timeout=10)
@@ -193,6 +202,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--host", default=config.DEFAULT_HOST, help="address to bind")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--port-file", default=None, help="write the bound port here once serving")
+    p.add_argument("--metrics-port", type=int, default=0,
+                   help="port of the Prometheus /metrics endpoint (0 picks a free one, -1 turns it off)")
+    p.add_argument("--metrics-port-file", help="write the bound metrics port here (before --port-file)")
     p.add_argument("--replication", type=int, default=config.DEFAULT_REPLICATION, help="targets per chain")
     p.add_argument("--min-nodes", type=int, default=0,
                    help="form chains only once this many storage nodes are alive (default: replication)")
@@ -227,6 +239,7 @@ def server_from_args(args: argparse.Namespace) -> MetaServer:
         gc_interval=args.gc_interval,
         gc_rate=args.gc_rate,
         gc_grace=args.gc_grace,
+        metrics_port=args.metrics_port,
     )
 
 
@@ -251,6 +264,8 @@ def run_server(args_list: list[str] | None = None, args: argparse.Namespace | No
     except Exception:
         server.stop(grace=0)
         raise
+    if args.metrics_port_file and server.metrics is not None:
+        write_port_file(args.metrics_port_file, server.metrics.port)
     if args.port_file:
         write_port_file(args.port_file, port)
     serve_forever_until_signal(server.grpc_server, on_stop=lambda: server.stop(grace=0))

@@ -12,7 +12,7 @@ import time
 
 from rich.console import Console
 
-from chainfs.cli.cluster_cmd import print_routing
+from chainfs.cli import cluster_view
 from chainfs.client import ChainClient
 from chainfs.cluster import LocalCluster
 from chainfs.common.config import MiB
@@ -39,7 +39,11 @@ def main() -> int:
                           + ("[green]byte-exact[/]" if same else "[red]MISMATCH[/]"))
             console.print(f"chunks: {len(inode.layout.chains)} chains x {inode.layout.chunk_size // MiB} MiB chunks; "
                           f"entries in /demo: {[e.name for e in client.ls('/demo')]}")
-            print_routing(cluster.routing(), title=f"chainfs cluster {cluster.url}", console=console)
+            table = cluster.routing()
+            f = cluster_view.facts(table, cluster_view.scrape_nodes(table))
+            console.print(cluster_view.node_table(f, f"chainfs cluster {cluster.url}"))
+            console.print(cluster_view.target_table(f))
+            console.print(cluster_view.chain_table(f))
         console.print("cluster stopped; nothing left running")
     return 0 if same else 1
 

@@ -41,6 +41,7 @@ from chainfs.storageserver.chunk_store import (
     key_of,
     validate_write,
 )
+from chainfs.storageserver.metrics import record_io
 from chainfs.storageserver.routing import SERVING, SYNCING, ChainPosition, RoutingView
 
 log = logging.getLogger(__name__)
@@ -184,6 +185,7 @@ class Replicator:
     def write(self, requests: Iterator[storage_pb2.WriteRequest],
               time_remaining: float | None = None) -> storage_pb2.WriteReply:
         deadline = self._deadline(time_remaining)
+        started = time.monotonic()
         first = next(requests, None)
         if first is None or first.WhichOneof("body") != "header":
             raise ChainfsError(Reason.INVALID_ARGUMENT, "a write stream starts with its header")
@@ -201,9 +203,10 @@ class Replicator:
             raise ChainfsError(Reason.CHECKSUM_MISMATCH, f"data of chunk {key} does not match its CRC32C")
         with self._admit(h.from_target), self.locks.hold((pos.target_id, key), timeout=self._left(deadline)):
             pos = self._recheck(pos)
-            if forwarded:
-                return self._apply_forwarded(pos, store, key, h, data, deadline)
-            return self._apply_at_head(pos, store, key, h, data, deadline)
+            apply = self._apply_forwarded if forwarded else self._apply_at_head
+            reply = apply(pos, store, key, h, data, deadline)
+        record_io(pos.target_id, "write", h.length, time.monotonic() - started)
+        return reply
 
     def _receive(self, requests: Iterator[storage_pb2.WriteRequest], length: int) -> bytearray:
         buf = bytearray(length)
@@ -429,7 +432,10 @@ class Replicator:
                 self.routing.refresh()
                 refreshed = True
                 pos = self.routing.position(item.chain_id)
+            started = time.monotonic()
             header, data = self._read_item(i, item, pos)
+            if data is not None and pos is not None:
+                record_io(pos.target_id, "read", len(data), time.monotonic() - started)
             yield storage_pb2.ReadReply(header=header)
             for piece in pieces(data or b"", self.message_bytes):
                 yield storage_pb2.ReadReply(data=piece)

@@ -34,6 +34,7 @@ from chainfs.common.streams import write_requests
 from chainfs.proto import meta_pb2, storage_pb2, storage_pb2_grpc
 from chainfs.storageserver.chunk_store import ChunkKey, ChunkStore, key_of
 from chainfs.storageserver.replication import Replicator
+from chainfs.storageserver.metrics import record_resync
 from chainfs.storageserver.routing import SERVING, SYNCING, ChainPosition, ClusterRouting
 
 log = logging.getLogger(__name__)
@@ -152,10 +153,16 @@ class Resyncer:
                 self._running[pos.chain_id] = job
             job.start()
 
+    @property
+    def jobs_running(self) -> int:
+        with self._mu:
+            return len(self._running)
+
     def _run_job(self, pos: ChainPosition) -> None:
         started = time.monotonic()
         try:
             sent, removed = self.sync_chain(pos)
+            record_resync(sent, removed, time.monotonic() - started)
             with self._mu:
                 self._done.add((pos.chain_id, pos.chain_version))
             log.info("chain %d v%d: synced target %d in %.2fs (%d chunks sent, %d removed)",
@@ -167,6 +174,7 @@ class Resyncer:
             reason = exc.reason.value if isinstance(exc, ChainfsError) else (
                 reason_of(exc).value if isinstance(exc, grpc.RpcError) else str(exc))
             log.warning("chain %d: sync of target %d failed (%s); retrying", pos.chain_id, pos.successor, reason)
+            record_resync(0, 0, time.monotonic() - started, ok=False)
             with self._mu:
                 self._retry_at[pos.chain_id] = time.monotonic() + 0.5
         finally:

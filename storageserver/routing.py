@@ -152,6 +152,7 @@ class ClusterRouting:
         self.heartbeat_interval = heartbeat_interval
         self.refresh_interval = refresh_interval
         self.self_fence = self_fence
+        self.metrics_address = ""  # host:port of this node's /metrics, registered with the manager
         self.node_id = 0
         self.target_ids: list[int] = []
         self.restarted = False  # set when an identity was saved by an earlier run
@@ -225,6 +226,7 @@ class ClusterRouting:
                 node_id=self.node_id,
                 address=self.address,
                 targets=[meta_pb2.RegisterTarget(target_id=t, path=p) for t, p in zip(ids, self.target_paths)],
+                metrics_address=self.metrics_address,
             )
             try:
                 # Several metaservers: one that stopped answering must not hold us for the full timeout.

@@ -21,9 +21,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from chainfs.common import config
 from chainfs.common.errors import ChainfsError
+from chainfs.common.metrics import MetricsEndpoint, server_registry, start_endpoint
 from chainfs.common.rpc import ChannelPool, bind, make_server, write_port_file
 from chainfs.storageserver.chunk_store import ChunkStore
 from chainfs.storageserver.handlers import StorageServicer, add_to_server
+from chainfs.storageserver.metrics import NodeCollector
 from chainfs.storageserver.replication import Replicator
 from chainfs.storageserver.resync import Resyncer
 from chainfs.storageserver.routing import ClusterRouting
@@ -39,7 +41,7 @@ class StorageNode:
 
     def __init__(self, data_dir: str | os.PathLike[str], meta_address: str, *, host: str = config.DEFAULT_HOST,
                  port: int = 0, targets: int = 4, advertise_host: str | None = None, fsync: bool = True,
-                 self_fence: bool = True, rejoin_wait: bool = True) -> None:
+                 self_fence: bool = True, rejoin_wait: bool = True, metrics_port: int = -1) -> None:
         if targets < 1:
             raise ValueError("a storage node needs at least one target")
         self.data_dir = Path(data_dir).resolve()
@@ -71,6 +73,10 @@ class StorageNode:
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.rejoin_wait = rejoin_wait
+        self.registry = server_registry(NodeCollector(self.stores, self.routing, self.resyncer))
+        self.metrics: MetricsEndpoint | None = start_endpoint(self.registry, host, metrics_port)
+        if self.metrics is not None:
+            self.routing.metrics_address = f"{advertise_host}:{self.metrics.port}"
         self._stopped = False
 
     def start(self, stop: threading.Event | None = None, register_timeout: float | None = None) -> None:
@@ -105,6 +111,8 @@ class StorageNode:
         self.routing.stop()
         self.resyncer.stop()
         self.server.stop(grace).wait()
+        if self.metrics is not None:
+            self.metrics.stop()
         self.channels.close()
         for store in self._local_stores:
             store.close()
@@ -121,6 +129,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--host", default=config.DEFAULT_HOST, help="address to bind")
     parser.add_argument("--port", type=int, default=0, help="port to bind (0 picks a free one)")
     parser.add_argument("--port-file", help="write the bound port here once registered")
+    parser.add_argument("--metrics-port", type=int, default=0,
+                        help="port of the Prometheus /metrics endpoint (0 picks a free one, -1 turns it off)")
+    parser.add_argument("--metrics-port-file", help="write the bound metrics port here (before --port-file)")
     parser.add_argument("--targets", type=int, default=4, help="number of targets (data dirs)")
     parser.add_argument("--advertise-host", help="host peers use to reach this node (default: --host)")
     parser.add_argument("--no-fsync", action="store_true", help="skip fsync (tests and benchmarks only)")
@@ -149,7 +160,7 @@ def run_server(argv: list[str] | None = None, args: argparse.Namespace | None = 
         signal.signal(signal.SIGINT, _on_signal)
     node = StorageNode(args.data_dir, args.meta, host=args.host, port=args.port, targets=args.targets,
                        advertise_host=args.advertise_host, fsync=not args.no_fsync,
-                       rejoin_wait=not args.no_rejoin_wait)
+                       rejoin_wait=not args.no_rejoin_wait, metrics_port=args.metrics_port)
     try:
         node.start(stop)
     except ChainfsError as exc:
@@ -159,6 +170,8 @@ def run_server(argv: list[str] | None = None, args: argparse.Namespace | None = 
             return 0
         log.error("could not start: %s", exc.message)
         return 1
+    if args.metrics_port_file and node.metrics is not None:
+        write_port_file(args.metrics_port_file, node.metrics.port)
     if args.port_file:
         write_port_file(args.port_file, node.port)
     log.info("storage node %d serving at %s (targets %s)", node.routing.node_id, node.address,
