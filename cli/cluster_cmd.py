@@ -85,7 +85,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     cluster = LocalCluster.attach(args.dir)
     running = cluster.running()
-    metrics = {"meta": _addr(cluster, cluster.state.meta.metrics_port)}
+    metrics = {("meta" if i == 0 else f"meta-{i}"): _addr(cluster, m.metrics_port)
+               for i, m in enumerate(cluster.state.metas)}
     metrics.update({f"storage-{i}": _addr(cluster, s.metrics_port) for i, s in enumerate(cluster.state.storage)})
     try:
         table = cluster.routing()
