@@ -1,27 +1,35 @@
 """KVBlockStore: prefix KV blocks on any fsspec filesystem (chainfs, `file`, `memory`, ...).
 
 Why this shape:
-- `lookup` probes the headers of every full block of the prompt in ONE batched `cat_ranges`
-  call, so a prompt of N blocks costs one round trip, not N; `load` fetches the hit blocks in one
-  batched `cat` call and verifies each (checksum, key, length) before returning it.
-- A block appears whole or not at all: on chainfs a `wb` file becomes visible at close; on the
-  local filesystem it is written to a temporary name and renamed over its final path.
+- `lookup` decides hits from ONE batched stat of every full block of the prompt (on chainfs one
+  `StatMany` round trip, whatever the number of blocks; no header reads): a block file that exists
+  with more than a header is a hit. What the stat returned (the inode) rides in the `Lookup`, so
+  `load` does not stat again: it reads every hit block in one batched call (on chainfs one batched
+  read per storage node) and verifies each (checksum, key, length) before returning it.
+- Blocks never change once written (the path is the key of their content), so the store keeps
+  their refs (inodes) in a bounded cache and a repeated lookup costs no round trip; a block that
+  vanished since (evicted by another engine) reads as missing, and is then a miss, never an error
+  or other bytes.
+- A block appears whole or not at all: on chainfs a batch of block files is one batched open and
+  one batched close, each file visible at close; on the local filesystem each is written to a
+  temporary name and renamed over its final path.
 - Backend failures never propagate: they are counted, logged, and turned into misses, so an
   engine keeps serving (recomputing) while the store is away and hits again when it returns.
 - Several processes may share the store: every write is atomic and every read is verified, so
   the worst an interleaving can do is turn a hit into a miss (e.g. a block evicted between lookup
   and load), never hand out a corrupt block.
+- Callers that look up and then store the same prompt hash it once: `keys_of` and the `keys=`
+  arguments.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import time
-import uuid
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Sequence
 
@@ -30,6 +38,7 @@ import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
 from chainfs.kvcache import blockformat
+from chainfs.kvcache.backends import BlockRef, backend_for
 from chainfs.kvcache.blockformat import CorruptBlock
 from chainfs.kvcache.hashing import Namespace, block_keys
 from chainfs.kvcache.index import LRUIndex
@@ -47,6 +56,7 @@ class Lookup:
     keys: list[bytes]
     hit_blocks: int
     block_tokens: int
+    refs: tuple[BlockRef, ...] = field(default=(), compare=False, repr=False)  # of the hit blocks
 
     @property
     def hit_tokens(self) -> int:
@@ -57,7 +67,8 @@ class KVBlockStore:
     """Blocks live at `<root>/<namespace dir>/<ab>/<cd>/<key hex>`."""
 
     def __init__(self, fs: fsspec.AbstractFileSystem, root: str, namespace: Namespace,
-                 capacity_bytes: int | None = None, refresh_interval: float = 30.0) -> None:
+                 capacity_bytes: int | None = None, refresh_interval: float = 30.0,
+                 ref_cache_blocks: int = 65536) -> None:
         self.fs = fs
         self.namespace = namespace
         self.capacity_bytes = capacity_bytes if capacity_bytes and capacity_bytes > 0 else None
@@ -65,7 +76,9 @@ class KVBlockStore:
         self.dir = f"{fs._strip_protocol(root).rstrip('/')}/{namespace.dirname}"
         self.stats = CacheStats()
         self.index = LRUIndex()
+        self.backend = backend_for(fs)
         self._local = isinstance(fs, LocalFileSystem)
+        self._refs = RefCache(ref_cache_blocks)
         self._refresh_lock = threading.Lock()
         self._next_refresh = 0.0
         self.rebuild_index()
@@ -84,74 +97,92 @@ class KVBlockStore:
         h = key.hex()
         return f"{self.dir}/{h[:2]}/{h[2:4]}/{h}"
 
+    def keys_of(self, tokens: Sequence[int] | np.ndarray) -> list[bytes]:
+        """The block keys of `tokens` (hash a prompt once, pass them to lookup and store)."""
+        return block_keys(self.namespace, tokens)
+
     # -- reads ----------------------------------------------------------------------------------
 
-    def lookup(self, tokens: Sequence[int] | np.ndarray) -> Lookup:
-        """How many leading full blocks of `tokens` are cached: one batched header probe."""
-        keys = block_keys(self.namespace, tokens)
+    def lookup(self, tokens: Sequence[int] | np.ndarray, keys: list[bytes] | None = None) -> Lookup:
+        """How many leading full blocks of `tokens` are cached: at most one batched stat.
+
+        `keys` (from `keys_of` of these tokens, or of a longer prompt they start) saves hashing."""
+        n_blocks = len(tokens) // self.block_tokens
+        keys = block_keys(self.namespace, tokens) if keys is None else keys[:n_blocks]
+        refs = self._refs_of(keys, "lookup")
         hits = 0
-        if keys:
-            paths = [self.path_of(k) for k in keys]
-            hdr = blockformat.HEADER_SIZE
-            try:
-                heads = self.fs.cat_ranges(paths, [0] * len(paths), [hdr] * len(paths), on_error="return")
-            except Exception as exc:  # noqa: BLE001 - any backend failure is a miss
-                self._backend_error("lookup", exc)
-                heads = []
-            leading = True  # every probed header updates the index; hits are the leading run
-            failure: BaseException | None = None
-            for key, path, head in zip(keys, paths, heads):
-                ok = False
-                if isinstance(head, BaseException):
-                    if not isinstance(head, FileNotFoundError):
-                        failure = head
-                    self.index.discard(key.hex())
-                else:
-                    try:
-                        header = blockformat.decode_header(bytes(head), key)
-                        self.index.touch(key.hex(), header.total_size)
-                        ok = True
-                    except CorruptBlock as exc:
-                        self._corrupt(path, key, exc)
-                leading = leading and ok
-                hits += leading
-            if failure is not None:  # counted once per lookup, not once per block
-                self._backend_error("lookup", failure)
+        for key, ref in zip(keys, refs):
+            if ref is None:
+                break
+            self.index.touch(key.hex(), ref.size)
+            hits += 1
         self.stats.add(queries=1, query_tokens=len(tokens), query_blocks=len(keys),
                        hit_blocks=hits, hit_tokens=hits * self.block_tokens)
-        return Lookup(keys, hits, self.block_tokens)
+        return Lookup(keys, hits, self.block_tokens, tuple(refs[:hits]))  # type: ignore[arg-type]
+
+    def _refs_of(self, keys: list[bytes], what: str) -> list[BlockRef | None]:
+        """Each block's ref (None: not stored), from the cache or ONE stat of all the others."""
+        refs: list[BlockRef | None] = [self._refs.get(k) for k in keys]
+        todo = [i for i, r in enumerate(refs) if r is None]
+        if not todo:
+            return refs
+        paths = [self.path_of(keys[i]) for i in todo]
+        try:
+            stats: list[BlockRef | Exception] = self.backend.stat_many(paths)
+        except Exception as exc:  # noqa: BLE001 - any backend failure is a miss
+            self._backend_error(what, exc)
+            return refs  # the cached ones still count; the others are misses
+        failure: BaseException | None = None
+        for i, path, st in zip(todo, paths, stats):
+            key = keys[i]
+            if isinstance(st, BlockRef) and st.size > blockformat.HEADER_SIZE:
+                refs[i] = st
+                self._refs.put(key, st)
+                continue
+            if isinstance(st, BlockRef):
+                self._corrupt(path, key, CorruptBlock(f"block file of {st.size} bytes has no payload"))
+            else:
+                if not isinstance(st, FileNotFoundError):
+                    failure = st
+                self.index.discard(key.hex())
+        if failure is not None:  # counted once per call, not once per block
+            self._backend_error(what, failure)
+        return refs
 
     def load(self, found: Lookup, max_blocks: int | None = None) -> list[np.ndarray]:
-        """The verified tensors of the leading hit blocks, in one batched read. Stops at the first
-        block that is missing or corrupt, so the result is always a valid prefix."""
+        """The verified tensors of the leading hit blocks, in one batched read through the refs
+        the lookup found (no second stat). Stops at the first block that is missing or corrupt,
+        so the result is always a valid prefix."""
         n = found.hit_blocks if max_blocks is None else min(found.hit_blocks, max_blocks)
-        if n == 0:
+        if n <= 0:
             return []
         keys = found.keys[:n]
-        paths = [self.path_of(k) for k in keys]
+        refs: list[BlockRef | None] = list(found.refs[:n])
+        if len(refs) < n:  # a Lookup made without refs: find them (one batched stat)
+            refs += self._refs_of(keys[len(refs):], "load")
+        if None in refs:
+            refs = refs[:refs.index(None)]
+        if not refs:
+            return []
         try:
-            data = self.fs.cat(paths, on_error="return")
+            blobs = self.backend.read_many(refs)  # type: ignore[arg-type]
         except Exception as exc:  # noqa: BLE001
             self._backend_error("load", exc)
             return []
-        if not isinstance(data, dict):  # a single path comes back as bytes
-            data = {paths[0]: data}
-        data = {self.fs._strip_protocol(p): v for p, v in data.items()}
         out: list[np.ndarray] = []
         nbytes = 0
-        for key, path in zip(keys, paths):
-            blob = data.get(path, FileNotFoundError(path))
+        for key, ref, blob in zip(keys, refs, blobs):
             if isinstance(blob, BaseException):
                 if isinstance(blob, FileNotFoundError):
                     self.stats.add(load_missing=1)
                 else:
                     self._backend_error("load", blob)
-                self.index.discard(key.hex())
+                self._forget(key)
                 break
             try:
-                arr = blockformat.decode(bytes(blob), key)
+                arr = blockformat.decode(blob, key)
             except CorruptBlock as exc:
-                self._corrupt(path, key, exc)
+                self._corrupt(ref.path, key, exc)  # type: ignore[union-attr]
                 break
             nbytes += len(blob)
             self.index.touch(key.hex(), len(blob))
@@ -162,45 +193,40 @@ class KVBlockStore:
     # -- writes ---------------------------------------------------------------------------------
 
     def store(self, tokens: Sequence[int] | np.ndarray, blocks: Sequence[np.ndarray],
-              start_block: int = 0) -> int:
+              start_block: int = 0, keys: list[bytes] | None = None) -> int:
         """Writes the KV of full blocks `start_block ..` of `tokens` (`blocks[i]` is block
-        `start_block + i`) that the store does not already hold; returns how many were written."""
-        keys = block_keys(self.namespace, tokens)[start_block:start_block + len(blocks)]
-        todo = {self.path_of(k): blockformat.encode(k, kv, self.block_tokens)
+        `start_block + i`) that the store does not already hold; returns how many were written.
+        `keys`: the keys of `tokens` if the caller has them (see `keys_of`)."""
+        keys = block_keys(self.namespace, tokens) if keys is None else keys
+        keys = keys[start_block:start_block + len(blocks)]
+        todo = {self.path_of(k): (k, blockformat.encode(k, kv, self.block_tokens))
                 for k, kv in zip(keys, blocks) if k.hex() not in self.index}
         skipped = len(keys) - len(todo)
-        written = 0
+        written = nbytes = 0
         if todo:
+            blobs = {path: blob for path, (_, blob) in todo.items()}
             try:
-                self._write(todo)
-                written = len(todo)
+                results: list[BlockRef | Exception] = self.backend.write_many(blobs)
             except Exception as exc:  # noqa: BLE001
-                self._backend_error("store", exc)
+                results = [exc] * len(blobs)
+            failure: Exception | None = None
+            for (key, blob), result in zip(todo.values(), results):
+                if isinstance(result, Exception):
+                    failure = result
+                    continue
+                self.index.touch(key.hex(), len(blob))
+                self._refs.put(key, result)
+                written += 1
+                nbytes += len(blob)
+            if failure is not None:
+                self._backend_error("store", failure)
         if written:
-            for path, blob in todo.items():
-                self.index.touch(path.rsplit("/", 1)[1], len(blob))
-            self.stats.add(stored_blocks=written, bytes_written=sum(map(len, todo.values())))
+            self.stats.add(stored_blocks=written, bytes_written=nbytes)
         self.stats.add(skipped_blocks=skipped)
         if self.capacity_bytes is not None:
             self._maybe_refresh()
             self.evict()
         return written
-
-    def _write(self, blobs: dict[str, bytes]) -> None:
-        if self._local:
-            for path, blob in blobs.items():
-                self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-                tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-                with open(tmp, "wb") as f:
-                    f.write(blob)
-                os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one
-            return
-        try:
-            self.fs.pipe(blobs)  # one batched call; chainfs makes each file visible at close
-        except FileNotFoundError:  # a filesystem that wants parents made first
-            for parent in {p.rsplit("/", 1)[0] for p in blobs}:
-                self.fs.makedirs(parent, exist_ok=True)
-            self.fs.pipe(blobs)
 
     # -- capacity -------------------------------------------------------------------------------
 
@@ -211,17 +237,12 @@ class KVBlockStore:
         victims = self.index.victims(self.capacity_bytes)
         if not victims:
             return 0
-        paths = [self.path_of(bytes.fromhex(v)) for v in victims]
+        for v in victims:
+            self._refs.pop(bytes.fromhex(v))
         try:
-            self.fs.rm(paths)
-        except Exception:  # noqa: BLE001 - some were already gone (another engine evicted them)
-            for path in paths:
-                try:
-                    self.fs.rm_file(path)
-                except FileNotFoundError:
-                    pass
-                except Exception as exc:  # noqa: BLE001
-                    self._backend_error("evict", exc)
+            self.backend.remove_many([self.path_of(bytes.fromhex(v)) for v in victims])
+        except Exception as exc:  # noqa: BLE001
+            self._backend_error("evict", exc)
         self.stats.add(evictions=len(victims))
         return len(victims)
 
@@ -272,11 +293,49 @@ class KVBlockStore:
         """Counted and dropped from the index, so the engine recomputes and `store` rewrites it."""
         log.warning("kv block %s is corrupt (%s): treating as a miss", path, exc)
         self.stats.add(corrupt_blocks=1)
+        self._forget(key)
+
+    def _forget(self, key: bytes) -> None:
+        """A block found missing or bad: neither its ref nor its index entry may be trusted."""
+        self._refs.pop(key)
         self.index.discard(key.hex())
 
     def _backend_error(self, what: str, exc: BaseException) -> None:
         log.warning("kv store %s failed: %s: %s", what, type(exc).__name__, exc)
         self.stats.add(errors=1)
+
+
+class RefCache:
+    """key -> BlockRef of blocks known to exist, least recently used dropped first. Thread-safe."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(0, capacity)
+        self._refs: OrderedDict[bytes, BlockRef] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> BlockRef | None:
+        with self._lock:
+            ref = self._refs.get(key)
+            if ref is not None:
+                self._refs.move_to_end(key)
+            return ref
+
+    def put(self, key: bytes, ref: BlockRef) -> None:
+        if not self.capacity:
+            return
+        with self._lock:
+            self._refs[key] = ref
+            self._refs.move_to_end(key)
+            while len(self._refs) > self.capacity:
+                self._refs.popitem(last=False)
+
+    def pop(self, key: bytes) -> None:
+        with self._lock:
+            self._refs.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._refs.clear()
 
 
 def _file_time(info: dict[str, Any]) -> float:

@@ -40,11 +40,12 @@ def test_store_lookup_load_restart_and_corruption_on_chainfs(chain_fs, ns: Names
     path = restarted.path_of(block_keys(ns, toks)[3])
     blob = bytearray(chain_fs.cat_file(path))
     blob[-1] ^= 0xFF
-    chain_fs.pipe_file(path, bytes(blob))
-    assert len(restarted.load(restarted.lookup(toks))) == 3
-    assert restarted.stats.corrupt_blocks == 1
-    assert restarted.store(toks, blocks[3:], start_block=3) == 1
-    assert len(restarted.load(restarted.lookup(toks))) == 4
+    chain_fs.pipe_file(path, bytes(blob))  # a new inode: a store that cached the old one reads that
+    fresh = KVBlockStore(chain_fs, root, ns, capacity_bytes=1 << 30)
+    assert len(fresh.load(fresh.lookup(toks))) == 3
+    assert fresh.stats.corrupt_blocks == 1
+    assert fresh.store(toks, blocks[3:], start_block=3) == 1
+    assert len(fresh.load(fresh.lookup(toks))) == 4
 
 
 def test_eviction_on_chainfs(chain_fs, ns: Namespace) -> None:
