@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from chainfs.engine.presets import get_preset
     from chainfs.loadtest.report import build_report, print_table, write_outputs
-    from chainfs.loadtest.runner import RunConfig, build_workload, run_comparison
+    from chainfs.loadtest.runner import RunConfig, build_workload, load_engine_stats, run_comparison
 
     console = Console()
     workload = args.workload or ("trace" if args.trace else "calibrated")
@@ -69,7 +69,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     requests = build_workload(cfg)
     results = run_comparison(cfg, requests, progress=lambda m: console.print(f"[bold]{m}[/]"))
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
-    report = build_report(results, requests, get_preset(cfg.model), cfg.block_tokens, config)
+    report = build_report(results, requests, get_preset(cfg.model), cfg.block_tokens, config,
+                          load_engine_stats(cfg.report_dir, cfg.scenarios))
     paths = write_outputs(report, results, cfg.report_dir, Path(args.json_out) if args.json_out else None)
     print_table(report, console)
     for p in paths:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 import time
 from typing import Any, Callable, Iterable, Iterator
 
@@ -124,6 +126,8 @@ class EngineApp:
         if cache is not None:
             info["cache"] = {"url": cache.url, "open": cache.get() is not None,
                              "block_tokens": cache.namespace.block_tokens, "stats": cache.stats()}
+        if self.engine.writer is not None:
+            info["write_behind"] = self.engine.writer.stats.snapshot()
         return _json(info)
 
 
@@ -147,10 +151,21 @@ def make_engine_server(engine: Engine, host: str = "127.0.0.1", port: int = 0,
     return make_server(host, port, EngineApp(engine, served_name), threaded=True)
 
 
-def serve(engine: Engine, host: str = "127.0.0.1", port: int = 0, served_name: str | None = None) -> None:
+def serve(engine: Engine, host: str = "127.0.0.1", port: int = 0, served_name: str | None = None,
+          drain_timeout: float = 5.0) -> None:
+    """Serves until SIGTERM/SIGINT, then writes the queued KV blocks within `drain_timeout`."""
     server = make_engine_server(engine, host, port, served_name)
     log.info("chainfs engine (%s) serving on http://%s:%d", engine.config.name, host, server.port)
+
+    def stop(signum: int, frame: Any) -> None:  # shutdown() waits for serve_forever: not on its thread
+        threading.Thread(target=server.shutdown, name="engine-shutdown", daemon=True).start()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.serve_forever()
     finally:
         server.server_close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        drained = engine.close(drain_timeout)
+        log.info("engine stopped (KV write-behind %s)", "drained" if drained else "NOT drained by the deadline")

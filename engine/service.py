@@ -1,9 +1,13 @@
 """The engine: prompt in, tokens out, with prefix KV reused from the block store.
 
-A request runs: lookup (one batched probe) -> load (one batched read) -> prefill of the uncached
-rest -> first token (TTFT) -> store of the new full blocks -> decode. The cache is looked up on
+A request runs: hash the prompt once -> lookup (one batched stat) -> load (one batched read) ->
+[compute lock] prefill of the uncached rest -> first token (TTFT) -> hand the new full blocks to
+the write-behind queue -> decode [end of lock]. Lookup and load happen before the compute lock, so
+one request's KV I/O overlaps another's compute, and stores happen after it on the write-behind
+thread (`writebehind.py`), so no request ever waits for a store. The cache is looked up on
 prompt[:-1] because the last prompt token must always be computed to produce logits, so every
 block the lookup reports can be used, and the engine's cached tokens equal the store's hits.
+TTFT counts from the request's arrival, so time spent waiting for the lock is in it (`queue_ms`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import numpy as np
 
 from chainfs.engine.cache import CacheHandle
 from chainfs.engine.model import Transformer
+from chainfs.engine.writebehind import DEFAULT_MAX_BYTES, WriteBehind
+from chainfs.kvcache import KVBlockStore
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +40,7 @@ class Completion:
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds
     cache_used: bool = False
     kv_bytes_read: int = 0     # KV payload loaded from the store for this request
-    kv_bytes_written: int = 0  # KV payload of the new blocks this request stored
+    kv_bytes_written: int = 0  # KV payload of the new blocks this request handed to the store
 
     @property
     def miss_tokens(self) -> int:
@@ -45,31 +51,34 @@ class Engine:
     """One model, one optional cache; requests are computed one at a time (numpy already uses
     every core for one request's matmuls)."""
 
-    def __init__(self, model: Transformer, cache: CacheHandle | None = None) -> None:
+    def __init__(self, model: Transformer, cache: CacheHandle | None = None,
+                 write_behind_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.model = model
         self.cache = cache
+        self.writer = WriteBehind(write_behind_bytes) if cache is not None else None
         self._lock = threading.Lock()
 
     @property
     def config(self):  # noqa: ANN201 - ModelConfig
         return self.model.config
 
+    def close(self, timeout: float = 10.0) -> bool:
+        """Writes the queued KV blocks within `timeout` (the rest are dropped and counted)."""
+        return self.writer.close(timeout) if self.writer is not None else True
+
     def complete(self, prompt: list[int], max_tokens: int, temperature: float = 0.0,
                  seed: int | None = None, top_p: float = 1.0, on_token: OnToken | None = None) -> Completion:
-        with self._lock:
-            return self._complete(prompt, max_tokens, temperature, seed, top_p, on_token)
-
-    def _complete(self, prompt: list[int], max_tokens: int, temperature: float,
-                  seed: int | None, top_p: float = 1.0, on_token: OnToken | None = None) -> Completion:
         t0 = time.perf_counter()
         timings = {"kv_lookup_ms": 0.0, "kv_load_ms": 0.0, "kv_store_ms": 0.0}
         tokens = np.asarray(prompt, dtype=np.int64)
         store = self.cache.get() if self.cache else None
+        keys: list[bytes] = []
         cached_kv = None
-        bytes_read = bytes_written = 0
-        if store is not None:
+        bytes_read = 0
+        if store is not None:  # outside the compute lock: I/O overlaps the running request
+            keys = store.keys_of(tokens)  # hashed once for lookup and store
             t = time.perf_counter()
-            found = store.lookup(tokens[:-1])
+            found = store.lookup(tokens[:-1], keys=keys)
             timings["kv_lookup_ms"] = _ms(t)
             t = time.perf_counter()
             blocks = store.load(found)
@@ -80,7 +89,18 @@ class Engine:
                 if cached_kv.shape[:3] + cached_kv.shape[4:] != _layout(self.model):
                     log.warning("cached KV has shape %s, not this model's layout: ignored", cached_kv.shape)
                     cached_kv = None
+        t = time.perf_counter()
+        with self._lock:
+            timings["queue_ms"] = _ms(t)
+            return self._compute(tokens, cached_kv, keys, store, t0, timings, bytes_read, max_tokens,
+                                 temperature, seed, top_p, on_token)
+
+    def _compute(self, tokens: np.ndarray, cached_kv: np.ndarray | None, keys: list[bytes],
+                 store: KVBlockStore | None, t0: float, timings: dict[str, float], bytes_read: int,
+                 max_tokens: int, temperature: float, seed: int | None, top_p: float,
+                 on_token: OnToken | None) -> Completion:
         cached = 0 if cached_kv is None else cached_kv.shape[3]
+        bytes_written = 0
         t = time.perf_counter()
         logits, kv = self.model.prefill(tokens, cached_kv, reserve=max_tokens)
         timings["prefill_compute_ms"] = _ms(t)
@@ -91,14 +111,14 @@ class Engine:
             out.append(_sample(logits[-1], temperature, rng, top_p))
             going = on_token is None or on_token(out[-1], logits[-1]) is not False
         timings["ttft_ms"] = _ms(t0)
-        if store is not None:
-            t = time.perf_counter()
+        if store is not None and self.writer is not None:
+            t = time.perf_counter()  # only the hand-off (a copy of the new blocks) is on this path
             b = store.block_tokens
             first, last = cached // b, len(tokens) // b
             new_blocks = [kv[:, :, :, i * b:(i + 1) * b] for i in range(first, last)]
             if new_blocks:
-                written = store.store(tokens[:last * b], new_blocks, start_block=first)
-                bytes_written = written * new_blocks[0].nbytes
+                queued = self.writer.submit(store, keys[first:last], new_blocks)
+                bytes_written = queued * new_blocks[0].nbytes
             timings["kv_store_ms"] = _ms(t)
         pos = len(tokens)
         while going and len(out) < max_tokens:

@@ -76,12 +76,20 @@ class KVBlockStore:
         self.dir = f"{fs._strip_protocol(root).rstrip('/')}/{namespace.dirname}"
         self.stats = CacheStats()
         self.index = LRUIndex()
-        self.backend = backend_for(fs)
-        self._local = isinstance(fs, LocalFileSystem)
         self._refs = RefCache(ref_cache_blocks)
         self._refresh_lock = threading.Lock()
         self._next_refresh = 0.0
         self.rebuild_index()
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        return self._fs
+
+    @fs.setter
+    def fs(self, fs: fsspec.AbstractFileSystem) -> None:
+        self._fs = fs
+        self.backend = backend_for(fs)
+        self._local = isinstance(fs, LocalFileSystem)
 
     @classmethod
     def from_url(cls, url: str, namespace: Namespace, **kwargs: Any) -> "KVBlockStore":
@@ -171,22 +179,26 @@ class KVBlockStore:
             return []
         out: list[np.ndarray] = []
         nbytes = 0
-        for key, ref, blob in zip(keys, refs, blobs):
+        for i, (key, ref, blob) in enumerate(zip(keys, refs, blobs)):
             if isinstance(blob, BaseException):
                 if isinstance(blob, FileNotFoundError):
                     self.stats.add(load_missing=1)
                 else:
                     self._backend_error("load", blob)
                 self._forget(key)
-                break
-            try:
-                arr = blockformat.decode(blob, key)
-            except CorruptBlock as exc:
-                self._corrupt(ref.path, key, exc)  # type: ignore[union-attr]
-                break
-            nbytes += len(blob)
-            self.index.touch(key.hex(), len(blob))
-            out.append(arr)
+            else:
+                try:
+                    arr = blockformat.decode(blob, key)
+                except CorruptBlock as exc:
+                    self._corrupt(ref.path, key, exc)  # type: ignore[union-attr]
+                else:
+                    nbytes += len(blob)
+                    self.index.touch(key.hex(), len(blob))
+                    out.append(arr)
+                    continue
+            for later in keys[i + 1:]:  # blocks past a bad one: ask the store again next time
+                self._refs.pop(later)
+            break
         self.stats.add(loaded_blocks=len(out), loaded_tokens=len(out) * self.block_tokens, bytes_read=nbytes)
         return out
 
@@ -198,7 +210,10 @@ class KVBlockStore:
         `start_block + i`) that the store does not already hold; returns how many were written.
         `keys`: the keys of `tokens` if the caller has them (see `keys_of`)."""
         keys = block_keys(self.namespace, tokens) if keys is None else keys
-        keys = keys[start_block:start_block + len(blocks)]
+        return self.store_blocks(keys[start_block:start_block + len(blocks)], blocks)
+
+    def store_blocks(self, keys: Sequence[bytes], blocks: Sequence[np.ndarray]) -> int:
+        """Writes blocks by key (`keys[i]` is the key of `blocks[i]`), skipping those known present."""
         todo = {self.path_of(k): (k, blockformat.encode(k, kv, self.block_tokens))
                 for k, kv in zip(keys, blocks) if k.hex() not in self.index}
         skipped = len(keys) - len(todo)

@@ -49,7 +49,23 @@ def hit_rate_over_time(rows: list[dict], buckets: int = 20) -> list[tuple[float,
     return series
 
 
-def scenario_figures(rows: list[dict], ideal_rate: float, model: ModelConfig) -> dict[str, Any]:
+def kv_time_per_request(ok: list[dict], engines: list[dict] | None) -> dict[str, float | None]:
+    """Mean milliseconds per request of each KV step beside prefill compute.
+
+    `store` is the write-behind thread's time (from the engines' counters at the end of the run),
+    which no request waits for; `store_handoff` is what the request itself spent queueing its
+    blocks; `queue` is waiting for the compute lock."""
+    n = len(ok) or 1
+    mean = lambda key: sum(float(r.get(key) or 0.0) for r in ok) / n  # noqa: E731
+    writers = [e.get("write_behind") for e in engines or () if e.get("write_behind")]
+    return {"lookup": mean("kv_lookup_ms"), "load": mean("kv_load_ms"),
+            "store": sum(w["store_ms"] for w in writers) / n if writers else None,
+            "store_handoff": mean("kv_store_ms"), "queue": mean("queue_ms"),
+            "prefill_compute": mean("prefill_compute_ms")}
+
+
+def scenario_figures(rows: list[dict], ideal_rate: float, model: ModelConfig,
+                     engines: list[dict] | None = None) -> dict[str, Any]:
     totals = Tally(rows=rows).totals()  # requests, errors, prompt/hit/miss tokens, hit rate
     ok = [r for r in rows if r["ok"]]
     prompt, hit = totals["prompt_tokens"], totals["hit_tokens"]
@@ -73,14 +89,26 @@ def scenario_figures(rows: list[dict], ideal_rate: float, model: ModelConfig) ->
         "kv_read_bandwidth_mb_s": bytes_read / load_s / 1e6 if load_s else 0.0,
         "break_even_bandwidth_mb_s": model.kv_bytes_per_token / per_token_s / 1e6 if per_token_s else 0.0,
         "cost_per_million_input_usd": cost,
+        "kv_ms_per_request": kv_time_per_request(ok, engines),
+        "write_behind": _sum_writers(engines),
     }
 
 
+def _sum_writers(engines: list[dict] | None) -> dict[str, float] | None:
+    writers = [e["write_behind"] for e in engines or () if e.get("write_behind")]
+    if not writers:
+        return None
+    return {k: sum(w[k] for w in writers) if not k.startswith("max_") else max(w[k] for w in writers)
+            for k in writers[0]}
+
+
 def build_report(results: dict[str, list[dict]], requests: list[Request], model: ModelConfig,
-                 block_tokens: int, config: dict[str, Any]) -> dict[str, Any]:
+                 block_tokens: int, config: dict[str, Any],
+                 engine_stats: dict[str, list[dict]] | None = None) -> dict[str, Any]:
     keys = request_keys(requests, block_tokens)  # hashed once for the ideal and the capacity curve
     ideal = replay(requests, block_tokens, keys=keys).token_hit_rate
-    scenarios = {name: scenario_figures(rows, ideal, model) for name, rows in results.items()}
+    scenarios = {name: scenario_figures(rows, ideal, model, (engine_stats or {}).get(name))
+                 for name, rows in results.items()}
     if "none" in scenarios:
         base = scenarios["none"]["cost_per_million_input_usd"]
         base_ttft = scenarios["none"]["ttft_ms"]["p50"]
@@ -110,11 +138,18 @@ ROWS: list[tuple[str, Any]] = [
     ("TTFT p50 vs none", lambda s: f"{s['ttft_p50_vs_none']:.2f}x" if "ttft_p50_vs_none" in s else "-"),
     ("prefill tokens computed", lambda s: f"{s['prefill_tokens_computed']:,}"),
     ("prefill compute s", lambda s: f"{s['prefill_compute_s']:.2f}"),
+    ("per request ms: prefill compute", lambda s: f"{s['kv_ms_per_request']['prefill_compute']:.1f}"),
+    ("per request ms: KV lookup / load / store", lambda s: _kv_ms(s['kv_ms_per_request'])),
     ("KV read / written MB", lambda s: f"{s['kv_bytes_read'] / 1e6:.1f} / {s['kv_bytes_written'] / 1e6:.1f}"),
     ("KV read MB/s (break-even)", lambda s: f"{s['kv_read_bandwidth_mb_s']:.0f} ({s['break_even_bandwidth_mb_s']:.1f})"),
     ("$ per M input tokens", lambda s: f"{s['cost_per_million_input_usd']:.4f}"),
     ("saving vs none", lambda s: f"{s['cost_saving_vs_none']:.1%}" if "cost_saving_vs_none" in s else "-"),
 ]
+
+
+def _kv_ms(t: dict[str, float | None]) -> str:
+    store = f"{t['store']:.1f}" if t["store"] is not None else f"{t['store_handoff']:.1f}*"
+    return f"{t['lookup']:.1f} / {t['load']:.1f} / {store}"
 
 
 def print_table(report: dict[str, Any], console: Console | None = None) -> None:
@@ -127,6 +162,8 @@ def print_table(report: dict[str, Any], console: Console | None = None) -> None:
     for label, fmt in ROWS:
         table.add_row(label, *(fmt(s) for s in report["scenarios"].values()))
     console.print(table)
+    console.print("KV store: time on the engines' write-behind threads per request (no request waits "
+                  "for it; * = the requests' own hand-off time, when the engines' counters are unknown)")
 
 
 def write_outputs(report: dict[str, Any], results: dict[str, list[dict]], report_dir: Path,

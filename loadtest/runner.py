@@ -6,6 +6,7 @@ workload through locust, stops everything, and hands the per-request rows to the
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from contextlib import ExitStack
@@ -16,7 +17,7 @@ from typing import Callable
 from chainfs.cluster import LocalCluster
 from chainfs.engine.presets import get_preset
 from chainfs.loadtest.generators import CalibratedConfig, QAConfig, calibrated, multi_round_qa
-from chainfs.loadtest.services import run_locust, start_engines
+from chainfs.loadtest.services import engine_health, run_locust, start_engines
 from chainfs.loadtest.stats import read_csv
 from chainfs.loadtest.trace import load_trace
 from chainfs.loadtest.workload import Request, save
@@ -24,6 +25,7 @@ from chainfs.loadtest.workload import Request, save
 log = logging.getLogger(__name__)
 
 SCENARIOS = ("none", "local", "shared")
+ENGINE_STATS = "engines.json"
 
 
 @dataclass
@@ -100,7 +102,7 @@ def run_comparison(cfg: RunConfig, requests: list[Request] | None = None,
 def run_scenario(cfg: RunConfig, scenario: str, workload_path: Path) -> list[dict]:
     out = cfg.report_dir / scenario
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("requests.csv", "summary.json"):
+    for stale in ("requests.csv", "summary.json", ENGINE_STATS):
         (out / stale).unlink(missing_ok=True)
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"chainfs-lt-{scenario}-")))
@@ -116,4 +118,15 @@ def run_scenario(cfg: RunConfig, scenario: str, workload_path: Path) -> list[dic
                                 cfg.capacity)
         run_locust(workload_path, [e.url for e in engines], out, cfg.concurrency, cfg.routing, cfg.duration,
                    out / "logs" / "locust.log", timeout=(cfg.duration or 3600) + 300)
+        (out / ENGINE_STATS).write_text(json.dumps([engine_health(e.url) for e in engines], indent=2))
     return read_csv(out / "requests.csv")
+
+
+def load_engine_stats(report_dir: Path, scenarios: list[str]) -> dict[str, list[dict]]:
+    """Each scenario's engines' /health at the end of its run (cache and write-behind counters)."""
+    out: dict[str, list[dict]] = {}
+    for name in scenarios:
+        path = report_dir / name / ENGINE_STATS
+        if path.exists():
+            out[name] = json.loads(path.read_text())
+    return out

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from contextlib import ExitStack
@@ -29,6 +30,17 @@ def healthy(url: str) -> bool:
             return resp.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+def engine_health(url: str, drained_within: float = 30.0) -> dict:
+    """An engine's /health once its KV write-behind queue is empty (or `drained_within` passed)."""
+    end = time.monotonic() + drained_within
+    while True:
+        with urllib.request.urlopen(f"{url}/health", timeout=5) as resp:
+            info = json.loads(resp.read())
+        if (info.get("write_behind") or {}).get("pending_bytes", 0) <= 0 or time.monotonic() >= end:
+            return info
+        time.sleep(0.05)
 
 
 class EngineProcess:

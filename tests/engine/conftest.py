@@ -49,10 +49,19 @@ class EngineProc:
         self.proc, self.port, self.log = proc, port, log
         self.url = f"http://127.0.0.1:{port}"
 
-    def complete(self, prompt: Any, max_tokens: int = 4) -> dict:
+    def complete(self, prompt: Any, max_tokens: int = 4, stored: bool = True) -> dict:
+        """One completion; with `stored`, also waits until its KV blocks left the write-behind queue."""
         status, body = http("POST", f"{self.url}/v1/completions", {"prompt": prompt, "max_tokens": max_tokens})
         assert status == 200, body
+        if stored:
+            self.wait_stored()
         return body
+
+    def wait_stored(self, deadline: float = 30.0) -> None:
+        end = time.monotonic() + deadline
+        while (self.health().get("write_behind") or {}).get("pending_bytes", 0) > 0:
+            assert time.monotonic() < end, "the engine's write-behind queue never drained"
+            time.sleep(0.02)
 
     def health(self) -> dict:
         return http("GET", f"{self.url}/health")[1]

@@ -40,8 +40,11 @@ class _LabelKeyed(dict):
 
 
 def post(client: Client, body) -> tuple[int, dict]:
+    """One request, then waits until its new KV blocks are written (stores are write-behind)."""
     r = client.post("/v1/completions", json=body) if not isinstance(body, (bytes, str)) else \
         client.post("/v1/completions", data=body, content_type="application/json")
+    writer = client.application.engine.writer
+    assert writer is None or writer.drain(30), "write-behind did not drain"
     return r.status_code, r.json
 
 

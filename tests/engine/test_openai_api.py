@@ -69,6 +69,7 @@ def test_chat_sync_and_stream_report_cached_tokens(engine: EngineProc) -> None:
     assert first.object == "chat.completion" and first.model == "tiny"
     assert first.usage.prompt_tokens_details.cached_tokens == 0
     assert first.usage.model_extra["prompt_cache_miss_tokens"] == first.usage.prompt_tokens
+    engine.wait_stored()  # stores are write-behind
 
     stream = c.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=5, stream=True,
                                        stream_options={"include_usage": True})

@@ -17,8 +17,10 @@ pytestmark = pytest.mark.integration
 
 def test_shared_beats_local_when_sessions_move_between_engines(tmp_path: Path) -> None:
     pytest.importorskip("chainfs.client.fs")
+    # Stores are write-behind, so a turn must not arrive before the previous one's blocks land:
+    # 0.5 s between a session's turns (as a user reads), sessions 2 s apart so none falls behind.
     qa = QAConfig(users=4, rounds=3, system_prompt_tokens=128, history_tokens=64, question_tokens=40,
-                  answer_tokens=40, max_tokens=1, request_rate=8.0, turn_gap_s=0.2)
+                  answer_tokens=40, max_tokens=1, request_rate=0.5, turn_gap_s=0.5)
     cfg = RunConfig(scenarios=["none", "local", "shared"], engines=2, model="tiny", workload="qa", qa=qa,
                     concurrency=1, routing="round_robin", report_dir=tmp_path)
     requests = build_workload(cfg)
@@ -33,6 +35,9 @@ def test_shared_beats_local_when_sessions_move_between_engines(tmp_path: Path) -
     assert s["shared"]["token_hit_rate"] > s["local"]["token_hit_rate"]
     assert s["shared"]["cost_per_million_input_usd"] < s["none"]["cost_per_million_input_usd"]
     assert s["shared"]["kv_bytes_read"] > 0 and s["shared"]["kv_bytes_written"] > 0
+    kv = s["shared"]["kv_ms_per_request"]  # the engines' write-behind time was collected
+    assert kv["store"] is not None and kv["store"] > 0 and kv["lookup"] > 0 and kv["prefill_compute"] > 0
+    assert s["shared"]["write_behind"]["stored_blocks"] > 0 and s["shared"]["write_behind"]["dropped_blocks"] == 0
     paths = write_outputs(report, results, tmp_path / "report", None)
     assert {p.name for p in paths} >= {"requests.csv", "report.json", "hit_rate_over_time.png",
                                        "ttft_distribution.png", "hit_rate_vs_capacity.png"}

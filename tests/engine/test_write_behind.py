@@ -1,0 +1,125 @@
+"""The engine's KV write-behind: off the compute lock, bounded, deduplicated, drained on shutdown.
+
+The blocks land in a real `file://` block store; a gate in front of it holds the writer still so a
+test can see what waits behind it."""
+
+from __future__ import annotations
+
+import threading
+
+import fsspec
+import numpy as np
+import pytest
+
+from chainfs.engine.cache import CacheHandle, namespace_for
+from chainfs.engine.model import Transformer
+from chainfs.engine.service import Engine
+from chainfs.engine.writebehind import WriteBehind
+from chainfs.kvcache import KVBlockStore, Lookup, Namespace, block_keys
+
+NS = Namespace(model="wb", dtype="float32", layout="L1.KV.H1.T.D4", block_tokens=4)
+
+
+class Gated:
+    """A real block store whose writes wait until the test opens the gate."""
+
+    def __init__(self, store: KVBlockStore) -> None:
+        self.store, self.index = store, store.index
+        self.gate, self.entered = threading.Event(), threading.Event()
+
+    def store_blocks(self, keys, blocks) -> int:
+        self.entered.set()
+        assert self.gate.wait(30), "test never opened the gate"
+        return self.store.store_blocks(keys, blocks)
+
+
+def blocks(n: int, seed: int = 0) -> tuple[list[bytes], list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    toks = rng.integers(0, 1000, n * NS.block_tokens)
+    kv = [rng.standard_normal((1, 2, 1, NS.block_tokens, 4)).astype(np.float32) for _ in range(n)]
+    return block_keys(NS, toks), kv
+
+
+@pytest.fixture()
+def gated(tmp_path) -> Gated:
+    return Gated(KVBlockStore(fsspec.filesystem("file"), str(tmp_path / "kv"), NS))
+
+
+def test_drains_on_close_and_every_block_is_readable(gated: Gated) -> None:
+    writer = WriteBehind()
+    keys, kv = blocks(6)
+    for i in range(0, 6, 2):
+        assert writer.submit(gated, keys[i:i + 2], kv[i:i + 2]) == 2
+    gated.gate.set()
+    assert writer.close(timeout=30) is True
+    s = writer.stats.snapshot()
+    assert s["stored_blocks"] == 6 and s["pending_bytes"] == 0 and s["dropped_blocks"] == 0
+    fresh = KVBlockStore(gated.store.fs, gated.store.dir.rsplit("/", 1)[0], NS)
+    loaded = fresh.load(Lookup(keys, 6, NS.block_tokens))  # no refs: load stats them itself
+    for got, want in zip(loaded, kv, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert writer.submit(gated, *blocks(1, seed=9)) == 0  # closed: refused and counted
+    assert writer.stats.dropped_blocks == 1
+
+
+def test_full_queue_drops_and_counts_and_memory_stays_bounded(gated: Gated) -> None:
+    keys, kv = blocks(8)
+    one = kv[0].nbytes
+    writer = WriteBehind(max_bytes=3 * one)
+    assert writer.submit(gated, keys[:1], kv[:1]) == 1
+    assert gated.entered.wait(10)  # the writer holds block 0 (still counted as pending)
+    assert writer.submit(gated, keys[1:3], kv[1:3]) == 2
+    assert writer.submit(gated, keys[3:4], kv[3:4]) == 0  # would exceed 3 blocks: dropped
+    assert writer.submit(gated, keys[4:6], kv[4:6]) == 0
+    s = writer.stats.snapshot()
+    assert s["dropped_blocks"] == 3 and s["pending_bytes"] == 3 * one and s["max_pending_bytes"] <= 3 * one
+    gated.gate.set()
+    assert writer.drain(30)
+    assert writer.submit(gated, keys[3:4], kv[3:4]) == 1  # room again
+    assert writer.close(30) and writer.stats.stored_blocks == 4
+    assert writer.stats.max_pending_bytes <= 3 * one
+
+
+def test_duplicates_queued_or_stored_are_dropped(gated: Gated) -> None:
+    writer = WriteBehind()
+    keys, kv = blocks(4)
+    assert writer.submit(gated, keys[:3], kv[:3]) == 3
+    assert writer.submit(gated, keys[1:4], kv[1:4]) == 1  # 1 and 2 are queued already
+    gated.gate.set()
+    assert writer.drain(30)
+    assert writer.submit(gated, keys, kv) == 0  # all in the store's index now
+    s = writer.stats.snapshot()
+    assert s["duplicate_blocks"] == 2 + 4 and s["stored_blocks"] == 4
+    writer.close(5)
+
+
+def test_shutdown_deadline_drops_what_is_left(gated: Gated) -> None:
+    writer = WriteBehind()
+    keys, kv = blocks(3)
+    writer.submit(gated, keys[:1], kv[:1])
+    assert gated.entered.wait(10)
+    writer.submit(gated, keys[1:], kv[1:])
+    assert writer.close(timeout=0.2) is False  # the store is stuck: the deadline wins
+    assert writer.stats.dropped_blocks == 2
+    gated.gate.set()  # the stuck write finishes; nothing else is written after close
+    assert writer.drain(30) and writer.stats.stored_blocks == 1
+
+
+def test_the_compute_lock_is_not_held_while_storing(tiny_model: Transformer, tmp_path) -> None:
+    """With the store stuck, requests keep completing: stores never block a request."""
+    model = tiny_model
+    cache = CacheHandle(f"file://{tmp_path}/kv", namespace_for(model.config, 16))
+    engine = Engine(model, cache)
+    store = cache.get()
+    gate = threading.Event()
+    real = store.store_blocks
+    store.store_blocks = lambda keys, blocks: (gate.wait(30), real(keys, blocks))[1]  # type: ignore[method-assign]
+    prompt = list(b"a shared prefix for the write-behind test, long enough for blocks" * 3)
+    first = engine.complete(prompt, max_tokens=2)
+    second = engine.complete(prompt[::-1], max_tokens=2)  # would deadlock if the lock waited on stores
+    assert first.kv_bytes_written > 0 and second.kv_bytes_written > 0 and not gate.is_set()
+    assert engine.writer.stats.stored_blocks == 0
+    gate.set()
+    assert engine.close(30)
+    third = engine.complete(prompt, max_tokens=2)
+    assert third.cached_tokens == (len(prompt) - 1) // 16 * 16 and third.token_ids == first.token_ids
