@@ -10,7 +10,7 @@ from chainfs.engine.presets import get_preset
 from chainfs.loadtest.generators import QAConfig
 from chainfs.loadtest.ideal import replay
 from chainfs.loadtest.report import build_report, write_outputs
-from chainfs.loadtest.runner import RunConfig, build_workload, run_comparison
+from chainfs.loadtest.runner import RunConfig, build_workload, load_engine_stats, run_comparison
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,8 @@ def test_shared_beats_local_when_sessions_move_between_engines(tmp_path: Path) -
                     concurrency=1, routing="round_robin", report_dir=tmp_path)
     requests = build_workload(cfg)
     results = run_comparison(cfg, requests)
-    report = build_report(results, requests, get_preset("tiny"), cfg.block_tokens, {})
+    report = build_report(results, requests, get_preset("tiny"), cfg.block_tokens, {},
+                          load_engine_stats(tmp_path, cfg.scenarios))
     s = report["scenarios"]
     assert all(s[name]["requests"] == len(requests) and s[name]["errors"] == 0 for name in s)
     assert s["none"]["hit_tokens"] == 0
