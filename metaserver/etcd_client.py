@@ -137,7 +137,15 @@ class EtcdClient:
               keys_only: bool = False, serializable: bool = False) -> epb.RangeResponse:
         req = epb.RangeRequest(key=key, range_end=range_end, revision=revision, limit=limit,
                                keys_only=keys_only, serializable=serializable)
-        return self._call("KV", "Range", req, idempotent=True)  # type: ignore[return-value]
+        try:
+            return self._call("KV", "Range", req, idempotent=True)  # type: ignore[return-value]
+        except ChainfsError as exc:
+            # A member behind the pinned revision (we moved to it after a failure) cannot serve it
+            # locally: ask the cluster instead.
+            if not serializable or "future revision" not in exc.message:
+                raise
+            req.serializable = False
+            return self._call("KV", "Range", req, idempotent=True)  # type: ignore[return-value]
 
     def get(self, key: bytes) -> epb.KeyValue | None:
         resp = self.range(key)

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PREFIX = "/chainfs"
 ID_BLOCK = 256  # inode / session ids a metaserver takes at a time
 PAGE = 1000  # keys per Range page of a scan
+TXN_OPS = 128  # etcd's default --max-txn-ops: batched reads stay within it on any etcd
 _CLUSTER_COUNTERS = {counter_key(c) for c in (C_NODE, C_TARGET, C_CHAIN, C_ROUTING)}
 _CLUSTER_TABLES = (P_NODE, P_TARGET, P_CHAIN)
 _BLOCK_COUNTERS = (C_INODE, C_SESSION)
@@ -89,6 +90,25 @@ class EtcdStore(Store):
         for kv in self._scan_kvs(prefix, start_after, revision=0, on_revision=None):
             yield self.dkey(kv.key), kv.value
 
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        """One read-only etcd Txn of Range ops per TXN_OPS keys (one round trip, one revision)."""
+        self._check_open()
+        out: list[bytes | None] = []
+        for i in range(0, len(keys), TXN_OPS):
+            part = keys[i:i + TXN_OPS]
+            ops = [epb.RequestOp(request_range=epb.RangeRequest(key=self.ekey(k))) for k in part]
+            resp = self.client.txn([], ops)
+            for r in resp.responses:
+                kvs = r.response_range.kvs
+                out.append(kvs[0].value if kvs else None)
+        return out
+
+    def reader(self) -> EtcdTxn:
+        return EtcdTxn(self)
+
+    def mutation_lock(self) -> _NoLock:
+        return _NoLock()
+
     def _scan_kvs(self, prefix: bytes, start_after: bytes | None, revision: int,
                   on_revision: object) -> Iterator[epb.KeyValue]:
         """Every key under `prefix` after `start_after`, page by page at one revision."""
@@ -96,7 +116,7 @@ class EtcdStore(Store):
         start = self.ekey(start_after) + b"\0" if start_after is not None else self.ekey(prefix)
         end = prefix_end(self.ekey(prefix))
         while True:
-            resp = self.client.range(start, end, revision=revision, limit=PAGE)
+            resp = self.client.range(start, end, revision=revision, limit=PAGE, serializable=bool(revision))
             if not revision:
                 revision = resp.header.revision
                 if callable(on_revision):
@@ -165,6 +185,16 @@ class EtcdStore(Store):
             log.info("metadata store closed: %s", self.path)
 
 
+class _NoLock:
+    """A context manager that excludes nothing (optimistic commits validate instead)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
 class EtcdTxn(Txn):
     """Reads at one snapshot revision and remembers them, so `commit` can validate them."""
 
@@ -184,7 +214,9 @@ class EtcdTxn(Txn):
         if key in self._cache:
             return self._cache[key]
         ekey = self.store.ekey(key)
-        resp = self.store.client.range(ekey, revision=self.revision)
+        # The first read is linearizable and pins the snapshot; later ones read that revision from
+        # the member's own store (serializable: no extra consensus round trip).
+        resp = self.store.client.range(ekey, revision=self.revision, serializable=bool(self.revision))
         if not self.revision:
             self.revision = resp.header.revision
         kv = resp.kvs[0] if resp.kvs else None
@@ -201,6 +233,22 @@ class EtcdTxn(Txn):
             key = self.store.dkey(kv.key)
             self._cache.setdefault(key, kv.value)
             yield key, kv.value
+
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        """The uncached keys in one read-only etcd Txn per TXN_OPS keys, at the snapshot."""
+        missing = [k for k in dict.fromkeys(keys) if k not in self._cache and k not in self.writes]
+        for i in range(0, len(missing), TXN_OPS):
+            part = missing[i:i + TXN_OPS]
+            ops = [epb.RequestOp(request_range=epb.RangeRequest(key=self.store.ekey(k), revision=self.revision))
+                   for k in part]
+            resp = self.store.client.txn([], ops)
+            if not self.revision:
+                self.revision = resp.header.revision
+            for key, r in zip(part, resp.responses):
+                kvs = r.response_range.kvs
+                self.seen[self.store.ekey(key)] = kvs[0].mod_revision if kvs else 0
+                self._cache[key] = kvs[0].value if kvs else None
+        return [self.get(k) for k in keys]
 
     def allocate(self, name: bytes, first: int = 1) -> int:
         if name in _BLOCK_COUNTERS:

@@ -14,7 +14,6 @@ listed by `gc_records()` for the collector.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Callable, Iterable, Protocol, Sequence
 
@@ -66,7 +65,7 @@ class Namespace(SessionsMixin):
         self.lease_ns = int(lease_s * 1e9)
         self.request_ttl_ns = int(config.REQUEST_ID_TTL * 1e9)
         self.clock_ns = clock_ns
-        self._lock = threading.Lock()
+        self._lock = store.mutation_lock()
         self._ensure_root()
 
     # ---- helpers ----
@@ -244,7 +243,7 @@ class Namespace(SessionsMixin):
 
     def stat(self, path: str) -> pb.Inode:
         parts = split_path(path)
-        return self._walk(self.store, parts, show(parts))
+        return self._walk(self.store.reader(), parts, show(parts))
 
     def stat_many(self, paths: Sequence[str]) -> list[pb.Inode | ChainfsError]:
         """Each path's inode or the error a single stat would raise, in order.
@@ -254,6 +253,7 @@ class Namespace(SessionsMixin):
         """
         dirs: dict[tuple[str, ...], pb.Inode] = {}
         out: list[pb.Inode | ChainfsError] = []
+        reader = self.store.reader()  # one snapshot on etcd
         for path in paths:
             try:
                 parts = split_path(path)
@@ -261,13 +261,13 @@ class Namespace(SessionsMixin):
                 if not path:
                     raise ChainfsError(Reason.INVALID_ARGUMENT, "path is required")
                 if not parts:
-                    out.append(self._get(self.store, ROOT_ID, where))
+                    out.append(self._get(reader, ROOT_ID, where))
                     continue
                 parent = dirs.get(tuple(parts[:-1]))
                 if parent is None:
-                    parent = self._walk(self.store, parts[:-1], where)
+                    parent = self._walk(reader, parts[:-1], where)
                     dirs[tuple(parts[:-1])] = parent
-                out.append(self._walk_from(self.store, parent, parts[-1:], where))
+                out.append(self._walk_from(reader, parent, parts[-1:], where))
             except ChainfsError as exc:
                 out.append(exc)
         return out
@@ -275,16 +275,19 @@ class Namespace(SessionsMixin):
     def list(self, path: str, start_after: str = "", limit: int = 0) -> tuple[list[pb.DirEntry], bool]:
         """One page of a directory in name byte order, and whether more entries follow."""
         parts = split_path(path)
-        directory = self._walk_dir(self.store, parts, show(parts))
+        reader = self.store.reader()
+        directory = self._walk_dir(reader, parts, show(parts))
         limit = config.DEFAULT_LIST_LIMIT if limit <= 0 else min(limit, config.MAX_LIST_LIMIT)
-        entries: list[pb.DirEntry] = []
-        for name, child_id in self.store.children(directory.id, start_after):
-            if len(entries) == limit:
-                return entries, True
-            child = self.store.get_inode(child_id)
-            if child is not None:  # removed between the two reads
-                entries.append(pb.DirEntry(name=name, inode=child))
-        return entries, False
+        page: list[tuple[str, int]] = []
+        more = False
+        for name, child_id in reader.children(directory.id, start_after):
+            if len(page) == limit:
+                more = True
+                break
+            page.append((name, child_id))
+        children = reader.get_inodes([child_id for _, child_id in page])  # one round trip on etcd
+        # A child removed between the two reads is left out.
+        return [pb.DirEntry(name=n, inode=c) for (n, _), c in zip(page, children) if c is not None], more
 
     @retry_conflicts
     def rename(self, src: str, dst: str, request_id: str = "") -> None:

@@ -128,9 +128,17 @@ class _Reader:
         """(key, value) for keys starting with `prefix`, in byte order, after `start_after` (a full key)."""
         raise NotImplementedError
 
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        """Several keys at once (a backend may fetch them in one round trip)."""
+        return [self.get(k) for k in keys]
+
     def get_inode(self, inode_id: int) -> pb.Inode | None:
         raw = self.get(inode_key(inode_id))
         return None if raw is None else pb.Inode.FromString(raw)
+
+    def get_inodes(self, inode_ids: list[int]) -> list[pb.Inode | None]:
+        raws = self.get_many([inode_key(i) for i in inode_ids])
+        return [None if raw is None else pb.Inode.FromString(raw) for raw in raws]
 
     def lookup(self, parent_id: int, name: str) -> int | None:
         raw = self.get(dentry_key(parent_id, name))
@@ -192,6 +200,16 @@ class Store(_Reader):
 
     def txn(self) -> Txn:
         return Txn(self)
+
+    def reader(self) -> _Reader:
+        """What a read-only operation (stat, list) reads through: the store itself where every
+        read is cheap and each commit atomic (RocksDB), a snapshot where reads cost a round trip."""
+        return self
+
+    def mutation_lock(self) -> Any:
+        """The lock a namespace holds around each mutation: a real one where transactions are not
+        validated at commit (RocksDB); the etcd backend's optimistic commits need none."""
+        return threading.Lock()
 
     def commit(self, txn: Txn, fenced: bool = False) -> None:
         """Applies a transaction's writes atomically and durably; TxnConflict if it lost a race.
