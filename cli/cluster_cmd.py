@@ -16,9 +16,12 @@ from pathlib import Path
 from rich.console import Console
 
 from chainfs.cli import cluster_view
+from chainfs.cli.targets import human
+from chainfs.client.meta_client import MetaClient
 from chainfs.cluster import LocalCluster
 from chainfs.cluster.local import STATE_FILE
 from chainfs.common.scrape import scrape_all
+from chainfs.proto import meta_pb2 as mpb
 
 EXIT_DEGRADED = 3
 
@@ -111,6 +114,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         if not up:
             f["problems"].append(f"process {name} is not running")
     f["healthy"] = not f["problems"]
+    f["space"] = space_dict(MetaClient(cluster.address).space())
     if args.json:
         json.dump({"address": cluster.address, "url": cluster.url, "processes": running, "metrics": metrics, **f},
                   sys.stdout, indent=2)
@@ -121,6 +125,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                                                  f"{f['routing_version']}"))
         console.print(cluster_view.target_table(f))
         console.print(cluster_view.chain_table(f))
+        sp = f["space"]
+        console.print(f"space: {human(sp['usable_free_bytes'])} free of {human(sp['usable_bytes'])} for files "
+                      f"({sp['disks']} disk(s), {human(sp['capacity_bytes'])} raw, {sp['replication']} copies; "
+                      "what df on a mount shows)")
         console.print("metrics: " + ", ".join(f"{k} http://{v}/metrics" if v else f"{k} -" for k, v in metrics.items()))
         if "gc_pending_records" in f:
             console.print(f"gc: {f['gc_pending_records']} records pending, {f['gc_collected']} inodes collected")
@@ -150,6 +158,14 @@ def cmd_restart(args: argparse.Namespace) -> int:
     pid = cluster.state.meta.pid if args.node == "meta" else cluster.state.storage[int(args.node)].pid
     print(f"restarted {name} (pid {pid})")
     return 0
+
+
+def space_dict(space: mpb.SpaceReply) -> dict:
+    """Raw disk totals and what they hold of files at the cluster's replication (a mount's df)."""
+    copies = max(1, space.replication)
+    return {"capacity_bytes": space.capacity_bytes, "free_bytes": space.free_bytes, "disks": space.disks,
+            "replication": space.replication, "usable_bytes": space.capacity_bytes // copies,
+            "usable_free_bytes": space.free_bytes // copies}
 
 
 def cmd_down(args: argparse.Namespace) -> int:

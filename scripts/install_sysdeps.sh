@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System packages chainfs needs on a fresh Debian machine: FUSE for the mount, etcd (3.4) for the
-# replicated metadata backend, iproute2 and iptables for the network-namespace fault tests.
+# replicated metadata backend, iproute2 and iptables for the network-namespace fault tests, rsync
+# and the sqlite3 shell for the mount's tests (they run them as users would).
 # Skipped when present, or when we are not root (those tests then skip with a reason).
 set -euo pipefail
 need=()
@@ -8,6 +9,8 @@ command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
+command -v rsync >/dev/null 2>&1 || need+=(rsync)
+command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
 [ -e /usr/lib/x86_64-linux-gnu/libfuse.so.2 ] || [ -e /usr/lib/aarch64-linux-gnu/libfuse.so.2 ] || need+=(libfuse2)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then

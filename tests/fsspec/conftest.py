@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from chainfs.client.fs import ChainFileSystem
 from chainfs.cluster import LocalCluster
+from tests.fsspec.mounting import mount_at, unmount
 
 
 def make_fs(cluster: LocalCluster, **options) -> ChainFileSystem:
@@ -28,3 +30,14 @@ def base(cfs: ChainFileSystem) -> Iterator[str]:
     cfs.mkdir(path)
     yield path
     cfs.rm(path, recursive=True)
+
+
+@pytest.fixture(scope="module")
+def mounted(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The module's cluster mounted by `chainfs mount` (its own process), removed by `chainfs umount`."""
+    mnt = tmp_path_factory.mktemp("mnt")
+    mount_at(cluster.url, mnt)
+    try:
+        yield mnt
+    finally:
+        unmount(mnt)

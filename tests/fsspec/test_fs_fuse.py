@@ -5,47 +5,17 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
-import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from chainfs.cli.mount_cmd import fuse_available
 from chainfs.client.fs import ChainFileSystem
-from chainfs.cluster import LocalCluster
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(fuse_available() is not None, reason=f"FUSE unavailable: {fuse_available()}")]
 
-CHAINFS = [sys.executable, "-m", "chainfs.cli.main"]
 BIG = 100 << 20
-
-
-def chainfs(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([*CHAINFS, *args], capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def mounted(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    mnt = tmp_path_factory.mktemp("mnt")
-    proc = chainfs("mount", cluster.url, str(mnt))
-    if proc.returncode != 0 and "fusermount" in proc.stderr and "permission" in proc.stderr.lower():
-        pytest.skip(f"FUSE mounts are not permitted here: {proc.stderr.strip()}")
-    assert proc.returncode == 0, proc.stderr
-    assert os.path.ismount(mnt)
-    try:
-        yield mnt
-    finally:
-        result = chainfs("umount", str(mnt))
-        if os.path.ismount(mnt):  # last resort, so no test run leaves a mount behind
-            subprocess.run(["fusermount", "-uz", str(mnt)], capture_output=True, timeout=30)
-        assert result.returncode == 0, result.stderr
-    deadline = time.monotonic() + 10
-    while os.path.ismount(mnt) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not os.path.ismount(mnt)
 
 
 def _md5(path: Path) -> str:

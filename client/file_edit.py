@@ -1,0 +1,89 @@
+"""Editing a file's chunks in place: ranges patched at any offset, the length cut or grown.
+
+Why this exists beside write sessions: a POSIX mount must let SQLite, rsync and editors change bytes
+in the middle of a file and set its length, while a plain chainfs write makes a whole new file. The
+storage layer already applies a partial chunk update copy-on-write along the chain (the head
+patches the committed chunk and forwards the whole new content), so an edit is a list of partial
+chunk writes into the file's own inode, done under an APPEND session (the metaserver then knows a
+writer holds the inode, and publishes the new length at close). A cut keeps the invariant the
+metaserver and fsck check: the chunk holding the last byte ends exactly at the length, and no chunk
+lies past it.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future
+
+import grpc
+
+from chainfs.common.errors import ChainfsError, is_retryable
+from chainfs.proto import meta_pb2 as mpb
+from chainfs.proto import storage_pb2 as spb
+from chainfs.proto import storage_pb2_grpc as spb_grpc
+
+from chainfs.client.chainclient import ChainClient
+from chainfs.client.meta_client import CHANNELS
+from chainfs.client.placement import chain_of, chunk_ranges
+from chainfs.client.retry import Backoff, failure_reason
+from chainfs.client.storage_client import EXECUTOR, head_of
+
+log = logging.getLogger(__name__)
+
+
+def submit_range(client: ChainClient, inode: mpb.Inode, offset: int, data: bytes | memoryview) -> list[Future]:
+    """Starts the chunk writes that put `data` at `offset` of the inode (each chunk's part is one
+    partial update; a whole chunk replaces it)."""
+    cs = inode.layout.chunk_size
+    view = memoryview(data)
+    futures = []
+    for r in chunk_ranges(offset, len(view), cs):
+        piece = view[r.file_offset - offset:r.file_offset - offset + r.length]
+        whole = r.offset == 0 and r.length == cs
+        futures.append(EXECUTOR.get().submit(client.storage.write_chunk, chain_of(inode.layout, r.index),
+                                             inode.id, r.index, piece, cs, r.offset, whole))
+    return futures
+
+
+def write_range(client: ChainClient, inode: mpb.Inode, offset: int, data: bytes | memoryview) -> None:
+    for fut in submit_range(client, inode, offset, data):
+        fut.result()
+
+
+def remove_chunks_from(client: ChainClient, inode: mpb.Inode, from_index: int) -> None:
+    """Deletes the inode's chunks with index >= from_index on every chain of its stripe (each
+    head removes and forwards along its chain, as the garbage collector's removals do)."""
+    for chain_id in dict.fromkeys(inode.layout.chains):
+        backoff = Backoff(client.storage.retry_deadline)
+        while True:
+            try:
+                chain = client.routing.chain(chain_id)
+                head = head_of(chain)
+                request = spb.RemoveChunksRequest(chain_id=chain_id, chain_version=chain.version, inode=inode.id,
+                                                  from_index=from_index, request_id=client.storage.request_id())
+                stub = spb_grpc.StorageStub(CHANNELS.get(client.routing.node_address(head.node_id)))
+                stub.RemoveChunks(request, timeout=client.storage.timeout)
+                break
+            except (grpc.RpcError, ChainfsError) as exc:
+                reason = failure_reason(exc)
+                if reason is None or not is_retryable(reason) or not backoff.wait():
+                    raise
+                client.routing.refresh()
+
+
+def cut(client: ChainClient, path: str, inode: mpb.Inode, length: int) -> mpb.Inode:
+    """Shrinks a committed file to `length` keeping its inode (and so its owner, mode and handles):
+    the boundary chunk is rewritten to end at `length`, later chunks are deleted, then the length
+    is published."""
+    if length >= inode.length:
+        raise ValueError(f"cut to {length} does not shrink a file of {inode.length} bytes: {path}")
+    cs = inode.layout.chunk_size
+    if length:
+        index = (length - 1) // cs
+        start = index * cs
+        head = client.read_ranges([(inode, start, length)])[0]
+        client.storage.write_chunk(chain_of(inode.layout, index), inode.id, index, head, cs, 0, True)
+        remove_chunks_from(client, inode, index + 1)
+    else:
+        remove_chunks_from(client, inode, 0)
+    return client.meta.set_attr(path, length=length)
