@@ -6,6 +6,9 @@ Why etcd: several stateless metaservers can then serve one namespace, and losing
 Layout: `<prefix>/ns/<key>` holds the namespace (inodes, dentries, sessions, GC records, inode and
 session counters) and `<prefix>/cluster/<key>` the cluster tables (nodes, targets, chains, their
 counters, the routing version); `<prefix>/leader` is the manager election (see `election.py`).
+Each open write session also has a marker key `L<session key>` attached to an etcd lease (one per
+batch of opens, TTL the session lease, kept alive by RenewSession): when etcd lets it lapse, the
+session is expired whatever the metaservers' clocks say.
 
 Transactions are optimistic. An `EtcdTxn` pins the revision of its first read and reads everything
 else at that revision (one snapshot), remembering each key's mod revision and each scanned range.
@@ -27,7 +30,7 @@ from chainfs.metaserver.etcd_client import (
     EtcdClient, delete_op, mod_equals, prefix_end, put_op, range_unchanged_since,
 )
 from chainfs.metaserver.store import (
-    C_CHAIN, C_INODE, C_NODE, C_ROUTING, C_SESSION, C_TARGET, P_CHAIN, P_NODE, P_TARGET,
+    C_CHAIN, C_INODE, C_NODE, C_ROUTING, C_SESSION, C_TARGET, P_CHAIN, P_LEASE, P_NODE, P_TARGET,
     Store, Txn, TxnConflict, counter_key, u64,
 )
 from chainfs.proto import etcd_pb2 as epb
@@ -152,7 +155,8 @@ class EtcdStore(Store):
             if fence is None:
                 raise ChainfsError(Reason.UNAVAILABLE, "this metaserver is not the cluster manager")
             compares.append(fence)
-        ops = [delete_op(self.ekey(k)) if v is None else put_op(self.ekey(k), v) for k, v in txn.writes.items()]
+        ops = [delete_op(self.ekey(k)) if v is None else put_op(self.ekey(k), v, txn.leases.get(k, 0))
+               for k, v in txn.writes.items()]
         resp = self.client.txn(compares, ops)
         if not resp.succeeded:
             raise TxnConflict(f"{len(compares)} compares, {len(ops)} writes")
@@ -206,6 +210,8 @@ class EtcdTxn(Txn):
         self.seen: dict[bytes, int] = {}  # etcd key -> mod revision when read (0: absent)
         self.ranges: list[tuple[bytes, bytes]] = []
         self._cache: dict[bytes, bytes | None] = {}
+        self.leases: dict[bytes, int] = {}  # key -> etcd lease id its put carries
+        self._lease: tuple[int, int] | None = None  # (lease id, ttl s) granted for this txn
 
     def _pin(self, revision: int) -> None:
         self.revision = revision
@@ -249,6 +255,25 @@ class EtcdTxn(Txn):
                 self.seen[self.store.ekey(key)] = kvs[0].mod_revision if kvs else 0
                 self._cache[key] = kvs[0].value if kvs else None
         return [self.get(k) for k in keys]
+
+    def attach_lease(self, key: bytes, ttl_ns: int) -> None:
+        ttl = max(1, -(-ttl_ns // 1_000_000_000))
+        if self._lease is None or self._lease[1] != ttl:  # sessions opened in one batch share one
+            self._lease = (self.store.client.grant(ttl), ttl)
+        marker = P_LEASE + key
+        self.put(marker, b"")
+        self.leases[marker] = self._lease[0]
+
+    def lease_alive(self, key: bytes) -> bool:
+        return self.get(P_LEASE + key) is not None  # read through the txn: validated at commit
+
+    def renew_lease(self, key: bytes) -> None:
+        kv = self.store.client.get(self.store.ekey(P_LEASE + key))
+        if kv is not None and kv.lease:
+            self.store.client.keep_alive(kv.lease)
+
+    def release_lease(self, key: bytes) -> None:
+        self.delete(P_LEASE + key)
 
     def allocate(self, name: bytes, first: int = 1) -> int:
         if name in _BLOCK_COUNTERS:

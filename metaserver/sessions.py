@@ -4,7 +4,8 @@ Why sessions: chunk data goes straight from the client to storage, so the metase
 when a write starts and ends. REPLACE and CREATE_NEW write a NEW, unlinked inode and link it at
 close in one batch, so readers see either the old file or the whole new one, never a mix. APPEND
 writes into the existing inode and publishes the new length at close. A session holds a lease;
-a session whose client vanished expires and its unlinked inode becomes garbage.
+a session whose client vanished expires and its unlinked inode becomes garbage. On etcd the lease
+is also an etcd lease (see `Txn.attach_lease`), so one clock decides for every metaserver.
 
 This is a mixin of `Namespace` (it shares the namespace lock and helpers).
 """
@@ -139,6 +140,7 @@ class SessionsMixin:
         )
         record.inode = inode
         txn.put(session_key(record.session_id), record.to_bytes())
+        txn.attach_lease(session_key(record.session_id), self.lease_ns)
         log.debug("session %d open: %s %s inode %d", record.session_id, pb.WriteMode.Name(mode), where, inode.id)
         return record.to_proto()
 
@@ -153,6 +155,7 @@ class SessionsMixin:
                 self.store.commit(txn)  # an expired session is swept here, then refused
                 raise
             record.lease_expires_ns = now + self.lease_ns
+            txn.renew_lease(session_key(session_id))
             if record.mode == pb.APPEND:
                 current = txn.get_inode(record.inode.id)
                 if current is not None:
@@ -269,6 +272,7 @@ class SessionsMixin:
                      result: pb.Inode | None = None, error: ChainfsError | None = None) -> None:
         record.closed = outcome
         record.lease_expires_ns = now + self.lease_ns  # how long a retried close is remembered
+        txn.release_lease(session_key(record.session_id))
         if result is not None:
             record.result_hex = result.SerializeToString().hex()
         if error is not None:
@@ -331,17 +335,25 @@ class SessionsMixin:
         record = SessionRecord.from_bytes(raw)
         if record.closed:
             raise ChainfsError(Reason.SESSION_EXPIRED, f"write session {session_id} is closed: {record.path}")
-        if record.lease_expires_ns < now:
+        if self._lapsed(txn, record, now):
             self._expire(txn, record)  # the caller commits the sweep with whatever else it did
             raise ChainfsError(
                 Reason.SESSION_EXPIRED, f"write session {session_id} expired: {record.path}"
             )
         return record
 
+    @staticmethod
+    def _lapsed(txn: Txn, record: SessionRecord, now: int) -> bool:
+        """A session's lease ran out: by its expiry time, or (etcd) its etcd lease lapsed."""
+        if record.lease_expires_ns < now:
+            return True
+        return not record.closed and not txn.lease_alive(session_key(record.session_id))
+
     def _expire(self, txn: Txn, record: SessionRecord) -> None:
         txn.delete(session_key(record.session_id))
         if record.closed:  # only the memory of a close, kept for retries, ends here
             return
+        txn.release_lease(session_key(record.session_id))
         inode = record.inode
         if record.mode != pb.APPEND:
             self._gc(txn, inode, f"session {record.session_id} expired", 0)
@@ -357,7 +369,7 @@ class SessionsMixin:
             expired = 0
             for raw in txn.values(P_SESSION):  # through the txn: validated at commit on etcd
                 record = SessionRecord.from_bytes(raw)
-                if record.lease_expires_ns < now:
+                if self._lapsed(txn, record, now):
                     self._expire(txn, record)
                     expired += 0 if record.closed else 1
             self.store.commit(txn)

@@ -49,6 +49,7 @@ P_NODE = b"N"     # N + u32 node id               -> NodeInfo
 P_TARGET = b"T"   # T + u32 target id             -> TargetInfo
 P_CHAIN = b"C"    # C + u32 chain id              -> ChainInfo (targets hold only target ids, in order)
 P_COUNTER = b"M"  # M + name                      -> u64
+P_LEASE = b"L"    # L + a session key              -> b"" (etcd only: attached to the session's etcd lease)
 P_REQUEST = b"R"  # R + request id utf8           -> RequestRecord (JSON): a mutation's first answer
 P_REQUEST_AGE = b"Q"  # Q + u64 created ns + request id -> empty: request records in age order
 
@@ -334,6 +335,21 @@ class Txn(_Reader):
 
     def delete(self, key: bytes) -> None:
         self.writes[key] = None
+
+    # write-session leases: on etcd a marker key attached to an etcd lease, so that etcd's clock (one
+    # for every metaserver) decides expiry; here the session record's own expiry time is the lease
+
+    def attach_lease(self, key: bytes, ttl_ns: int) -> None:
+        """Ties `key`'s lifetime to a lease of `ttl_ns` (renewed by `renew_lease`)."""
+
+    def lease_alive(self, key: bytes) -> bool:
+        return True
+
+    def renew_lease(self, key: bytes) -> None:
+        """Extends the lease of `key` by its TTL from now."""
+
+    def release_lease(self, key: bytes) -> None:
+        """`key` no longer needs its lease (its session closed or expired)."""
 
     # typed writers
 

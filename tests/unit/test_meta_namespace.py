@@ -586,3 +586,28 @@ def test_space_counts_each_disk_once(w: World) -> None:
     space = w.cluster.space()
     # Three nodes on one host (127.0.0.1): devices 0 and 1, so two disks.
     assert (space.capacity_bytes, space.free_bytes, space.disks, space.replication) == (2000, 800, 2, 3)
+
+
+@pytest.mark.parametrize("meta_backend", ["etcd"])
+def test_write_session_lease_is_an_etcd_lease(open_store: Callable[..., Store]) -> None:
+    """The namespace's clock stands still: only etcd's lease can expire the session, and RenewSession
+    keeps it alive."""
+    import time
+
+    from chainfs.cluster.process import wait_for
+
+    w = World(open_store)
+    ns = Namespace(w.store, w.cluster, replication=3, lease_s=1, clock_ns=w.clock)
+    kept = ns.open_write("/kept", pb.REPLACE)
+    lapsing = ns.open_write("/lapsing", pb.REPLACE)
+    deadline = time.monotonic() + 2.5  # longer than the 1 s lease: renewals carry it
+    while time.monotonic() < deadline:
+        ns.renew_session(kept.session_id)
+        time.sleep(0.2)
+    wait_for(lambda: ns.sweep_expired_sessions() >= 1 or lapsing.session_id not in
+             [r.session_id for r in ns.sessions()], 10, "etcd to let the unrenewed session lapse")
+    assert [r.session_id for r in ns.sessions()] == [kept.session_id]
+    assert [r.inode_id for r in ns.gc_records()] == [lapsing.inode.id]
+    expect(Reason.SESSION_EXPIRED, ns.close_write, lapsing.session_id, 0)
+    assert ns.close_write(kept.session_id, 0).id == kept.inode.id
+    assert ns.stat("/kept").id == kept.inode.id
