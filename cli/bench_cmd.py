@@ -29,6 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
+from chainfs.cli import bench_kv_cmd
 from chainfs.client.meta_client import CHANNELS, MetaClient
 from chainfs.cluster import LocalCluster
 from chainfs.proto import meta_pb2 as mpb
@@ -48,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     meta.add_argument("--dir", default=None, help="where the clusters live (default: a temp dir)")
     meta.add_argument("--json", default=None, help="also write the figures here")
     meta.set_defaults(func=cmd_meta)
+    bench_kv_cmd.register(bsub)
 
 
 class Target:

@@ -117,6 +117,10 @@ class KVBlockStore:
         `keys` (from `keys_of` of these tokens, or of a longer prompt they start) saves hashing."""
         n_blocks = len(tokens) // self.block_tokens
         keys = block_keys(self.namespace, tokens) if keys is None else keys[:n_blocks]
+        return self.lookup_keys(keys, len(tokens))
+
+    def lookup_keys(self, keys: list[bytes], query_tokens: int | None = None) -> Lookup:
+        """`lookup` by block keys: how many leading blocks are stored."""
         refs = self._refs_of(keys, "lookup")
         hits = 0
         for key, ref in zip(keys, refs):
@@ -124,9 +128,14 @@ class KVBlockStore:
                 break
             self.index.touch(key.hex(), ref.size)
             hits += 1
-        self.stats.add(queries=1, query_tokens=len(tokens), query_blocks=len(keys),
+        query_tokens = len(keys) * self.block_tokens if query_tokens is None else query_tokens
+        self.stats.add(queries=1, query_tokens=query_tokens, query_blocks=len(keys),
                        hit_blocks=hits, hit_tokens=hits * self.block_tokens)
         return Lookup(keys, hits, self.block_tokens, tuple(refs[:hits]))  # type: ignore[arg-type]
+
+    def drop_cached_refs(self) -> None:
+        """Forgets every cached block inode, as a restarted or another engine starts (benchmarks)."""
+        self._refs.clear()
 
     def _refs_of(self, keys: list[bytes], what: str) -> list[BlockRef | None]:
         """Each block's ref (None: not stored), from the cache or ONE stat of all the others."""

@@ -36,7 +36,7 @@ def test_lookup_of_n_blocks_is_one_metadata_rpc_and_load_none(cluster, ns: Names
 
     reader = KVBlockStore(fs, root, ns)  # another engine: knows nothing of these blocks
     for n in (1, 7, 40):
-        reader._refs.clear()
+        reader.drop_cached_refs()
         meta_rpcs.reset()
         found = reader.lookup(toks[:n * B])
         assert found.hit_blocks == n and meta_rpcs.namespace_calls() == {"StatMany": 1}
