@@ -25,7 +25,9 @@ _FIXED = struct.Struct(f"<4sHBBIQ16s{MAX_DIMS}I")
 _CRC = struct.Struct("<I")
 HEADER_SIZE = _FIXED.size + _CRC.size
 
-DTYPES: dict[int, np.dtype] = {1: np.dtype("<f4"), 2: np.dtype("<f2"), 3: np.dtype("<f8")}
+# Code 4 holds raw 16-bit words: bfloat16 KV (numpy has no bfloat16) travels viewed as int16; the
+# namespace's dtype says what the words mean.
+DTYPES: dict[int, np.dtype] = {1: np.dtype("<f4"), 2: np.dtype("<f2"), 3: np.dtype("<f8"), 4: np.dtype("<i2")}
 _CODES = {dt: code for code, dt in DTYPES.items()}
 
 

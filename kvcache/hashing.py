@@ -51,15 +51,26 @@ def token_bytes(tokens: Sequence[int] | np.ndarray) -> bytes:
     return np.asarray(tokens, dtype="<u4").tobytes()
 
 
-def block_keys(namespace: Namespace, tokens: Sequence[int] | np.ndarray) -> list[bytes]:
-    """Keys of the full blocks of `tokens`: h_i = H(h_{i-1} || tokens of block i), h_{-1} = seed."""
+def salted_seed(namespace: Namespace, salt: str | bytes | None = None) -> bytes:
+    """The chain's starting value: the namespace seed, mixed with a tenant's salt when there is one
+    (vLLM's `cache_salt`), so tenants with different salts never share a block."""
+    if not salt:
+        return namespace.seed
+    raw = salt.encode() if isinstance(salt, str) else bytes(salt)
+    return hashlib.blake2b(namespace.seed + raw, digest_size=DIGEST_SIZE, person=b"chainfs-kv-salt").digest()
+
+
+def block_keys(namespace: Namespace, tokens: Sequence[int] | np.ndarray,
+               salt: str | bytes | None = None) -> list[bytes]:
+    """Keys of the full blocks of `tokens`: h_i = H(h_{i-1} || tokens of block i), h_{-1} = the
+    (salted) seed."""
     arr = np.asarray(tokens, dtype=np.int64)
     if arr.size and (arr.min() < 0 or arr.max() > 0xFFFFFFFF):
         raise ValueError("token ids must fit in uint32")
     b = namespace.block_tokens
     raw = token_bytes(arr)  # converted once; block i is raw[i*b*4:(i+1)*b*4]
     step = 4 * b
-    prev = namespace.seed
+    prev = salted_seed(namespace, salt)
     keys: list[bytes] = []
     for i in range(len(arr) // b):
         prev = hashlib.blake2b(prev + raw[i * step:(i + 1) * step], digest_size=DIGEST_SIZE).digest()

@@ -105,9 +105,10 @@ class KVBlockStore:
         h = key.hex()
         return f"{self.dir}/{h[:2]}/{h[2:4]}/{h}"
 
-    def keys_of(self, tokens: Sequence[int] | np.ndarray) -> list[bytes]:
-        """The block keys of `tokens` (hash a prompt once, pass them to lookup and store)."""
-        return block_keys(self.namespace, tokens)
+    def keys_of(self, tokens: Sequence[int] | np.ndarray, salt: str | bytes | None = None) -> list[bytes]:
+        """The block keys of `tokens` (hash a prompt once, pass them to lookup and store); a
+        tenant's `salt` (vLLM's cache_salt) gives keys no other salt shares."""
+        return block_keys(self.namespace, tokens, salt)
 
     # -- reads ----------------------------------------------------------------------------------
 
