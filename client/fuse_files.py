@@ -93,6 +93,7 @@ class OpenFile:
         self.pending: dict[str, int] = {}  # attributes to apply after the next commit
         self.handles = 0
         self.unlinked = False
+        self._lost = False  # unlinked after some of its bytes were written to a session now abandoned
         self.lock = threading.RLock()
         self._in_flight: dict[int, Future] = {}
         self._cache: ReadAheadCache | None = None
@@ -165,9 +166,10 @@ class OpenFile:
 
     def write(self, offset: int, data: bytes) -> int:
         with self.lock:
-            if self.unlinked:
+            if self.unlinked:  # the name is gone; POSIX keeps the open file usable: in memory
+                self.dirty.put(offset, data)
                 self.length = max(self.length, offset + len(data))
-                return len(data)  # the name is gone; POSIX keeps writing to the unlinked file
+                return len(data)
             target = self._target()
             self._cache = None
             self.dirty.put(offset, data)
@@ -217,14 +219,30 @@ class OpenFile:
                 return b""
             if not self.busy and self.inode is not None and not self.unlinked:
                 return self._cached(offset, end)
+            if self._lost:
+                raise OSError(errno.ESTALE, "the file was removed while its changes were being written", self.path)
             self._drain()
             source = self.session.inode if self.session is not None else self.inode
             out = bytearray(end - offset)
             if source is not None:
-                stored = self.client.read_ranges([(source, offset, end)])[0]
+                stored = self._stored(source, offset, end, checked=self.session is None)
                 out[:len(stored)] = stored
             self.dirty.overlay(offset, out)
             return bytes(out)
+
+    def _stored(self, inode: mpb.Inode, start: int, end: int, checked: bool = True) -> bytes:
+        """Committed bytes; a hole in a file that is no longer at its path may be collected chunks,
+        and zeros would then be wrong bytes, so that fails (as ChainFile's reads do)."""
+        holes: set[int] = set()
+        data = self.client.read_ranges([(inode, start, end)], holes)[0]
+        if holes and checked:
+            try:
+                current = self.client.stat(self.path).id
+            except FileNotFoundError:
+                current = None
+            if current != inode.id:
+                raise OSError(errno.ESTALE, "the file was removed or replaced and its chunks collected", self.path)
+        return data
 
     def _cached(self, offset: int, end: int) -> bytes:
         assert self.inode is not None
@@ -232,7 +250,7 @@ class OpenFile:
         if self._cache is None or self._cache.size != self.length:
             window = max(self.fs.blocksize, len(inode.layout.chains) * inode.layout.chunk_size)
             self._cache = ReadAheadCache(min(window, 64 * config.MiB),
-                                         lambda s, e: self.client.read_ranges([(inode, s, e)])[0], self.length)
+                                         lambda s, e: self._stored(inode, s, e), self.length)
         return self._cache._fetch(offset, end)
 
     # ---- commit, length, attributes ----
@@ -241,10 +259,7 @@ class OpenFile:
         """Writes every change and closes the session: the file is then visible to every client."""
         with self.lock:
             if self.unlinked:
-                self._drop_dirty()
-                if self.session is not None:
-                    self._end_session(commit=False)
-                return
+                return  # nowhere to commit to: the open file lives on in memory until released
             if self.session is not None:
                 self._write_all(self.session.inode)
                 self._end_session(commit=True)
@@ -275,11 +290,16 @@ class OpenFile:
             return self.view()
 
     def abandon(self) -> None:
-        """The path was removed or replaced: keep nothing, commit nothing."""
+        """The path was removed or replaced: commit nothing from now on; open handles keep reading
+        what is committed and what is still unwritten (bytes already sent to a session that is
+        now abandoned are gone, so reads then fail instead of returning zeros)."""
         with self.lock:
             self.unlinked = True
-            self._drop_dirty()
+            self._cache = None
             if self.session is not None:
+                written = self.replacing and self.dirty.bytes < self.length  # some went to storage
+                self._drain_quietly()
+                self._lost = written
                 try:
                     self._end_session(commit=False)
                 except OSError as exc:
@@ -296,7 +316,7 @@ class OpenFile:
                     self._cache = None
                     self.dirty = DirtyMap(inode.layout.chunk_size)
 
-    def _drop_dirty(self) -> None:
+    def _drain_quietly(self) -> None:
         for fut in self._in_flight.values():
             fut.cancel()
         for fut in self._in_flight.values():
@@ -306,6 +326,9 @@ class OpenFile:
                 except Exception:  # noqa: BLE001 - the data is being dropped anyway
                     pass
         self._in_flight.clear()
+
+    def _drop_dirty(self) -> None:
+        self._drain_quietly()
         self.dirty = DirtyMap(self.dirty.cs)
         self._cache = None
 

@@ -24,6 +24,7 @@ from chainfs.metaserver import request_ids
 from chainfs.metaserver.extent_check import ChunkExtentCheck
 from chainfs.metaserver.layout import default_layout, merge_layout, pick_chains, validate_layout
 from chainfs.metaserver.records import GcRecord
+from chainfs.metaserver.attrs import AttrsMixin
 from chainfs.metaserver.sessions import SessionsMixin
 from chainfs.metaserver.store import C_INODE, P_GC, ROOT_ID, Store, Txn, _Reader, gc_key, retry_conflicts
 from chainfs.proto import meta_pb2 as pb
@@ -46,7 +47,7 @@ def show(parts: list[str]) -> str:
     return "/" + "/".join(parts)
 
 
-class Namespace(SessionsMixin):
+class Namespace(SessionsMixin, AttrsMixin):
     """Namespace operations over a metadata Store. Every error is a ChainfsError naming the path."""
 
     def __init__(
@@ -420,41 +421,6 @@ class Namespace(SessionsMixin):
             count = request_ids.sweep(txn, self.clock_ns() - self.request_ttl_ns)
             self.store.commit(txn)
         return count
-
-    @retry_conflicts
-    def set_attr(self, path: str, mode: int | None = None, uid: int | None = None, gid: int | None = None,
-                 atime_ns: int | None = None, mtime_ns: int | None = None,
-                 length: int | None = None) -> pb.Inode:
-        """chmod, chown, utimens and truncate in one batch: only the given fields change.
-
-        Why the length is a plain field: the client cuts or zeroes the chunks past the new length
-        first (a shrink must not leave old bytes for a later extension to expose), then publishes it.
-        """
-        parts = split_path(path)
-        where = show(parts)
-        if mode is not None and not 0 <= mode <= 0o7777:
-            raise ChainfsError(Reason.INVALID_ARGUMENT, f"mode {mode:o} is not a permission mask: {where}")
-        for name, value in (("atime_ns", atime_ns), ("mtime_ns", mtime_ns), ("length", length)):
-            if value is not None and value < 0:
-                raise ChainfsError(Reason.INVALID_ARGUMENT, f"negative {name}: {where}")
-        with self._lock:
-            txn = self.store.txn()
-            inode = self._walk(txn, parts, where)
-            now = self.clock_ns()
-            if length is not None:
-                if inode.type == pb.DIRECTORY:
-                    raise ChainfsError(Reason.IS_A_DIRECTORY, f"is a directory: {where}")
-                if length != inode.length:
-                    inode.length = length
-                    inode.mtime_ns = now
-            for name, value in (("mode", mode), ("uid", uid), ("gid", gid), ("atime_ns", atime_ns),
-                                ("mtime_ns", mtime_ns)):
-                if value is not None:
-                    setattr(inode, name, value)
-            inode.ctime_ns = now
-            txn.put_inode(inode)
-            self.store.commit(txn)
-            return inode
 
     # ---- garbage ----
 

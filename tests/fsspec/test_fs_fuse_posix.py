@@ -188,3 +188,19 @@ def test_umount_with_the_cluster_down_and_mounting_a_dead_address(tmp_path: Path
     dead = chainfs("mount", url, str(mnt), timeout=60)
     assert dead.returncode == 1 and "cannot reach the metaserver" in dead.stderr and url[10:] in dead.stderr
     assert time.monotonic() - started < 10 and not is_mounted(str(mnt))
+
+
+def test_unlinked_open_file_stays_readable_and_never_reappears(here: tuple[Path, str],
+                                                                cfs: ChainFileSystem) -> None:
+    d, base = here
+    fd = os.open(d / "scratch", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"temporary bytes")
+        os.unlink(d / "scratch")
+        assert not (d / "scratch").exists()
+        assert os.pread(fd, 9, 0) == b"temporary"
+        os.write(fd, b"!")
+        assert os.fstat(fd).st_size == 16
+    finally:
+        os.close(fd)
+    assert not (d / "scratch").exists() and not cfs.exists(f"{base}/scratch")  # the close committed nothing
