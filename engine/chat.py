@@ -1,14 +1,18 @@
 """The chat template: how /v1/chat/completions turns messages into one prompt for a byte-level model.
 
 The engine's tokenizer is one token per UTF-8 byte, so the template is plain text. Each message is
+its content followed by a marker naming who said it:
 
-    <|ROLE|>\\nCONTENT\\n
+    CONTENT<|ROLE|>
 
-with ROLE one of system, user, assistant (tool and developer messages are rendered as such too),
-and the prompt ends with the generation prompt `<|assistant|>\\n`. Generation stops, besides the
-request's own `stop` strings, at `<|` (the start of the next turn's marker), which is not part of
-the answer. Identical leading messages render to identical leading bytes, so a conversation's
-earlier turns are a prefix of its later prompts and hit the KV cache.
+with ROLE one of system, developer, user, assistant, tool; the answer is generated right after
+the last marker. Generation stops, besides the request's own `stop` strings, at `<|` (where the
+answer's own marker would begin), which is not part of the answer.
+
+Why the marker follows the content: the first message starts at byte 0, so a prompt's tokens sit
+at the same positions as in the plain completion API, block boundaries of the KV cache fall where
+a workload put them, and identical leading messages render to identical leading bytes (a
+conversation's earlier turns are a prefix of its later prompts and hit the cache).
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from __future__ import annotations
 from typing import Any
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
-GENERATION_PROMPT = "<|assistant|>\n"
 TURN_STOP = "<|"
 
 
@@ -35,9 +38,13 @@ def render(messages: Any) -> str:
         role = msg.get("role")
         if role not in ROLES:
             raise TemplateError(f"messages[{i}].role must be one of {', '.join(ROLES)}, got {role!r}")
-        parts.append(f"<|{role}|>\n{_content(msg.get('content'), i)}\n")
-    parts.append(GENERATION_PROMPT)
+        parts.append(f"{_content(msg.get('content'), i)}{marker(role)}")
     return "".join(parts)
+
+
+def marker(role: str) -> str:
+    """What closes a message of `role`."""
+    return f"<|{role}|>"
 
 
 def _content(content: Any, i: int) -> str:

@@ -1,14 +1,19 @@
-"""locust: drive chainfs engines with a workload and record cache hits and TTFT.
+"""locust: drive chainfs engines with a workload through the streaming chat API, as clients do.
 
-    locust -f loadtest/locustfile.py --headless -u 4 -r 4 --host http://127.0.0.1:8000 \
+    chainfs loadtest locust --headless -u 4 -r 4 --host http://127.0.0.1:8000 \
         --workload requests.jsonl [--engines URL,URL] [--routing round_robin|sticky] [--out DIR]
 
-A user takes whole sessions from the workload (sessions of a distributed run are split across
-workers by `--chainfs-workers`) and sends their turns in order, each no earlier than its arrival
-time. Hit tokens, miss tokens and TTFT are fired as custom locust statistics (request types `KV` and
-`TTFT`), and every request's row travels to the master with the worker reports, so totals are exact
-in distributed mode. The run quits itself once every request has been answered; the master (or the
-single process) writes `summary.json` and `requests.csv` into `--out`.
+(`chainfs loadtest locust` runs locust on this file; its `--help` lists the flags below too, which
+plain `locust -f loadtest/locustfile.py --help` cannot, as locust prints help before it imports
+a locustfile.) A user takes whole sessions from the workload (sessions of a distributed run are
+split across workers by `--chainfs-workers`) and sends their turns in order, each no earlier than
+its arrival time, as `POST /v1/chat/completions` with `stream: true` and
+`stream_options.include_usage`. Only those calls are locust requests: the response time is the
+whole stream, hits and cached tokens come from the usage chunk. Every request's row travels to the
+master with the worker reports, so totals are exact in distributed mode. The web UI gets a "KV
+cache" tab (totals) and a live hit-rate chart at /kv-cache; with `--out` the master (or the single
+process) writes `summary.json`, `requests.csv` and `kv_report.html` (the same chart) at the end.
+The run quits itself once every request has been answered.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ import gevent
 from locust import HttpUser, between, events, task
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
+from chainfs.loadtest import kv_ui
 from chainfs.loadtest.stats import Tally, error_row, row_from_response, write_csv
-from chainfs.loadtest.workload import Session, group_sessions, load
+from chainfs.loadtest.workload import Session, chat_messages, group_sessions, load
 
 log = logging.getLogger("chainfs.loadtest")
 
@@ -34,14 +40,26 @@ STATE: dict[str, Any] = {"queue": deque(), "total": 0, "t0": None, "tally": Tall
 
 @events.init_command_line_parser.add_listener
 def _add_arguments(parser: Any) -> None:
-    parser.add_argument("--workload", env_var="CHAINFS_WORKLOAD", default="", help="workload JSONL")
-    parser.add_argument("--engines", env_var="CHAINFS_ENGINES", default="",
-                        help="comma-separated engine base URLs (default: --host)")
-    parser.add_argument("--routing", env_var="CHAINFS_ROUTING", default="round_robin",
-                        choices=["round_robin", "sticky"], help="request -> engine assignment")
-    parser.add_argument("--out", env_var="CHAINFS_LOADTEST_OUT", default="", help="directory for results")
-    parser.add_argument("--chainfs-workers", env_var="CHAINFS_WORKERS", type=int, default=1,
-                        help="number of workers a distributed run splits sessions over")
+    group = parser.add_argument_group("chainfs", "the KV-cache load test (loadtest/locustfile.py)")
+    group.add_argument("--workload", env_var="CHAINFS_WORKLOAD", default="",
+                       help="workload JSONL (written by `chainfs loadtest run` as workload.jsonl)")
+    group.add_argument("--engines", env_var="CHAINFS_ENGINES", default="",
+                       help="comma-separated engine base URLs (default: --host)")
+    group.add_argument("--routing", env_var="CHAINFS_ROUTING", default="round_robin",
+                       choices=["round_robin", "sticky"],
+                       help="request -> engine: round_robin by request, sticky by session")
+    group.add_argument("--model", env_var="CHAINFS_MODEL", default="",
+                       help="the `model` field of each request (default: none, the engine's own)")
+    group.add_argument("--out", env_var="CHAINFS_LOADTEST_OUT", default="",
+                       help="directory for summary.json, requests.csv and kv_report.html")
+    group.add_argument("--chainfs-workers", env_var="CHAINFS_WORKERS", type=int, default=1,
+                       help="number of workers a distributed run splits sessions over")
+
+
+@events.init.add_listener
+def _on_init(environment: Any, **_: Any) -> None:
+    if environment.web_ui is not None:
+        kv_ui.install(environment.web_ui, lambda: STATE["tally"].rows)
 
 
 def _engines(environment: Any) -> list[str]:
@@ -103,6 +121,7 @@ def _write_results(environment: Any) -> None:
     rows = STATE["tally"].rows
     write_csv(rows, Path(out) / "requests.csv")
     (Path(out) / "summary.json").write_text(json.dumps(STATE["tally"].totals(), indent=2))
+    kv_ui.write_report(rows, Path(out) / "kv_report.html")
 
 
 class EngineUser(HttpUser):
@@ -124,32 +143,57 @@ class EngineUser(HttpUser):
 
     def _send(self, req: Any) -> None:
         engines = STATE["engines"]
-        pick = req.index if self.environment.parsed_options.routing == "round_robin" else req.session
+        opts = self.environment.parsed_options
+        pick = req.index if opts.routing == "round_robin" else req.session
         engine = engines[pick % len(engines)]
+        payload: dict[str, Any] = {"messages": chat_messages(req.prompt), "max_tokens": req.max_tokens,
+                                   "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+        if opts.model:
+            payload["model"] = opts.model
         sent = time.monotonic()
-        payload = {"prompt": req.prompt, "max_tokens": req.max_tokens, "temperature": 0}
-        with self.client.post(f"{engine}/v1/completions", json=payload, name="/v1/completions",
-                              catch_response=True, timeout=600) as resp:
-            latency_ms = (time.monotonic() - sent) * 1000
+        with self.client.post(f"{engine}/v1/chat/completions", json=payload, name="/v1/chat/completions",
+                              catch_response=True, stream=True, timeout=600) as resp:
             try:
                 resp.raise_for_status()
-                body = resp.json()
+                body, first, size = _read_stream(resp)
+                latency_ms = (time.monotonic() - sent) * 1000
                 row = row_from_response(req.index, req.session, req.turn, engine, sent - STATE["t0"],
                                         latency_ms, body)
+                row["client_ttft_ms"] = round(((first or time.monotonic()) - sent) * 1000, 3)
+                resp.request_meta["response_length"] = size
             except Exception as exc:  # noqa: BLE001 - any failure is one error row
-                resp.failure(str(exc))
+                latency_ms = (time.monotonic() - sent) * 1000
+                resp.failure(f"{type(exc).__name__}: {exc}")
                 row = error_row(req.index, req.session, req.turn, engine, sent - STATE["t0"], latency_ms,
                                 req.prompt_tokens, f"{type(exc).__name__}: {exc}")
-                row["worker"] = STATE["worker"]
-                STATE["tally"].add(row)
-                return
-            resp.success()
+            else:
+                resp.success()
+            resp.request_meta["response_time"] = latency_ms  # the whole stream, not its first byte
         row["worker"] = STATE["worker"]
-        fire = self.environment.events.request.fire
-        fire(request_type="TTFT", name="ttft_ms", response_time=row["ttft_ms"], response_length=0,
-             exception=None, context={})
-        fire(request_type="KV", name="hit_tokens", response_time=0, response_length=row["hit_tokens"],
-             exception=None, context={})
-        fire(request_type="KV", name="miss_tokens", response_time=0, response_length=row["miss_tokens"],
-             exception=None, context={})
         STATE["tally"].add(row)
+
+
+def _read_stream(resp: Any) -> tuple[dict[str, Any], float | None, int]:
+    """Reads an SSE chat stream to `data: [DONE]`: (the usage chunk, when text first came, bytes)."""
+    usage: dict[str, Any] | None = None
+    first: float | None = None
+    size = 0
+    done = False
+    for line in resp.iter_lines(decode_unicode=False):
+        size += len(line) + 1
+        if not line.startswith(b"data: "):
+            continue
+        data = line[6:]
+        if data == b"[DONE]":
+            done = True
+            break
+        chunk = json.loads(data)
+        if "error" in chunk:
+            raise RuntimeError(chunk["error"].get("message", "stream error"))
+        if chunk.get("choices") and first is None:
+            first = time.monotonic()
+        if chunk.get("usage"):
+            usage = chunk
+    if not done or usage is None:
+        raise RuntimeError("the stream ended without its usage chunk and [DONE]")
+    return usage, first, size

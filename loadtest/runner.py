@@ -20,7 +20,7 @@ from chainfs.loadtest.generators import CalibratedConfig, QAConfig, calibrated, 
 from chainfs.loadtest.services import engine_health, run_locust, start_engines
 from chainfs.loadtest.stats import read_csv
 from chainfs.loadtest.trace import load_trace
-from chainfs.loadtest.workload import Request, save
+from chainfs.loadtest.workload import CHAT_VOCAB, USER_MARKER, Request, as_user_message, save
 
 log = logging.getLogger(__name__)
 
@@ -65,19 +65,23 @@ class RunConfig:
 
 
 def build_workload(cfg: RunConfig) -> list[Request]:
+    """The requests as the engines will see them: each prompt is one chat user message."""
     model = get_preset(cfg.model)
     room = model.max_context - cfg.max_tokens
+    content_room = room - len(USER_MARKER)
     if cfg.workload == "trace":
         assert cfg.trace is not None
-        reqs = load_trace(cfg.trace, model.vocab_size, cfg.length_scale, cfg.time_scale, cfg.max_requests,
-                          max_prompt_tokens=room, max_output_tokens=cfg.max_tokens)
+        reqs = load_trace(cfg.trace, CHAT_VOCAB, cfg.length_scale, cfg.time_scale, cfg.max_requests,
+                          max_prompt_tokens=content_room, max_output_tokens=cfg.max_tokens)
     elif cfg.workload == "qa":
-        reqs = multi_round_qa(cfg.qa, model.vocab_size, seed=cfg.seed)
+        reqs = multi_round_qa(cfg.qa, CHAT_VOCAB, seed=cfg.seed)
     else:
-        reqs = calibrated(CalibratedConfig(sessions=cfg.sessions), model.vocab_size, cfg.length_scale,
-                          cfg.time_scale, max_prompt_tokens=room, max_tokens=cfg.max_tokens, seed=cfg.seed)
+        reqs = calibrated(CalibratedConfig(sessions=cfg.sessions), CHAT_VOCAB, cfg.length_scale,
+                          cfg.time_scale, max_prompt_tokens=content_room, max_tokens=cfg.max_tokens, seed=cfg.seed)
     if cfg.max_requests is not None:
         reqs = reqs[:cfg.max_requests]
+    for r in reqs:
+        r.prompt = as_user_message(r.prompt)
     too_long = [r.index for r in reqs if r.prompt_tokens > room]
     if too_long:
         raise ValueError(f"{len(too_long)} prompts exceed the {cfg.model} context; lower them")

@@ -9,7 +9,7 @@ from typing import Any
 
 ROW_FIELDS = [
     "index", "session", "turn", "worker", "engine", "sent_s", "ok", "error", "prompt_tokens", "completion_tokens",
-    "hit_tokens", "miss_tokens", "ttft_ms", "latency_ms", "kv_lookup_ms", "kv_load_ms",
+    "hit_tokens", "miss_tokens", "ttft_ms", "client_ttft_ms", "latency_ms", "kv_lookup_ms", "kv_load_ms",
     "prefill_compute_ms", "kv_store_ms", "queue_ms", "kv_bytes_read", "kv_bytes_written",
 ]
 

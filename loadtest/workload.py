@@ -15,7 +15,16 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from chainfs.engine import chat
+
 TRACE_BLOCK_TOKENS = 512  # Mooncake hash ids name 512-token blocks
+
+# Load tests talk to the engines through the chat API, as users' clients do. A request's prompt is
+# the engine-side token ids of one user message: content ids below CHAT_VOCAB (ASCII, so text and
+# bytes map 1:1) followed by the user marker of the chat template (engine/chat.py). The offline
+# ideal replay hashes these same ids, so it predicts exactly what the engines see.
+CHAT_VOCAB = 128
+USER_MARKER = list(chat.marker("user").encode())
 
 
 @dataclass
@@ -42,6 +51,19 @@ def segment_tokens(segment_id: int, n: int, vocab_size: int, salt: int = 0) -> l
     """Deterministic token ids for one named segment (a trace hash id, a system prompt, a turn)."""
     rng = np.random.default_rng([salt, segment_id])
     return rng.integers(0, vocab_size, size=n, dtype=np.int64).tolist()
+
+
+def as_user_message(content: list[int]) -> list[int]:
+    """The prompt ids of one user message whose content is `content` (ids below CHAT_VOCAB)."""
+    return [*content, *USER_MARKER]
+
+
+def chat_messages(prompt: list[int]) -> list[dict[str, str]]:
+    """The chat messages a request's prompt ids come from (the inverse of `as_user_message`)."""
+    n = len(USER_MARKER)
+    if len(prompt) < n or prompt[-n:] != USER_MARKER or any(t >= CHAT_VOCAB for t in prompt[:-n]):
+        raise ValueError("a load-test prompt is ASCII content followed by the chat template's user marker")
+    return [{"role": "user", "content": "".join(map(chr, prompt[:-n]))}]
 
 
 def group_sessions(requests: Iterable[Request]) -> list[Session]:
