@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--report-dir", default="loadtest-report", help="where the report, plots and CSV go")
     run.set_defaults(func=cmd_run)
 
+    lsub.add_parser("locust", add_help=False,
+                    help="run locust on the load test's locustfile (`chainfs loadtest locust --help` lists its flags)")
+
     cal = lsub.add_parser("calibrate", help="print the session statistics of a conversation trace")
     cal.add_argument("trace", help="Mooncake-format JSONL (e.g. mooncake_conversation.jsonl)")
     cal.set_defaults(func=cmd_calibrate)

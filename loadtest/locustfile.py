@@ -92,9 +92,14 @@ def _on_test_start(environment: Any, **_: Any) -> None:
 
 
 def _quit_when_done(environment: Any) -> None:
+    """Headless runs quit once every request is answered; with the web UI the run stops and the UI
+    stays up with the results (locust's --autoquit decides when it goes)."""
     while STATE["tally"].completed < STATE["total"]:
         gevent.sleep(0.2)
-    environment.runner.quit()
+    if environment.web_ui is not None:
+        environment.runner.stop()
+    else:
+        environment.runner.quit()
 
 
 @events.quitting.add_listener

@@ -99,7 +99,8 @@ def run_locust(workload: Path, engines: list[str], out_dir: Path, concurrency: i
     args = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "-u", str(concurrency),
             "-r", str(concurrency), "--host", engines[0], "--engines", ",".join(engines),
             "--workload", str(workload), "--routing", routing, "--out", str(out_dir),
-            "--only-summary", "--loglevel", "WARNING", "--stop-timeout", "30"]
+            "--only-summary", "--loglevel", "WARNING", "--stop-timeout", "30",
+            "--html", str(out_dir / "locust_report.html")]
     if duration:
         args += ["--run-time", f"{int(duration)}s"]
     with open(log_path, "ab") as log:

@@ -12,7 +12,7 @@ import pytest
 from chainfs.loadtest.generators import QAConfig, multi_round_qa
 from chainfs.loadtest.services import EngineProcess, free_port
 from chainfs.loadtest.stats import read_csv
-from chainfs.loadtest.workload import save
+from chainfs.loadtest.workload import CHAT_VOCAB, as_user_message, save
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +57,9 @@ def test_distributed_matches_single_process(tmp_path: Path) -> None:
     # turns, so the hit counts are the same whatever the interleaving of sessions.
     cfg = QAConfig(users=6, rounds=3, system_prompt_tokens=0, history_tokens=128, question_tokens=40,
                    answer_tokens=40, max_tokens=1)
-    requests = multi_round_qa(cfg, vocab_size=256)
+    requests = multi_round_qa(cfg, vocab_size=CHAT_VOCAB)
+    for r in requests:
+        r.prompt = as_user_message(r.prompt)  # what the chat API carries (see loadtest/workload.py)
     workload = tmp_path / "workload.jsonl"
     save(requests, workload)
 
