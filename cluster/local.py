@@ -3,8 +3,9 @@
 `chainfs cluster up/down/status/restart-node` and the tests use it. State lives under one
 directory: `cluster.json` (addresses, ports, metrics ports and current pids), `pids` (every server
 process ever started here, one `pid module port-file` line each, so `down` stops restarted ones
-too), `logs/`, `meta/`, `storage-<i>/`, and with the etcd backend `etcd/` (the etcd members). With `meta_backend="etcd"` any number of metaservers share one etcd
-cluster (`metaservers=`, `etcd_members=`); `address` lists them all ("h:p1,h:p2,...").
+too), `logs/`, `meta/`, `storage-<i>/`, and with the etcd backend `etcd/` (the etcd members).
+With `meta_backend="etcd"` any number of metaservers share one etcd cluster (`metaservers=`,
+`etcd_members=`); `address` lists them all ("h:p1,h:p2,..."); see `ha.py` for those parts.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from chainfs.proto import meta_pb2 as mpb
 
 from chainfs.client.meta_client import MetaClient
 from chainfs.cluster.etcd import EtcdCluster
+from chainfs.cluster.ha import HaMixin
 from chainfs.cluster.netns import NetnsLab
 from chainfs.cluster.process import is_alive, is_ours, read_port, spawn, stop_pid, wait_for
 
@@ -93,7 +95,7 @@ class ClusterState:
         )
 
 
-class LocalCluster:
+class LocalCluster(HaMixin):
     """Starts, inspects, faults and stops a local cluster; a context manager for tests."""
 
     def __init__(self, root: str | os.PathLike[str], storage_nodes: int = 3, replicas: int = 3,
@@ -178,34 +180,6 @@ class LocalCluster:
             self.stop()
             raise
         return self
-
-    def _make_lab(self) -> tuple[Any, list[str] | None]:
-        """One netns host per server: etcd members first, then metaservers, then storage nodes."""
-        etcd = self.etcd_members if self.state.meta_backend == "etcd" else 0
-        servers = [*self.state.metas, *self.state.storage]
-        self.lab = NetnsLab(etcd + len(servers)).create()
-        self.state.netns_tag, self.state.netns_hosts = self.lab.tag, self.lab.hosts
-        for k, server in enumerate(servers):
-            server.netns, server.host = etcd + k, self.lab.ip(etcd + k)
-        self._save()
-        lab = self.lab
-        return (lambda i: lab.wrap(i)), ([lab.ip(i) for i in range(etcd)] or None)
-
-    def host_index(self, role: str, i: int = 0) -> int:
-        """The netns host of `etcd` member i, `meta` i or `storage` i (for `lab` faults)."""
-        if role == "etcd":
-            if not self.state.netns_hosts or i >= len(self.state.etcd):
-                raise ValueError(f"no netns host for etcd member {i}")
-            return i
-        server = (self.state.metas if role == "meta" else self.state.storage)[i]
-        if server.netns < 0:
-            raise ValueError(f"{role} {i} does not run in a network namespace (netns=True)")
-        return server.netns
-
-    def _wrap(self, server: ServerState) -> list[str] | None:
-        if server.netns < 0:
-            return None
-        return ["ip", "netns", "exec", f"cfs-{self.state.netns_tag}-{server.netns}"]
 
     def _meta_name(self, i: int) -> str:
         return "meta" if i == 0 else f"meta-{i}"
@@ -339,17 +313,6 @@ class LocalCluster:
         return [self._meta_name(i) for i in range(len(self.state.metas))] + \
             [f"storage-{i}" for i in range(self.storage_nodes)]
 
-    def _etcd(self) -> EtcdCluster:
-        if self.etcd is None:
-            if not self.state.etcd:
-                raise ValueError("this cluster runs no etcd (meta_backend is rocksdb)")
-            wrap = None
-            if self.state.netns_tag:
-                tag = self.state.netns_tag
-                wrap = lambda i: ["ip", "netns", "exec", f"cfs-{tag}-{i}"]  # noqa: E731
-            self.etcd = EtcdCluster(self.root / "etcd", members_state=self.state.etcd, wrap=wrap)
-        return self.etcd
-
     def __enter__(self) -> "LocalCluster":
         return self.start()
 
@@ -419,53 +382,6 @@ class LocalCluster:
     def restart_meta(self, i: int = 0) -> None:
         stop_pid(self.state.metas[i].pid, META_MODULE, proc=self._procs.get(self._meta_name(i)))
         self._start_meta(i)
-
-    def leader_meta(self, timeout: float = 0.0, exclude: int | None = None) -> int:
-        """The index of the metaserver running the cluster manager (0 with rocksdb); waits up to
-        `timeout` for one (other than `exclude`) to be elected, else raises LookupError."""
-        if self.state.meta_backend != "etcd":
-            return 0
-        from chainfs.metaserver.etcd_client import EtcdClient
-
-        ports = {f"{self.state.host_of(m)}:{m.port}": i for i, m in enumerate(self.state.metas)}
-        client = EtcdClient(self._etcd().endpoints, timeout=2.0)
-        found: list[int] = []
-
-        def elected() -> bool:
-            try:
-                kv = client.get(self.state.etcd_prefix.encode() + b"/leader")
-            except OSError:
-                return False
-            i = ports.get(kv.value.decode()) if kv is not None else None
-            # A killed leader's key outlives it until its lease lapses: only a running one counts.
-            if i is not None and i != exclude and _running(self.state.metas[i], META_MODULE):
-                found.append(i)
-                return True
-            return False
-
-        try:
-            if timeout <= 0:
-                if not elected():
-                    raise LookupError("no metaserver is the cluster manager now")
-            else:
-                wait_for(elected, timeout, "a metaserver to be elected cluster manager")
-        finally:
-            client.close()
-        return found[-1]
-
-    def kill_etcd(self, i: int) -> None:
-        self._etcd().kill(i)
-
-    def pause_etcd(self, i: int) -> None:
-        self._etcd().pause(i)
-
-    def resume_etcd(self, i: int) -> None:
-        self._etcd().resume(i)
-
-    def restart_etcd(self, i: int) -> None:
-        self._etcd().restart(i)
-        self.state.etcd = [asdict(m) for m in self._etcd().members]
-        self._save()
 
     # ---- reattaching (the CLI runs up, status and down as separate commands) ----
 

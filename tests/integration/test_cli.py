@@ -68,6 +68,15 @@ def test_unreachable_cluster_names_the_address() -> None:
     assert "127.0.0.1:9" in proc.stderr
 
 
+def put_and_get(url: str, tmp_path: Path, size: int) -> None:
+    """A file written to `url` with `chainfs put` reads back the same with `chainfs get`."""
+    local = tmp_path / "in.bin"
+    local.write_bytes(os.urandom(size))
+    run("put", str(local), url)
+    run("get", url, str(tmp_path / "out.bin"))
+    assert (tmp_path / "out.bin").read_bytes() == local.read_bytes()
+
+
 @pytest.mark.skipif(etcd_binary() is None, reason="etcd is not installed (scripts/install_sysdeps.sh)")
 def test_cluster_up_on_etcd_with_three_metaservers(tmp_path: Path) -> None:
     cdir = tmp_path / "cluster"
@@ -80,11 +89,7 @@ def test_cluster_up_on_etcd_with_three_metaservers(tmp_path: Path) -> None:
         assert len(pids) == 8 and url == f"chainfs://{state['address']}" and state["address"].count(",") == 2
         status = json.loads(run("cluster", "status", "--dir", str(cdir), "--json").stdout)
         assert len(status["nodes"]) == 2 and all(status["processes"].values()) and len(status["processes"]) == 8
-        local = tmp_path / "in.bin"
-        local.write_bytes(os.urandom(300_000))
-        run("put", str(local), f"{url}/d/in.bin")
-        run("get", f"{url}/d/in.bin", str(tmp_path / "out.bin"))
-        assert (tmp_path / "out.bin").read_bytes() == local.read_bytes()
+        put_and_get(url + "/d/in.bin", tmp_path, 300_000)
     finally:
         run("cluster", "down", "--dir", str(cdir))
     assert not any(is_alive(p) for p in pids), "cluster down must stop every process, etcd included"
@@ -104,11 +109,7 @@ def test_cluster_up_netns_runs_each_server_on_its_own_host(tmp_path: Path) -> No
         assert len(hosts) == 5 and state["netns_hosts"] == 5 and not hosts & {"127.0.0.1", ""}
         listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
         assert all(n in listed for n in names)
-        local = tmp_path / "in.bin"
-        local.write_bytes(os.urandom(100_000))
-        run("put", str(local), f"{url}/in.bin")
-        run("get", f"{url}/in.bin", str(tmp_path / "out.bin"))
-        assert (tmp_path / "out.bin").read_bytes() == local.read_bytes()
+        put_and_get(url + "/in.bin", tmp_path, 100_000)
     finally:
         run("cluster", "down", "--dir", str(cdir))
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
