@@ -118,7 +118,7 @@ class SessionsMixin:
             raise ChainfsError(Reason.EXISTS, f"file exists: {where}")
         base_length = 0
         if mode == pb.APPEND and existing is not None:
-            self._refuse_second_append(existing.id, now, where)
+            self._refuse_second_append(txn, existing.id, now, where)
             inode, base_length = existing, existing.length
         else:
             inode = self._new_file(txn, parent, layout, where)
@@ -320,11 +320,15 @@ class SessionsMixin:
         txn.put_inode(current)
         return current
 
-    def _refuse_second_append(self, inode_id: int, now: int, where: str) -> None:
+    def _refuse_second_append(self, txn: Txn, inode_id: int, now: int, where: str) -> None:
         """Two appenders would both start at the same length and the last close would win, so an
-        APPEND waits (BUSY, retryable) while another open APPEND session holds the file."""
-        for other in self.sessions():
-            if other.mode == pb.APPEND and other.lease_expires_ns >= now and other.inode.id == inode_id:
+        APPEND waits (BUSY, retryable) while another open APPEND session holds the file. The
+        sessions are read through the txn, so on etcd an append opened meanwhile by another
+        metaserver fails this commit and the open reruns (and then waits)."""
+        for raw in txn.values(P_SESSION):
+            other = SessionRecord.from_bytes(raw)
+            if (not other.closed and other.mode == pb.APPEND and other.lease_expires_ns >= now
+                    and other.inode.id == inode_id):
                 raise ChainfsError(Reason.BUSY, f"another append session ({other.session_id}) is open: {where}")
 
     def _live_session(self, txn: Txn, session_id: int, now: int) -> SessionRecord:

@@ -611,3 +611,30 @@ def test_write_session_lease_is_an_etcd_lease(open_store: Callable[..., Store]) 
     expect(Reason.SESSION_EXPIRED, ns.close_write, lapsing.session_id, 0)
     assert ns.close_write(kept.session_id, 0).id == kept.inode.id
     assert ns.stat("/kept").id == kept.inode.id
+
+
+@pytest.mark.parametrize("meta_backend", ["etcd"])
+def test_two_metaservers_never_open_two_appends_of_one_file(open_store: Callable[..., Store]) -> None:
+    import threading
+
+    a, b = World(open_store), World(open_store)
+    a.ns.create("/log")
+    for _ in range(8):
+        start = threading.Barrier(2)
+        won: list[pb.WriteSession] = []
+
+        def try_append(ns: Namespace) -> None:
+            start.wait()
+            try:
+                won.append(ns.open_write("/log", pb.APPEND))
+            except ChainfsError as exc:
+                assert exc.reason == Reason.BUSY
+
+        threads = [threading.Thread(target=try_append, args=(ns,)) for ns in (a.ns, b.ns)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert len(won) == 1
+        a.ns.close_write(won[0].session_id, won[0].inode.length + 1)
+    assert a.ns.stat("/log").length == 8
