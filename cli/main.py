@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Sequence
 
 from chainfs.cli import (bench_cmd, cluster_cmd, copy_cmd, engine_cmd, file_cmd, fsck_cmd, loadtest_cmd,
-                         model_cmd, mount_cmd, server_cmd, sync_cmd)
+                         model_cmd, mount_cmd, server_cmd, sync_cmd, top_cmd)
 from chainfs.cli.parser import Parser
 from chainfs.cli.targets import UsageError
 
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (file_cmd, copy_cmd, sync_cmd, mount_cmd, cluster_cmd, server_cmd, engine_cmd, loadtest_cmd,
-                   fsck_cmd, bench_cmd, model_cmd):
+                   fsck_cmd, bench_cmd, model_cmd, top_cmd):
         module.register(sub)
     return parser
 

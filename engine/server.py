@@ -26,7 +26,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
-from chainfs.engine import generate, openai_format
+from chainfs.engine import generate, openai_format, registry
 from chainfs.engine.api import BadRequest, GenerationRequest, ModelNotFound, parse_chat, parse_completion
 from chainfs.engine.cache import CacheHandle, namespace_for
 from chainfs.engine.metrics import EngineMetrics
@@ -156,6 +156,8 @@ def serve(engine: Engine, host: str = "127.0.0.1", port: int = 0, served_name: s
     """Serves until SIGTERM/SIGINT, then writes the queued KV blocks within `drain_timeout`."""
     server = make_engine_server(engine, host, port, served_name)
     log.info("chainfs engine (%s) serving on http://%s:%d", engine.config.name, host, server.port)
+    withdraw = registry.announce(engine.cache.url if engine.cache else None, f"http://{host}:{server.port}",
+                                 served_name or engine.config.name)
 
     def stop(signum: int, frame: Any) -> None:  # shutdown() waits for serve_forever: not on its thread
         threading.Thread(target=server.shutdown, name="engine-shutdown", daemon=True).start()
@@ -165,6 +167,7 @@ def serve(engine: Engine, host: str = "127.0.0.1", port: int = 0, served_name: s
         server.serve_forever()
     finally:
         server.server_close()
+        withdraw()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         drained = engine.close(drain_timeout)
