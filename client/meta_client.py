@@ -48,6 +48,7 @@ class MetaClient:
         self.timeout = timeout
         self.retry_deadline = retry_deadline
         self._current = 0
+        self._stub_cache: tuple[grpc.Channel, pb_grpc.NamespaceStub, pb_grpc.ClusterManagerStub] | None = None
         self._client_id = ""
         self._client_pid = -1
         self._seq = itertools.count(1)
@@ -66,13 +67,23 @@ class MetaClient:
             self._client_id, self._client_pid = uuid.uuid4().hex, os.getpid()
         return f"{self._client_id}:{next(self._seq)}"
 
+    def _stubs(self) -> tuple[pb_grpc.NamespaceStub, pb_grpc.ClusterManagerStub]:
+        """The current metaserver's stubs, built once per channel: a stub builds a callable per
+        method, which cost about as much as a whole stat round trip when done on every call."""
+        channel = CHANNELS.get(self.current)  # a new channel after a fork or a failover
+        cached = self._stub_cache
+        if cached is None or cached[0] is not channel:
+            cached = (channel, pb_grpc.NamespaceStub(channel), pb_grpc.ClusterManagerStub(channel))
+            self._stub_cache = cached
+        return cached[1], cached[2]
+
     @property
     def _ns(self) -> pb_grpc.NamespaceStub:
-        return pb_grpc.NamespaceStub(CHANNELS.get(self.current))
+        return self._stubs()[0]
 
     @property
     def _cm(self) -> pb_grpc.ClusterManagerStub:
-        return pb_grpc.ClusterManagerStub(CHANNELS.get(self.current))
+        return self._stubs()[1]
 
     def _call(self, fn: Callable[[], T], path: str | None) -> T:
         try:
