@@ -18,11 +18,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    try:
-        from chainfs.integrations.hf_model import build_model
-    except ImportError as exc:  # pragma: no cover - depends on the venv
-        raise RuntimeError(f"{exc}: build-tiny needs torch and transformers (make vllm-setup, then "
-                           f"use .venv-vllm/bin/chainfs)") from exc
+    from importlib.util import find_spec
+
+    from chainfs.integrations.hf_model import build_model
+
+    missing = [m for m in ("torch", "transformers", "tokenizers") if find_spec(m) is None]
+    if missing:
+        raise RuntimeError(f"build-tiny needs {', '.join(missing)}: run `make vllm-setup`, then "
+                           f"use .venv-vllm/bin/chainfs")
     out = build_model(args.dir, args.size, args.dtype, args.seed)
     print(f"wrote {args.size} model to {out}")
     return 0

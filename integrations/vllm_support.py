@@ -52,8 +52,13 @@ class ConnectorSettings:
         unknown = set(extra) - known
         if unknown:
             raise ValueError(f"unknown kv_connector_extra_config keys {sorted(unknown)}; known: url, {sorted(known)}")
-        s = cls(url=url, **extra)
-        if s.capacity_bytes is not None and int(s.capacity_bytes) < 0:
+        try:
+            if extra.get("capacity_bytes") is not None:
+                extra["capacity_bytes"] = int(extra["capacity_bytes"])  # JSON may say 1e9
+            s = cls(url=url, **extra)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"bad kv_connector_extra_config: {exc}") from None
+        if s.capacity_bytes is not None and s.capacity_bytes < 0:
             raise ValueError("capacity_bytes must be >= 0")
         if s.retry_deadline_s <= 0 or s.backoff_s < 0 or s.max_pending_bytes <= 0:
             raise ValueError("retry_deadline_s and max_pending_bytes must be > 0, backoff_s >= 0")

@@ -45,6 +45,7 @@ def block_id(block: str) -> str:
     return re.sub(r"\W+", "-", first)[:40].strip("-")
 
 
+@pytest.mark.timeout(480)  # above the block's own 420 s limit (the vLLM block starts a server)
 @pytest.mark.parametrize("block", shell_blocks(), ids=block_id)
 def test_readme_block_runs(block: str, tmp_path: Path) -> None:
     if all(line.startswith("make ") for line in block.strip().splitlines()):
