@@ -158,7 +158,8 @@ def run(engine: Engine, req: GenerationRequest, sink: Callable[[Delta], None],
                 tracker.finish(None, "abort")
                 raise
             reason = choice.finish()
-            tracker.finish(completion, reason)
+            # a client that went away ended the call: vLLM counts that as an abort
+            tracker.finish(completion, "abort" if cancelled is not None and cancelled.is_set() else reason)
             results.append(ChoiceResult(index, p, choice.token_ids, "".join(choice.text_parts), reason,
                                         choice.lps[:len(choice.token_ids)], completion))
             if cancelled is not None and cancelled.is_set():

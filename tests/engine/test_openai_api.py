@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 from pathlib import Path
 from typing import Any, Callable
 
 EngineProc = Any  # conftest.EngineProc: a `chainfs engine serve` process
 
+from urllib.request import urlopen
+
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from chainfs.cluster.process import wait_for
 
 
 
@@ -154,3 +160,27 @@ def test_sse_framing(engine: EngineProc) -> None:
     assert usage["total_tokens"] == usage["prompt_tokens"] + 4
     assert set(usage) >= {"prompt_tokens_details", "prompt_cache_hit_tokens", "prompt_cache_miss_tokens"}
     assert "ttft_ms" in payloads[-1]["timings"]
+
+
+def test_a_client_that_goes_away_stops_the_generation(engine: EngineProc) -> None:
+    """Closing a stream mid-way ends the engine call at the next token (counted as an abort)."""
+    body = json.dumps({"prompt": PROMPT, "max_tokens": 800, "stream": True}).encode()
+    with socket.create_connection(("127.0.0.1", engine.port), timeout=60) as sock:
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        got = b""
+        while b"data: " not in got:
+            got += sock.recv(4096)
+
+    def aborted() -> float:
+        for family in text_string_to_metric_families(urlopen(f"{engine.url}/metrics", timeout=10).read().decode()):
+            for s in family.samples:
+                if s.name == "vllm:request_success_total" and s.labels.get("finished_reason") == "abort":
+                    return s.value
+        return 0.0
+
+    wait_for(lambda: aborted() == 1, 60, "the engine to notice the client left")
+    generated = [s.value for f in text_string_to_metric_families(urlopen(f"{engine.url}/metrics").read().decode())
+                 for s in f.samples if s.name == "vllm:generation_tokens_total"]
+    assert generated[0] < 800, "the engine generated the whole answer for nobody"
+    assert client_of(engine).models.list().data, "the engine still serves"
