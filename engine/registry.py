@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from typing import Any, Callable
 
@@ -27,7 +28,8 @@ def _client(address: str) -> Any:
 
 
 def announce(cache_url: str | None, engine_url: str, model: str) -> Callable[[], None]:
-    """Writes this engine's file if its cache is on chainfs; returns what removes it again."""
+    """Writes this engine's record (in the background, so an unreachable cluster delays nothing)
+    if its cache is on chainfs; returns what removes it again."""
     from chainfs.client.url import is_chainfs_url, parse_url
 
     if not cache_url or not is_chainfs_url(cache_url):
@@ -36,20 +38,29 @@ def announce(cache_url: str | None, engine_url: str, model: str) -> Callable[[],
     name = engine_url.split("://", 1)[-1].replace(":", "_").replace("/", "_").replace("[", "").replace("]", "")
     path = f"{REGISTRY_DIR}/{name}.json"
     record = {"url": engine_url, "model": model, "pid": os.getpid(), "cache": cache_url, "started": time.time()}
-    try:
-        client = _client(address)
+    written = threading.Event()
+
+    def write() -> None:
         try:
-            client.mkdir(REGISTRY_DIR, parents=True)
-        except FileExistsError:  # another engine made it first
-            pass
-        client.write_file(path, json.dumps(record).encode())
-    except (OSError, ValueError) as exc:
-        log.warning("could not announce the engine to %s: %s", address, exc)
-        return lambda: None
+            client = _client(address)
+            try:
+                client.mkdir(REGISTRY_DIR, parents=True)
+            except FileExistsError:  # another engine made it first
+                pass
+            client.write_file(path, json.dumps(record).encode())
+            written.set()
+        except (OSError, ValueError) as exc:
+            log.warning("could not announce the engine to %s: %s", address, exc)
+
+    writer = threading.Thread(target=write, name="engine-announce", daemon=True)
+    writer.start()
 
     def withdraw() -> None:
+        writer.join(timeout=10)
+        if not written.is_set():
+            return
         try:
-            client.rm(path)
+            _client(address).rm(path)
         except (OSError, ValueError) as exc:
             log.info("could not withdraw the engine's announcement %s: %s", path, exc)
 

@@ -43,7 +43,8 @@ def complete(url: str) -> dict:
 
 def test_top_shows_throughput_chains_and_engine_hit_rate(cluster: LocalCluster, tmp_path: Path) -> None:
     with EngineProcess("tiny", f"{cluster.url}/kv", tmp_path / "engine.log", block_tokens=16) as engine:
-        assert [e["url"] for e in engines(cluster.address)] == [engine.url], "the engine announced itself"
+        wait_for(lambda: [e["url"] for e in engines(cluster.address)] == [engine.url], 30,
+                 "the engine to announce itself")
         complete(engine.url)
         # the first request's blocks are stored behind its reply: wait until a repeat hits them
         wait_for(lambda: complete(engine.url)["usage"]["prompt_cache_hit_tokens"] > 0, 30, "a cache hit")
