@@ -17,6 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="none, or a store URL: chainfs://HOST:PORT/dir, file:///dir, memory://dir")
     serve.add_argument("--block-tokens", type=int, default=64, help="tokens per KV block (default 64)")
     serve.add_argument("--capacity", type=int, default=0, help="store capacity in bytes (0 = unbounded)")
+    serve.add_argument("--kv-store-wait", type=float, default=5.0, metavar="S",
+                       help="seconds an answer may wait, after its last token and outside the compute lock, "
+                            "for its new KV blocks to be stored (so the next turn finds them); 0: never wait")
     serve.add_argument("--served-model-name", default=None,
                        help="the model id of the OpenAI API (/v1/models; default: the preset's name)")
     serve.set_defaults(func=cmd_serve)
@@ -28,6 +31,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.block_tokens <= 0:
         raise ValueError("--block-tokens must be positive")
     logging.getLogger("chainfs").setLevel(logging.DEBUG if args.debug else logging.INFO)
-    engine = build_engine(args.model, args.cache, args.block_tokens, args.capacity or None)
+    if args.kv_store_wait < 0:
+        raise ValueError("--kv-store-wait must be >= 0")
+    engine = build_engine(args.model, args.cache, args.block_tokens, args.capacity or None, args.kv_store_wait)
     serve(engine, args.host, args.port, args.served_model_name)
     return 0

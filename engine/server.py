@@ -136,13 +136,13 @@ def _json(body: Any, status: int = 200) -> Response:
 
 
 def build_engine(model: str, cache_url: str | None, block_tokens: int = 64,
-                 capacity_bytes: int | None = None) -> Engine:
+                 capacity_bytes: int | None = None, store_wait_s: float = 5.0) -> Engine:
     config = get_preset(model)
     cache = None
     if cache_url and cache_url != "none":
         cache = CacheHandle(cache_url, namespace_for(config, block_tokens), capacity_bytes)
         cache.get()  # open now if the store is there; otherwise retried per request
-    return Engine(Transformer(config), cache)
+    return Engine(Transformer(config), cache, store_wait_s=store_wait_s)
 
 
 def make_engine_server(engine: Engine, host: str = "127.0.0.1", port: int = 0,

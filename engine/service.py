@@ -2,9 +2,11 @@
 
 A request runs: hash the prompt once -> lookup (one batched stat) -> load (one batched read) ->
 [compute lock] prefill of the uncached rest -> first token (TTFT) -> hand the new full blocks to
-the write-behind queue -> decode [end of lock]. Lookup and load happen before the compute lock, so
-one request's KV I/O overlaps another's compute, and stores happen after it on the write-behind
-thread (`writebehind.py`), so no request ever waits for a store. The cache is looked up on
+the write-behind queue -> decode [end of lock] -> wait (bounded) until its blocks are stored ->
+answer. Lookup and load happen before the compute lock, so one request's KV I/O overlaps another's
+compute, and stores happen on the write-behind thread (`writebehind.py`), so neither a request's
+TTFT nor any other request's compute waits for a store; the answer waits for the request's own
+blocks, so the next turn of the conversation finds them on whichever engine it reaches. The cache is looked up on
 prompt[:-1] because the last prompt token must always be computed to produce logits, so every
 block the lookup reports can be used, and the engine's cached tokens equal the store's hits.
 TTFT counts from the request's arrival, so time spent waiting for the lock is in it (`queue_ms`).
@@ -22,7 +24,7 @@ import numpy as np
 
 from chainfs.engine.cache import CacheHandle
 from chainfs.engine.model import Transformer
-from chainfs.engine.writebehind import DEFAULT_MAX_BYTES, WriteBehind
+from chainfs.engine.writebehind import DEFAULT_MAX_BYTES, Submitted, WriteBehind
 from chainfs.kvcache import KVBlockStore
 
 log = logging.getLogger(__name__)
@@ -52,10 +54,13 @@ class Engine:
     every core for one request's matmuls)."""
 
     def __init__(self, model: Transformer, cache: CacheHandle | None = None,
-                 write_behind_bytes: int = DEFAULT_MAX_BYTES) -> None:
+                 write_behind_bytes: int = DEFAULT_MAX_BYTES, store_wait_s: float = 5.0) -> None:
         self.model = model
         self.cache = cache
         self.writer = WriteBehind(write_behind_bytes) if cache is not None else None
+        # How long a finished request waits (outside the lock, after its last token) for its own
+        # blocks to reach the store before it answers: the next turn then finds them. 0: never.
+        self.store_wait_s = max(0.0, store_wait_s)
         self._lock = threading.Lock()
 
     @property
@@ -92,14 +97,21 @@ class Engine:
         t = time.perf_counter()
         with self._lock:
             timings["queue_ms"] = _ms(t)
-            return self._compute(tokens, cached_kv, keys, store, t0, timings, bytes_read, max_tokens,
-                                 temperature, seed, top_p, on_token)
+            result, submitted = self._compute(tokens, cached_kv, keys, store, t0, timings, bytes_read, max_tokens,
+                                              temperature, seed, top_p, on_token)
+        if submitted is not None and self.store_wait_s > 0:
+            t = time.perf_counter()
+            if not submitted.wait(self.store_wait_s):
+                log.warning("kv blocks of a request not stored within %.1f s: answering anyway", self.store_wait_s)
+            result.timings["kv_store_wait_ms"] = round(_ms(t), 3)
+        return result
 
     def _compute(self, tokens: np.ndarray, cached_kv: np.ndarray | None, keys: list[bytes],
                  store: KVBlockStore | None, t0: float, timings: dict[str, float], bytes_read: int,
                  max_tokens: int, temperature: float, seed: int | None, top_p: float,
-                 on_token: OnToken | None) -> Completion:
+                 on_token: OnToken | None) -> tuple[Completion, Submitted | None]:
         cached = 0 if cached_kv is None else cached_kv.shape[3]
+        submitted: Submitted | None = None
         bytes_written = 0
         t = time.perf_counter()
         logits, kv = self.model.prefill(tokens, cached_kv, reserve=max_tokens)
@@ -117,8 +129,8 @@ class Engine:
             first, last = cached // b, len(tokens) // b
             new_blocks = [kv[:, :, :, i * b:(i + 1) * b] for i in range(first, last)]
             if new_blocks:
-                queued = self.writer.submit(store, keys[first:last], new_blocks)
-                bytes_written = queued * new_blocks[0].nbytes
+                submitted = self.writer.submit(store, keys[first:last], new_blocks)
+                bytes_written = submitted.queued * new_blocks[0].nbytes
             timings["kv_store_ms"] = _ms(t)
         pos = len(tokens)
         while going and len(out) < max_tokens:
@@ -128,7 +140,8 @@ class Engine:
             going = on_token is None or on_token(out[-1], step[-1]) is not False
         timings["total_ms"] = _ms(t0)
         return Completion(len(tokens), out, cached, {k: round(v, 3) for k, v in timings.items()},
-                          cache_used=store is not None, kv_bytes_read=bytes_read, kv_bytes_written=bytes_written)
+                          cache_used=store is not None, kv_bytes_read=bytes_read,
+                          kv_bytes_written=bytes_written), submitted
 
 
 def _layout(model: Transformer) -> tuple[int, ...]:

@@ -11,6 +11,10 @@ whatever has queued meanwhile into one batched store call (one batched open and 
 - Duplicates dropped: a block whose key is queued or already in the store's index is not queued
   again (concurrent requests with one prefix finish the same blocks).
 - Shutdown drains within a deadline; what is left after it is dropped and counted.
+- A caller may wait for its own blocks (`Submitted.wait`) AFTER it has released the compute lock
+  and sent its first token: the engine answers a request once its blocks are stored (bounded), so
+  the next turn of a conversation finds them on any engine, while no request's TTFT and no other
+  request's compute ever waits for a store.
 """
 
 from __future__ import annotations
@@ -37,6 +41,20 @@ class _Job:
     keys: list[bytes]
     blocks: list[np.ndarray]
     nbytes: int
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class Submitted:
+    """What `submit` did with a request's blocks, and a way to wait until they are in the store."""
+
+    queued: int
+    _jobs: tuple[_Job, ...] = ()  # this request's job and those already holding its duplicates
+
+    def wait(self, timeout: float) -> bool:
+        """True once every block of the request is written (or refused); False after `timeout`."""
+        deadline = time.monotonic() + timeout
+        return all(job.done.wait(max(0.0, deadline - time.monotonic())) for job in self._jobs)
 
 
 @dataclass
@@ -67,30 +85,33 @@ class WriteBehind:
         self.max_bytes = max_bytes
         self.stats = WriteBehindStats()
         self._jobs: deque[_Job] = deque()
-        self._pending: set[bytes] = set()     # keys queued or being written
+        self._pending: dict[bytes, _Job] = {}  # keys queued or being written, and their job
         self._cond = threading.Condition()
         self._busy = False
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="kv-write-behind", daemon=True)
         self._thread.start()
 
-    def submit(self, store: KVBlockStore, keys: Sequence[bytes], blocks: Sequence[np.ndarray]) -> int:
-        """Queues blocks (keys[i] is the key of blocks[i]); returns how many were queued."""
+    def submit(self, store: KVBlockStore, keys: Sequence[bytes], blocks: Sequence[np.ndarray]) -> Submitted:
+        """Queues blocks (keys[i] is the key of blocks[i]) and returns at once."""
         s = self.stats
         with self._cond:
             if self._closed:
                 with s._lock:
                     s.dropped_blocks += len(blocks)
-                return 0
+                return Submitted(0)
+            others = {id(j): j for j in (self._pending.get(k) for k in keys) if j is not None}
             fresh = [(k, b) for k, b in zip(keys, blocks)
                      if k not in self._pending and k.hex() not in store.index]
             duplicates = len(blocks) - len(fresh)
             nbytes = sum(b.nbytes for _, b in fresh)
             full = bool(fresh) and s.pending_bytes + nbytes > self.max_bytes
+            jobs = list(others.values())
             if fresh and not full:
                 job = _Job(store, [k for k, _ in fresh], [np.array(b, copy=True) for _, b in fresh], nbytes)
                 self._jobs.append(job)
-                self._pending.update(job.keys)
+                self._pending.update(dict.fromkeys(job.keys, job))
+                jobs.append(job)
                 self._cond.notify()
             with s._lock:
                 s.duplicate_blocks += duplicates
@@ -103,8 +124,8 @@ class WriteBehind:
             if full:
                 log.warning("kv write-behind queue full (%d bytes pending): %d blocks dropped",
                             s.pending_bytes, len(fresh))
-                return 0
-            return len(fresh)
+                return Submitted(0, tuple(others.values()))
+            return Submitted(len(fresh), tuple(jobs))
 
     def _run(self) -> None:
         while True:
@@ -121,7 +142,9 @@ class WriteBehind:
             finally:
                 with self._cond:
                     for job in jobs:
-                        self._pending.difference_update(job.keys)
+                        for key in job.keys:
+                            self._pending.pop(key, None)
+                        job.done.set()
                     self._busy = False
                     self._cond.notify_all()
 
@@ -170,7 +193,9 @@ class WriteBehind:
                 left = list(self._jobs)
                 self._jobs.clear()
                 for job in left:
-                    self._pending.difference_update(job.keys)
+                    for key in job.keys:
+                        self._pending.pop(key, None)
+                    job.done.set()  # dropped: nobody may wait for it any longer
             with self.stats._lock:
                 self.stats.dropped_blocks += sum(len(j.keys) for j in left)
                 self.stats.pending_bytes -= sum(j.nbytes for j in left)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from chainfs.cluster.etcd import free_port
-from chainfs.cluster.process import wait_for
+from chainfs.cluster.process import stop_pid, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +43,7 @@ class _Server:
             raise PeerUnavailable(f"{Path(self.proc.args[0]).name} exited with {self.proc.returncode}: {tail}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_pid(self.proc.pid, Path(self.proc.args[0]).name, proc=self.proc)
 
 
 class RedisPeer:

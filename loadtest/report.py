@@ -53,14 +53,15 @@ def kv_time_per_request(ok: list[dict], engines: list[dict] | None) -> dict[str,
     """Mean milliseconds per request of each KV step beside prefill compute.
 
     `store` is the write-behind thread's time (from the engines' counters at the end of the run),
-    which no request waits for; `store_handoff` is what the request itself spent queueing its
-    blocks; `queue` is waiting for the compute lock."""
+    which neither TTFT nor the compute lock waits for; `store_handoff` is what the request spent
+    queueing its blocks, `store_wait` how long its answer then waited for them (after its last
+    token); `queue` is waiting for the compute lock."""
     n = len(ok) or 1
     mean = lambda key: sum(float(r.get(key) or 0.0) for r in ok) / n  # noqa: E731
     writers = [e.get("write_behind") for e in engines or () if e.get("write_behind")]
     return {"lookup": mean("kv_lookup_ms"), "load": mean("kv_load_ms"),
             "store": sum(w["store_ms"] for w in writers) / n if writers else None,
-            "store_handoff": mean("kv_store_ms"), "queue": mean("queue_ms"),
+            "store_handoff": mean("kv_store_ms"), "store_wait": mean("kv_store_wait_ms"), "queue": mean("queue_ms"),
             "prefill_compute": mean("prefill_compute_ms")}
 
 
@@ -162,7 +163,7 @@ def print_table(report: dict[str, Any], console: Console | None = None) -> None:
     for label, fmt in ROWS:
         table.add_row(label, *(fmt(s) for s in report["scenarios"].values()))
     console.print(table)
-    console.print("KV store: time on the engines' write-behind threads per request (no request waits "
+    console.print("KV store: time on the engines' write-behind threads per request (TTFT never waits "
                   "for it; * = the requests' own hand-off time, when the engines' counters are unknown)")
 
 

@@ -10,7 +10,7 @@ from typing import Any
 ROW_FIELDS = [
     "index", "session", "turn", "worker", "engine", "sent_s", "ok", "error", "prompt_tokens", "completion_tokens",
     "hit_tokens", "miss_tokens", "ttft_ms", "client_ttft_ms", "latency_ms", "kv_lookup_ms", "kv_load_ms",
-    "prefill_compute_ms", "kv_store_ms", "queue_ms", "kv_bytes_read", "kv_bytes_written",
+    "prefill_compute_ms", "kv_store_ms", "queue_ms", "kv_store_wait_ms", "kv_bytes_read", "kv_bytes_written",
 ]
 
 
@@ -31,6 +31,7 @@ def row_from_response(req_index: int, session: int, turn: int, engine: str, sent
         "kv_lookup_ms": float(timings.get("kv_lookup_ms", 0.0)), "kv_load_ms": float(timings.get("kv_load_ms", 0.0)),
         "prefill_compute_ms": float(timings.get("prefill_compute_ms", 0.0)),
         "kv_store_ms": float(timings.get("kv_store_ms", 0.0)), "queue_ms": float(timings.get("queue_ms", 0.0)),
+        "kv_store_wait_ms": float(timings.get("kv_store_wait_ms", 0.0)),
         "kv_bytes_read": int((body.get("kv") or {}).get("bytes_read", 0)),
         "kv_bytes_written": int((body.get("kv") or {}).get("bytes_written", 0)),
     }

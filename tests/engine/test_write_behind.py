@@ -49,7 +49,7 @@ def test_drains_on_close_and_every_block_is_readable(gated: Gated) -> None:
     writer = WriteBehind()
     keys, kv = blocks(6)
     for i in range(0, 6, 2):
-        assert writer.submit(gated, keys[i:i + 2], kv[i:i + 2]) == 2
+        assert writer.submit(gated, keys[i:i + 2], kv[i:i + 2]).queued == 2
     gated.gate.set()
     assert writer.close(timeout=30) is True
     s = writer.stats.snapshot()
@@ -58,7 +58,7 @@ def test_drains_on_close_and_every_block_is_readable(gated: Gated) -> None:
     loaded = fresh.load(Lookup(keys, 6, NS.block_tokens))  # no refs: load stats them itself
     for got, want in zip(loaded, kv, strict=True):
         np.testing.assert_array_equal(got, want)
-    assert writer.submit(gated, *blocks(1, seed=9)) == 0  # closed: refused and counted
+    assert writer.submit(gated, *blocks(1, seed=9)).queued == 0  # closed: refused and counted
     assert writer.stats.dropped_blocks == 1
 
 
@@ -66,28 +66,33 @@ def test_full_queue_drops_and_counts_and_memory_stays_bounded(gated: Gated) -> N
     keys, kv = blocks(8)
     one = kv[0].nbytes
     writer = WriteBehind(max_bytes=3 * one)
-    assert writer.submit(gated, keys[:1], kv[:1]) == 1
+    assert writer.submit(gated, keys[:1], kv[:1]).queued == 1
     assert gated.entered.wait(10)  # the writer holds block 0 (still counted as pending)
-    assert writer.submit(gated, keys[1:3], kv[1:3]) == 2
-    assert writer.submit(gated, keys[3:4], kv[3:4]) == 0  # would exceed 3 blocks: dropped
-    assert writer.submit(gated, keys[4:6], kv[4:6]) == 0
+    assert writer.submit(gated, keys[1:3], kv[1:3]).queued == 2
+    assert writer.submit(gated, keys[3:4], kv[3:4]).queued == 0  # would exceed 3 blocks: dropped
+    assert writer.submit(gated, keys[4:6], kv[4:6]).queued == 0
     s = writer.stats.snapshot()
     assert s["dropped_blocks"] == 3 and s["pending_bytes"] == 3 * one and s["max_pending_bytes"] <= 3 * one
     gated.gate.set()
     assert writer.drain(30)
-    assert writer.submit(gated, keys[3:4], kv[3:4]) == 1  # room again
+    assert writer.submit(gated, keys[3:4], kv[3:4]).queued == 1  # room again
     assert writer.close(30) and writer.stats.stored_blocks == 4
     assert writer.stats.max_pending_bytes <= 3 * one
 
 
-def test_duplicates_queued_or_stored_are_dropped(gated: Gated) -> None:
+def test_duplicates_queued_or_stored_are_dropped_and_waited_for(gated: Gated) -> None:
     writer = WriteBehind()
     keys, kv = blocks(4)
-    assert writer.submit(gated, keys[:3], kv[:3]) == 3
-    assert writer.submit(gated, keys[1:4], kv[1:4]) == 1  # 1 and 2 are queued already
+    first = writer.submit(gated, keys[:3], kv[:3])
+    second = writer.submit(gated, keys[1:4], kv[1:4])
+    assert (first.queued, second.queued) == (3, 1)  # 1 and 2 are queued already
+    assert not second.wait(0.2)  # its blocks 1 and 2 ride in the first job, which is stuck
     gated.gate.set()
+    assert second.wait(30) and first.wait(30)
+    fresh = KVBlockStore(gated.store.fs, gated.store.dir.rsplit("/", 1)[0], NS)
+    assert fresh.lookup_keys(keys).hit_blocks == 4  # waited for: all four are in the store
     assert writer.drain(30)
-    assert writer.submit(gated, keys, kv) == 0  # all in the store's index now
+    assert writer.submit(gated, keys, kv).queued == 0  # all in the store's index now
     s = writer.stats.snapshot()
     assert s["duplicate_blocks"] == 2 + 4 and s["stored_blocks"] == 4
     writer.close(5)
@@ -109,7 +114,7 @@ def test_the_compute_lock_is_not_held_while_storing(tiny_model: Transformer, tmp
     """With the store stuck, requests keep completing: stores never block a request."""
     model = tiny_model
     cache = CacheHandle(f"file://{tmp_path}/kv", namespace_for(model.config, 16))
-    engine = Engine(model, cache)
+    engine = Engine(model, cache, store_wait_s=0)  # answer without waiting for the stuck store
     store = cache.get()
     gate = threading.Event()
     real = store.store_blocks
@@ -123,3 +128,17 @@ def test_the_compute_lock_is_not_held_while_storing(tiny_model: Transformer, tmp
     assert engine.close(30)
     third = engine.complete(prompt, max_tokens=2)
     assert third.cached_tokens == (len(prompt) - 1) // 16 * 16 and third.token_ids == first.token_ids
+
+
+def test_an_answer_waits_for_its_own_blocks_but_not_for_the_lock(tiny_model: Transformer, tmp_path) -> None:
+    """The engine answers once the request's blocks are stored, so another engine's next lookup
+    finds them; waiting happens after the compute lock is released."""
+    url = f"file://{tmp_path}/kv"
+    engine = Engine(tiny_model, CacheHandle(url, namespace_for(tiny_model.config, 16)))
+    prompt = list(b"one conversation turn, then the next one on another engine" * 4)
+    done = engine.complete(prompt, max_tokens=2)
+    assert done.timings["kv_store_wait_ms"] >= 0 and engine.writer.stats.stored_blocks == len(prompt) // 16
+    other = Engine(tiny_model, CacheHandle(url, namespace_for(tiny_model.config, 16)), store_wait_s=0)
+    assert other.complete(prompt, max_tokens=2).cached_tokens == (len(prompt) - 1) // 16 * 16
+    engine.close(10)
+    other.close(10)
