@@ -48,12 +48,13 @@ class ChainFileSystem(AbstractFileSystem):
     def __init__(self, host: str | None = None, port: int | str | None = None, address: str | None = None,
                  retry_deadline: float = 30.0, block_size: int | None = None,
                  lease_renew_s: float = config.WRITE_SESSION_LEASE / 3, list_page_size: int = 0,
-                 **kwargs: Any) -> None:
+                 meta_timeout: float = config.META_RPC_TIMEOUT, **kwargs: Any) -> None:
         kwargs.setdefault("use_listings_cache", False)  # fresh listings: other clients write too
         super().__init__(**kwargs)
         init_gevent_if_patched()
         self.address = _resolve_address(host, port, address)
         self.retry_deadline = float(retry_deadline)
+        self.meta_timeout = float(meta_timeout)  # each metadata call's deadline (retries within retry_deadline)
         self.lease_renew_s = float(lease_renew_s)
         self.list_page_size = int(list_page_size)  # 0: the server's page size
         if block_size:
@@ -64,7 +65,7 @@ class ChainFileSystem(AbstractFileSystem):
     @property
     def client(self) -> ChainClient:
         """The process-wide client of this cluster (created on first use, rebuilt after fork)."""
-        return shared_client(self.address, self.retry_deadline)
+        return shared_client(self.address, self.retry_deadline, self.meta_timeout)
 
     @property
     def fsid(self) -> str:

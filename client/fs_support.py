@@ -14,6 +14,7 @@ import threading
 from datetime import datetime, timezone
 from typing import Any
 
+from chainfs.common import config
 from chainfs.proto import meta_pb2 as mpb
 
 from chainfs.client.chainclient import ChainClient
@@ -56,16 +57,17 @@ def init_gevent_if_patched() -> bool:
     return True
 
 
-def shared_client(address: str, retry_deadline: float) -> ChainClient:
+def shared_client(address: str, retry_deadline: float,
+                  meta_timeout: float = config.META_RPC_TIMEOUT) -> ChainClient:
     """The process-wide client of one cluster: shared by every instance and greenlet."""
     global _clients, _clients_pid
     with _lock:
         if _clients_pid != os.getpid():  # a forked child must not reuse its parent's objects
             _clients, _clients_pid = {}, os.getpid()
-        key = (address, retry_deadline)
+        key = (address, retry_deadline, meta_timeout)
         client = _clients.get(key)
         if client is None:
-            client = ChainClient(address, retry_deadline=retry_deadline)
+            client = ChainClient(address, meta_timeout=meta_timeout, retry_deadline=retry_deadline)
             _clients[key] = client
         return client
 

@@ -53,4 +53,10 @@ GRPC_OPTIONS: list[tuple[str, int]] = [
     # Server side: accept the clients' keepalive pings instead of answering GOAWAY too_many_pings.
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 10000),
     ("grpc.http2.max_ping_strikes", 0),
+    # Client side: after a peer was away (a metaserver outage), reconnect within about a second of
+    # its return. gRPC's default backoff (1 s, growing 1.6x up to 120 s) left storage nodes 21-37 s
+    # behind a 90 s outage; attempts every <= 1 s cost nothing while the peer is down.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
 ]

@@ -23,6 +23,7 @@ class CacheStats:
     evictions: int = 0
     corrupt_blocks: int = 0   # detected corrupt or truncated blocks (treated as misses)
     errors: int = 0           # backend failures (store unreachable, I/O errors)
+    unavailable: int = 0      # calls that found the backend unreachable, or skipped it at once after
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **deltas: int) -> None:

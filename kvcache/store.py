@@ -15,6 +15,9 @@ Why this shape:
   temporary name and renamed over its final path.
 - Backend failures never propagate: they are counted, logged, and turned into misses, so an
   engine keeps serving (recomputing) while the store is away and hits again when it returns.
+  Every backend call goes through a circuit breaker (`breaker.py`): once the backend is
+  unreachable, calls are skipped at once (counted as `unavailable`) until a background probe
+  succeeds, and chainfs URLs get short deadlines, so a request never waits out the metaserver.
 - Several processes may share the store: every write is atomic and every read is verified, so
   the worst an interleaving can do is turn a hit into a miss (e.g. a block evicted between lookup
   and load), never hand out a corrupt block.
@@ -40,6 +43,7 @@ from fsspec.implementations.local import LocalFileSystem
 from chainfs.kvcache import blockformat
 from chainfs.kvcache.backends import BlockRef, backend_for
 from chainfs.kvcache.blockformat import CorruptBlock
+from chainfs.kvcache.breaker import CircuitBreaker, GuardedBackend, StoreUnavailable, is_unreachable
 from chainfs.kvcache.hashing import Namespace, block_keys
 from chainfs.kvcache.index import LRUIndex
 from chainfs.kvcache.stats import CacheStats
@@ -47,6 +51,10 @@ from chainfs.kvcache.stats import CacheStats
 log = logging.getLogger(__name__)
 _KEY_NAME = re.compile(r"^[0-9a-f]{32}$")
 _STALE_TMP_S = 600.0
+# chainfs options of a store opened by URL: a cache call gives up fast (a miss is cheap, a stalled
+# engine is not); the breaker then skips the backend until its probe (every PROBE_S) succeeds.
+CHAINFS_OPTIONS = {"retry_deadline": 0.5, "meta_timeout": 1.0}
+PROBE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -69,11 +77,13 @@ class KVBlockStore:
     def __init__(self, fs: fsspec.AbstractFileSystem, root: str, namespace: Namespace,
                  capacity_bytes: int | None = None, refresh_interval: float = 30.0,
                  ref_cache_blocks: int = 65536) -> None:
+        self.breaker = CircuitBreaker(self._probe, PROBE_S, name="kv store")
         self.fs = fs
         self.namespace = namespace
         self.capacity_bytes = capacity_bytes if capacity_bytes and capacity_bytes > 0 else None
         self.refresh_interval = refresh_interval
         self.dir = f"{fs._strip_protocol(root).rstrip('/')}/{namespace.dirname}"
+        self.breaker.name = f"kv store {self.dir}"
         self.stats = CacheStats()
         self.index = LRUIndex()
         self._refs = RefCache(ref_cache_blocks)
@@ -88,13 +98,16 @@ class KVBlockStore:
     @fs.setter
     def fs(self, fs: fsspec.AbstractFileSystem) -> None:
         self._fs = fs
-        self.backend = backend_for(fs)
+        # Every backend call (and the listing) goes through the breaker: fail fast while away.
+        self.backend = GuardedBackend(backend_for(fs), self.breaker)
+        self._listing = GuardedBackend(fs, self.breaker)
         self._local = isinstance(fs, LocalFileSystem)
 
     @classmethod
     def from_url(cls, url: str, namespace: Namespace, **kwargs: Any) -> "KVBlockStore":
         """`chainfs://HOST:PORT/dir`, `file:///dir`, `memory://dir`, or any fsspec URL."""
-        fs, path = fsspec.core.url_to_fs(url)
+        options = dict(CHAINFS_OPTIONS) if url.startswith("chainfs://") else {}
+        fs, path = fsspec.core.url_to_fs(url, **options)
         return cls(fs, path, namespace, **kwargs)
 
     @property
@@ -274,7 +287,7 @@ class KVBlockStore:
     def rebuild_index(self) -> bool:
         """Lists the store and rebuilds the LRU index from it (file times give the initial order)."""
         try:
-            listing = self.fs.find(self.dir, detail=True)
+            listing = self._listing.find(self.dir, detail=True)
         except FileNotFoundError:
             listing = {}
         except Exception as exc:  # noqa: BLE001
@@ -326,8 +339,22 @@ class KVBlockStore:
         self.index.discard(key.hex())
 
     def _backend_error(self, what: str, exc: BaseException) -> None:
+        if isinstance(exc, StoreUnavailable):  # skipped at once: the breaker is open
+            self.stats.add(unavailable=1)
+            return
         log.warning("kv store %s failed: %s: %s", what, type(exc).__name__, exc)
-        self.stats.add(errors=1)
+        self.stats.add(errors=1, unavailable=int(is_unreachable(exc)))
+
+    def _probe(self) -> None:
+        """The breaker's question "is the backend back?": one metadata call (missing is fine)."""
+        try:
+            self.fs.info(self.dir)
+        except FileNotFoundError:
+            pass
+
+    def close(self) -> None:
+        """Stops the breaker's probing (a dropped store)."""
+        self.breaker.close()
 
 
 class RefCache:

@@ -92,6 +92,12 @@ class ClusterManager:
             self.active = True
         log.info("cluster manager active at routing v%d (%d chains)", self.routing_version, len(self.chains))
 
+    def start_grace(self) -> None:
+        """Starts the grace period now (when the server starts serving): nodes not heard from are
+        declared dead only one heartbeat timeout after they could first reach this manager."""
+        with self._lock:
+            self._started = self.clock()
+
     def deactivate(self) -> None:
         with self._lock:
             self.active = False

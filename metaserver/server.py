@@ -134,6 +134,7 @@ class MetaServer:
 
     def start(self) -> int:
         self.port = bind(self.grpc_server, self.host, self.requested_port)
+        self.cluster.start_grace()
         self.grpc_server.start()
         self.metrics = start_endpoint(server_registry(ClusterCollector(self.cluster, self.namespace)),
                                       self.host, self.metrics_port)

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from chainfs.cluster.process import wait_for
 from chainfs.kvcache import KVBlockStore, Namespace, block_keys
 from conftest import B, block_for, open_store, tokens
 
@@ -134,9 +135,22 @@ def test_backend_failures_are_misses_and_recover(fs_root, ns: Namespace) -> None
     assert store.lookup(tokens(3 * B, seed=9)).hit_blocks == 0
     assert store.store(tokens(2 * B, seed=5), [block_for(1), block_for(2)]) == 0
     assert store.rebuild_index() is False
-    assert store.stats.errors >= 3
+    # The first failure opens the breaker; the calls after it skip the backend at once.
+    assert store.stats.errors == 1 and store.stats.unavailable == 3 and store.breaker.is_open
     flaky.broken = False
+    wait_for(lambda: not store.breaker.is_open, 10.0, "the breaker's probe to close it")
     assert len(store.load(store.lookup(toks))) == 3
+    store.close()
+
+
+def test_other_failures_leave_the_breaker_closed(fs_root, ns: Namespace) -> None:
+    """A missing directory or a bad path says nothing about reachability: no fail-fast."""
+    fs, root = fs_root
+    store = KVBlockStore(fs, root, ns)
+    store._backend_error("load", NotADirectoryError(20, "not a directory"))
+    store.breaker.failed(ConnectionError(16, "busy"))  # EBUSY: an overloaded node, not away
+    assert not store.breaker.is_open and store.lookup(tokens(B)).hit_blocks == 0
+    assert store.stats.unavailable == 0
 
 
 def test_dtype_and_layout_survive(tmp_path, ns: Namespace) -> None:
