@@ -10,6 +10,7 @@ import threading
 from typing import TYPE_CHECKING, Callable
 
 from chainfs.common.errors import ChainfsError, Reason
+from chainfs.metaserver.extent_check import check_length_bound
 from chainfs.common.paths import split_path
 from chainfs.metaserver.store import Store, retry_conflicts
 from chainfs.proto import meta_pb2 as pb
@@ -51,6 +52,7 @@ class AttrsMixin:
             if length is not None:
                 if inode.type == pb.DIRECTORY:
                     raise ChainfsError(Reason.IS_A_DIRECTORY, f"is a directory: {where}")
+                check_length_bound(inode, length, where)
                 if length != inode.length:
                     inode.length = length
                     inode.mtime_ns = now

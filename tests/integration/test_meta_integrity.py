@@ -126,6 +126,9 @@ def test_close_write_lengths_are_checked_against_the_chunks(client: ChainClient)
     done = client.meta.close_write(session.session_id, len(data), commit=True, path="/len/f")
     assert done.length == len(data) and client.read_file("/len/f") == data
     assert [e.inode.length for e in client.ls("/len")] == [len(data)]
+    with pytest.raises(ValueError, match="maximum file size"):  # SetAttr (truncate) is bounded too
+        client.meta.set_attr("/len/f", length=2**64 - 1)
+    assert client.stat("/len/f").length == len(data)
 
     # An append must end where its chunks end, too; a grown length with nothing written is refused.
     append = client.meta.open_write("/len/f", mpb.APPEND, "c1")
