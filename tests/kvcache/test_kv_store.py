@@ -136,7 +136,7 @@ def test_backend_failures_are_misses_and_recover(fs_root, ns: Namespace) -> None
     assert store.store(tokens(2 * B, seed=5), [block_for(1), block_for(2)]) == 0
     assert store.rebuild_index() is False
     # The first failure opens the breaker; the calls after it skip the backend at once.
-    assert store.stats.errors == 1 and store.stats.unavailable == 3 and store.breaker.is_open
+    assert store.stats.errors == 1 and store.stats.unavailable == 4 and store.breaker.is_open
     flaky.broken = False
     wait_for(lambda: not store.breaker.is_open, 10.0, "the breaker's probe to close it")
     assert len(store.load(store.lookup(toks))) == 3
