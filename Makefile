@@ -48,7 +48,7 @@ smoke: setup
 	$(PY) scripts/demo.py
 
 bench: setup
-	$(PY) bench/bench_io.py
+	$(VENV)/bin/chainfs bench io
 
 clean:
 	rm -rf $(VENV) $(VVENV) build *.egg-info

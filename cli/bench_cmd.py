@@ -29,6 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
+from chainfs.bench import io as io_bench
 from chainfs.cli import bench_kv_cmd
 from chainfs.client.meta_client import CHANNELS, MetaClient
 from chainfs.cluster import LocalCluster
@@ -50,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     meta.add_argument("--json", default=None, help="also write the figures here")
     meta.set_defaults(func=cmd_meta)
     bench_kv_cmd.register(bsub)
+    io = bsub.add_parser("io", help="data path: TCP, gRPC and page-cache ceilings beside chainfs reads and writes")
+    io_bench.add_arguments(io)
+    io.set_defaults(func=lambda a: io_bench.run(a.size_mib, a.reps, a.reader_mib, a.json))
 
 
 class Target:

@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Sequence
 
 from chainfs.cli import (bench_cmd, cluster_cmd, copy_cmd, engine_cmd, file_cmd, fsck_cmd, loadtest_cmd,
-                         model_cmd, mount_cmd, server_cmd, sync_cmd, top_cmd)
+                         model_cmd, mount_cmd, server_cmd, sync_cmd, targets, top_cmd)
 from chainfs.cli.parser import Parser
 from chainfs.cli.targets import UsageError
 
@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "or local paths; `-` is stdin or stdout.")
     parser.add_argument("--version", action="version", version=f"chainfs {package_version()}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--no-short-circuit", action="store_true",
+                        help="read every chunk over the network, even from replicas on this machine")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (file_cmd, copy_cmd, sync_cmd, mount_cmd, cluster_cmd, server_cmd, engine_cmd, loadtest_cmd,
                    fsck_cmd, bench_cmd, model_cmd, top_cmd):
@@ -50,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    targets.SHORT_CIRCUIT = not args.no_short_circuit
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

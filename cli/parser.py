@@ -32,6 +32,8 @@ class SubParsers(argparse._SubParsersAction):
         parser = super().add_parser(name, **kwargs)
         parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                             help="show tracebacks and debug logs")
+        parser.add_argument("--no-short-circuit", action="store_true", default=argparse.SUPPRESS,
+                            help="read every chunk over the network, even from replicas on this machine")
         return parser
 
 

@@ -59,6 +59,10 @@ class Target:
         return t
 
 
+# Read local replicas' chunk files directly (`--no-short-circuit` turns it off for the command).
+SHORT_CIRCUIT = True
+
+
 def resolve(text: str) -> Target:
     """A URL, local path or `-` -> the filesystem and path it names (no glob expansion)."""
     if text == STDIO:
@@ -70,7 +74,7 @@ def resolve(text: str) -> Target:
             raise
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        fs = ChainFileSystem(address=url.address, retry_deadline=CLI_RETRY_DEADLINE)
+        fs = ChainFileSystem(address=url.address, retry_deadline=CLI_RETRY_DEADLINE, short_circuit=SHORT_CIRCUIT)
         if url.address not in _reached:
             fs.client.meta.probe(CONNECT_TIMEOUT)
             _reached.add(url.address)

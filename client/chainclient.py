@@ -1,6 +1,6 @@
 """ChainClient: whole-file operations over the metadata and storage RPC layers.
 
-This is the layer the CLI uses today and the fsspec filesystem builds on.
+The fsspec filesystem, the CLI and the KV cache build on it.
 """
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ class ChainClient:
     """A client of one chainfs cluster, named by its metaserver address."""
 
     def __init__(self, address: str, meta_timeout: float = config.META_RPC_TIMEOUT,
-                 retry_deadline: float = 60.0) -> None:
+                 retry_deadline: float = 60.0, short_circuit: bool = True) -> None:
         self.address = address
         self.meta = MetaClient(address, timeout=meta_timeout, retry_deadline=min(retry_deadline, 30.0))
         self.routing = RoutingCache(self.meta)
-        self.storage = StorageClient(self.routing, retry_deadline=retry_deadline)
+        # short_circuit: read committed chunk files of replicas on this machine directly.
+        self.storage = StorageClient(self.routing, retry_deadline=retry_deadline, short_circuit=short_circuit)
         self._client_id = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     # ---- namespace ----
@@ -110,18 +111,37 @@ class ChainClient:
     def read_file(self, path: str, offset: int = 0, length: int | None = None,
                   replica: int | None = None) -> bytes:
         inode = self.stat(path)
-        return b"".join(self.iter_read(inode, offset, length, replica, path=path))
+        end = inode.length if length is None else min(inode.length, offset + max(0, length))
+        buffer = bytearray(max(0, end - offset))
+        n = self.read_inode_into(inode, buffer, offset, replica=replica, path=path)
+        return bytes(memoryview(buffer)[:n])
 
-    def iter_read(self, inode: mpb.Inode, offset: int = 0, length: int | None = None,
-                  replica: int | None = None, path: str | None = None) -> Iterator[bytes]:
-        """Yields the file's bytes in order, one batched read round (READ_ROUND_BYTES) at a time."""
+    def read_into(self, path: str, buffer: bytearray | memoryview, offset: int = 0) -> int:
+        """Fills `buffer` with the file's bytes from `offset`; returns how many (fewer at the end
+        of the file). The bytes land in place: no intermediate copies or joins."""
+        return self.read_inode_into(self.stat(path), buffer, offset, path=path)
+
+    def read_inode_into(self, inode: mpb.Inode, buffer: bytearray | memoryview, offset: int = 0,
+                        replica: int | None = None, path: str | None = None) -> int:
         if inode.type == mpb.DIRECTORY:
             raise IsADirectoryError(21, "is a directory", path)
         if offset < 0:
             raise ValueError(f"negative offset: {offset}")
+        view = memoryview(buffer).cast("B")
+        end = min(inode.length, offset + len(view))
+        if end <= offset:
+            return 0
+        self.read_ranges_into([(inode, offset, end, view[:end - offset])], replica=replica)
+        return end - offset
+
+    def iter_read(self, inode: mpb.Inode, offset: int = 0, length: int | None = None,
+                  replica: int | None = None, path: str | None = None) -> Iterator[bytes]:
+        """Yields the file's bytes in order, one batched read round (READ_ROUND_BYTES) at a time."""
         end = inode.length if length is None else min(inode.length, offset + max(0, length))
         for start in range(offset, end, READ_ROUND_BYTES):
-            yield self.read_ranges([(inode, start, min(end, start + READ_ROUND_BYTES))], replica=replica)[0]
+            buffer = bytearray(min(end, start + READ_ROUND_BYTES) - start)
+            self.read_inode_into(inode, buffer, start, replica=replica, path=path)
+            yield bytes(buffer)
 
     def read_ranges(self, items: list[tuple[mpb.Inode, int, int]], holes: set[int] | None = None,
                     replica: int | None = None) -> list[bytes]:
@@ -129,35 +149,42 @@ class ChainClient:
 
         Items that met a missing chunk (read as zeros) are added to `holes`.
         """
-        parts: list[list[bytes]] = [[] for _ in items]
+        buffers = [bytearray(max(0, end - start)) for _, start, end in items]
+        self.read_ranges_into([(inode, start, end, memoryview(buf)) for (inode, start, end), buf
+                               in zip(items, buffers)], holes, replica)
+        return [bytes(b) for b in buffers]
+
+    def read_ranges_into(self, items: list[tuple[mpb.Inode, int, int, memoryview]],
+                         holes: set[int] | None = None, replica: int | None = None) -> None:
+        """Like `read_ranges`, each item's bytes landing in its own view (end - start bytes)."""
         specs: list[ReadSpec] = []
+        views: list[memoryview] = []
         owners: list[int] = []
         size = 0
 
         def flush() -> None:
             nonlocal size
             missing: set[int] = set()
-            for k, data in zip(owners, self.storage.read(specs, missing)):
-                parts[k].append(data)
+            self.storage.read_into(specs, views, missing)
             if holes is not None:
                 holes.update(owners[i] for i in missing)
             specs.clear()
+            views.clear()
             owners.clear()
             size = 0
 
-        for k, (inode, start, end) in enumerate(items):
-            if end <= start:
-                continue
-            for r in chunk_ranges(start, end - start, inode.layout.chunk_size):
+        for k, (inode, start, end, view) in enumerate(items):
+            for r in chunk_ranges(start, end - start, inode.layout.chunk_size) if end > start else ():
                 specs.append(ReadSpec(chain_of(inode.layout, r.index), inode.id, r.index, r.offset, r.length,
                                       replica))
+                at = r.index * inode.layout.chunk_size + r.offset - start
+                views.append(view[at:at + r.length])
                 owners.append(k)
                 size += r.length
                 if size >= READ_ROUND_BYTES:
                     flush()
         if specs:
             flush()
-        return [b"".join(p) for p in parts]
 
     # ---- inspection ----
 

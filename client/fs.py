@@ -26,12 +26,15 @@ from fsspec.implementations.local import trailing_sep
 from glob import has_magic
 
 from chainfs.common import config
+from chainfs.common.addresses import split_address
+from chainfs.common.paths import checked_path
 from chainfs.proto import meta_pb2 as mpb
 
 from chainfs.client.chainclient import ChainClient
 from chainfs.client.fs_file import ChainFile
-from chainfs.client.fs_support import (ADDRESS_ENV, PROTOCOL, clean_path, init_gevent_if_patched, join,
-                                       shared_client, split_address, to_datetime, to_info, to_inode)
+from chainfs.client.fs_support import (ADDRESS_ENV, PROTOCOL, init_gevent_if_patched, join, shared_client,
+                                       to_datetime, to_info, to_inode)
+from chainfs.client.storage_client import LazyPool
 from chainfs.client.url import parse_url
 
 log = logging.getLogger(__name__)
@@ -48,7 +51,8 @@ class ChainFileSystem(AbstractFileSystem):
     def __init__(self, host: str | None = None, port: int | str | None = None, address: str | None = None,
                  retry_deadline: float = 30.0, block_size: int | None = None,
                  lease_renew_s: float = config.WRITE_SESSION_LEASE / 3, list_page_size: int = 0,
-                 meta_timeout: float = config.META_RPC_TIMEOUT, **kwargs: Any) -> None:
+                 meta_timeout: float = config.META_RPC_TIMEOUT, short_circuit: bool = True,
+                 **kwargs: Any) -> None:
         kwargs.setdefault("use_listings_cache", False)  # fresh listings: other clients write too
         super().__init__(**kwargs)
         init_gevent_if_patched()
@@ -57,6 +61,7 @@ class ChainFileSystem(AbstractFileSystem):
         self.meta_timeout = float(meta_timeout)  # each metadata call's deadline (retries within retry_deadline)
         self.lease_renew_s = float(lease_renew_s)
         self.list_page_size = int(list_page_size)  # 0: the server's page size
+        self.short_circuit = bool(short_circuit)   # read local replicas' chunk files directly
         if block_size:
             self.blocksize = int(block_size)
 
@@ -65,7 +70,7 @@ class ChainFileSystem(AbstractFileSystem):
     @property
     def client(self) -> ChainClient:
         """The process-wide client of this cluster (created on first use, rebuilt after fork)."""
-        return shared_client(self.address, self.retry_deadline, self.meta_timeout)
+        return shared_client(self.address, self.retry_deadline, self.meta_timeout, self.short_circuit)
 
     @property
     def fsid(self) -> str:
@@ -79,7 +84,7 @@ class ChainFileSystem(AbstractFileSystem):
         prefix = f"{PROTOCOL}://"
         if path.startswith(prefix):
             path = "/" + path[len(prefix):].partition("/")[2]  # drop HOST:PORT
-        return clean_path(path)
+        return checked_path(path)
 
     @staticmethod
     def _get_kwargs_from_urls(path: str) -> dict[str, Any]:
@@ -249,7 +254,7 @@ class ChainFileSystem(AbstractFileSystem):
         if info["type"] == "directory":
             raise IsADirectoryError(21, "is a directory", path)
         lo, hi = _resolve_range(start, end, info["size"])
-        return self._read_inode_range(to_inode(info), lo, hi)
+        return self.client.read_ranges([(to_inode(info), lo, hi)])[0]
 
     def cat_ranges(self, paths: list[str], starts: Any, ends: Any, max_gap: int | None = None,
                    on_error: str = "return", **kwargs: Any) -> list:
@@ -279,7 +284,7 @@ class ChainFileSystem(AbstractFileSystem):
                 continue
             lo, hi = _resolve_range(s, e, info["size"])
             wanted.append((k, to_inode(info), lo, hi))
-        for (k, *_), data in zip(wanted, self._read_many([w[1:] for w in wanted])):
+        for (k, *_), data in zip(wanted, self.client.read_ranges([w[1:] for w in wanted])):
             out[k] = data
         return out
 
@@ -318,15 +323,6 @@ class ChainFileSystem(AbstractFileSystem):
             return self.info(path)
         except OSError as exc:
             return exc
-
-    def _inode_of(self, info: dict[str, Any]) -> mpb.Inode:
-        return to_inode(info)
-
-    def _read_inode_range(self, inode: mpb.Inode, start: int, end: int) -> bytes:
-        return self._read_many([(inode, start, end)])[0]
-
-    def _read_many(self, items: list[tuple[mpb.Inode, int, int]], holes: set[int] | None = None) -> list[bytes]:
-        return self.client.read_ranges(items, holes)
 
     # ---- writing ----
 

@@ -22,6 +22,7 @@ from fsspec.spec import AbstractBufferedFile
 from chainfs.common.config import MiB
 from chainfs.proto import meta_pb2 as mpb
 
+from chainfs.client.fs_support import to_inode
 from chainfs.client.storage_client import LazyPool
 from chainfs.client.writer import ChunkWriter
 
@@ -133,7 +134,7 @@ class ChainFile(AbstractBufferedFile):
                 from fsspec.caching import caches
                 self.cache = caches[cache_type](self.blocksize, self._fetch_range, self.size,
                                                 **(cache_options or {}))
-            self._inode = fs._inode_of(self.details)
+            self._inode = to_inode(self.details)
         else:
             # Open the session now: `xb` must fail at open, and the path is claimed from here on.
             try:
@@ -149,10 +150,27 @@ class ChainFile(AbstractBufferedFile):
 
     def _fetch_range(self, start: int, end: int) -> bytes:
         holes: set[int] = set()
-        data = self.fs._read_many([(self._inode, start, end)], holes)[0]
+        data = self.fs.client.read_ranges([(self._inode, start, end)], holes)[0]
         if holes:
             self._check_inode_still_linked()
         return data
+
+    def readinto(self, b: Any) -> int:
+        """Large reads land straight in the caller's buffer (no read-ahead copy); small ones use
+        the read-ahead window."""
+        view = memoryview(b).cast("B")
+        if self.mode != "rb" or len(view) < self.blocksize:
+            return super().readinto(b)
+        end = min(self.size, self.loc + len(view))
+        if end <= self.loc:
+            return 0
+        holes: set[int] = set()
+        self.fs.client.read_ranges_into([(self._inode, self.loc, end, view[:end - self.loc])], holes)
+        if holes:
+            self._check_inode_still_linked()
+        n = end - self.loc
+        self.loc = end
+        return n
 
     def _check_inode_still_linked(self) -> None:
         """A missing chunk is a sparse range, unless the file was removed or replaced after we

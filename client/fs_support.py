@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 PROTOCOL = "chainfs"
 
 _lock = threading.Lock()
-_clients: dict[tuple[str, float], ChainClient] = {}
+_clients: dict[tuple[str, float, bool], ChainClient] = {}
 _clients_pid = os.getpid()
 _gevent_ready = False
 
@@ -57,33 +57,20 @@ def init_gevent_if_patched() -> bool:
     return True
 
 
-def shared_client(address: str, retry_deadline: float,
-                  meta_timeout: float = config.META_RPC_TIMEOUT) -> ChainClient:
+def shared_client(address: str, retry_deadline: float, meta_timeout: float = config.META_RPC_TIMEOUT,
+                  short_circuit: bool = True) -> ChainClient:
     """The process-wide client of one cluster: shared by every instance and greenlet."""
     global _clients, _clients_pid
     with _lock:
         if _clients_pid != os.getpid():  # a forked child must not reuse its parent's objects
             _clients, _clients_pid = {}, os.getpid()
-        key = (address, retry_deadline, meta_timeout)
+        key = (address, retry_deadline, meta_timeout, short_circuit)
         client = _clients.get(key)
         if client is None:
-            client = ChainClient(address, meta_timeout=meta_timeout, retry_deadline=retry_deadline)
+            client = ChainClient(address, meta_timeout=meta_timeout, retry_deadline=retry_deadline,
+                                 short_circuit=short_circuit)
             _clients[key] = client
         return client
-
-
-def split_address(text: str) -> tuple[str, int]:
-    """'HOST:PORT' (or '[v6]:PORT') -> (host, port); ValueError naming what is wrong."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    return host, int(port)
-
-
-def clean_path(path: str) -> str:
-    """A filesystem path in fsspec form: absolute, single slashes, no trailing slash."""
-    parts = [p for p in str(path).split("/") if p not in ("", ".")]
-    return "/" + "/".join(parts)
 
 
 def join(parent: str, name: str) -> str:

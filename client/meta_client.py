@@ -287,8 +287,13 @@ class RoutingCache:
             raise ChainfsError(Reason.STALE_ROUTING, f"chain {chain_id} is not in the routing table")
         return chain
 
-    def node_address(self, node_id: int) -> str:
+    def node(self, node_id: int) -> pb.NodeInfo:
+        if self._table is None:
+            self.refresh()
         node = self._nodes.get(node_id)
         if node is None:
             raise ChainfsError(Reason.STALE_ROUTING, f"node {node_id} is not in the routing table")
-        return node.address
+        return node
+
+    def node_address(self, node_id: int) -> str:
+        return self.node(node_id).address

@@ -1,7 +1,10 @@
 """The storage RPC layer: chunk writes to chain heads and batched reads from replicas.
 
-Retryable statuses (stale routing, pending versions, targets not serving, peers down) refresh the
-routing table and try again within a deadline; every read is checked against its CRC32C.
+Placement, retries and checks live here; the bytes travel over the lean data path
+(`client/data_path.py`), or gRPC for nodes that publish no data address. Retryable statuses (stale
+routing, pending versions, targets not serving, peers down) refresh the routing table and try
+again within a deadline; a replica-local failure (bad checksum, I/O error) moves the read to
+another replica; every read is checked against its CRC32C.
 """
 
 from __future__ import annotations
@@ -21,18 +24,21 @@ import grpc
 from chainfs.common import config
 from chainfs.common.checksum import crc32c
 from chainfs.common.errors import ChainfsError, Reason, is_retryable, make_exception, reason_of
+from chainfs.common.dataconn import local_host_id
 from chainfs.common.rpc import ChannelPool
 from chainfs.common.streams import write_requests
 from chainfs.proto import meta_pb2 as mpb
 from chainfs.proto import storage_pb2 as spb
 from chainfs.proto import storage_pb2_grpc as spb_grpc
 
+from chainfs.client import data_path
 from chainfs.client.meta_client import RoutingCache
 from chainfs.client.retry import Backoff, failure_reason
 
 log = logging.getLogger(__name__)
 
 CHANNELS = ChannelPool()
+HOST_ID = local_host_id()
 
 _ITEM_REASON = {
     spb.PENDING: Reason.PENDING,
@@ -99,8 +105,9 @@ def head_of(chain: mpb.ChainInfo) -> mpb.TargetInfo:
 
 class StorageClient:
     def __init__(self, routing: RoutingCache, retry_deadline: float = 60.0,
-                 timeout: float = config.STORAGE_RPC_TIMEOUT) -> None:
+                 timeout: float = config.STORAGE_RPC_TIMEOUT, short_circuit: bool = True) -> None:
         self.routing = routing
+        self.short_circuit = short_circuit
         self.retry_deadline = retry_deadline
         self.timeout = timeout
         self._client_id = ""
@@ -132,6 +139,9 @@ class StorageClient:
                     chunk=spb.ChunkId(inode=inode, index=index), offset=offset, length=len(data),
                     replace=replace, data_crc=data_crc, chunk_size=chunk_size, request_id=request_id,
                 )
+                node = self.routing.node(head.node_id)
+                if node.data_address:
+                    return data_path.write_chunk(node.data_address, header, data, self.timeout).meta
                 reply = self._stub(head.node_id).Write(write_requests(header, data), timeout=self.timeout)
                 return reply.meta
             except (grpc.RpcError, ChainfsError) as exc:
@@ -142,40 +152,46 @@ class StorageClient:
 
     # ---- reads ----
 
-    def read(self, specs: list[ReadSpec], holes: set[int] | None = None) -> list[bytes]:
-        """Reads many chunk ranges, batched per storage node; holes read as zeros.
+    def read(self, specs: list[ReadSpec], holes: set[int] | None = None) -> list[bytearray]:
+        """Reads many chunk ranges into new buffers (see `read_into`)."""
+        buffers = [bytearray(s.length) for s in specs]
+        self.read_into(specs, [memoryview(b) for b in buffers], holes)
+        return buffers
+
+    def read_into(self, specs: list[ReadSpec], views: list[memoryview], holes: set[int] | None = None) -> None:
+        """Reads many chunk ranges straight into `views` (one per spec, spec.length bytes each),
+        batched per storage node; holes read as zeros.
 
         The positions of specs whose chunk does not exist are added to `holes`, so a caller that
         holds an inode across time can tell a sparse range from chunks collected under it.
         """
-        results: list[bytes | None] = [None] * len(specs)
         todo = {i: _Pending(s) for i, s in enumerate(specs)}
         backoff = Backoff(self.retry_deadline)
         last_error: Exception | None = None
         while todo:
-            by_node: dict[int, list[tuple[int, spb.ReadItem]]] = defaultdict(list)
+            by_node: dict[int, list[tuple[int, spb.ReadItem, memoryview]]] = defaultdict(list)
             try:
                 for i, pending in todo.items():
                     node_id, item = self._place(pending)
-                    by_node[node_id].append((i, item))
+                    by_node[node_id].append((i, item, views[i]))
             except ChainfsError as exc:
                 last_error = exc
                 by_node.clear()
             failed: dict[int, Reason] = {}
             if by_node:
+                batches = list(by_node.items())
                 pool = EXECUTOR.get()
-                futures = [pool.submit(self._read_node, n, batch) for n, batch in by_node.items()]
-                for fut in futures:
-                    done, errors, missing = fut.result()
+                futures = [pool.submit(self._read_node, n, batch) for n, batch in batches[1:]]
+                outcomes = [self._read_node(*batches[0])] + [fut.result() for fut in futures]
+                for done, errors, missing in outcomes:
                     if holes is not None:
                         holes.update(missing)
-                    for i, data in done.items():
-                        results[i] = data
+                    for i in done:
                         todo.pop(i)
                     failed.update(errors)
             for i, reason in failed.items():
                 if not is_retryable(reason):
-                    if reason == Reason.CHECKSUM_MISMATCH and self._other_replica(todo[i]):
+                    if reason in _REPLICA_FAULTS and self._other_replica(todo[i]):
                         continue
                     s = todo[i].spec
                     raise make_exception(reason, f"read of chunk {s.inode}:{s.index} on chain {s.chain_id}")
@@ -188,10 +204,9 @@ class StorageClient:
                     reason = last_error.reason if isinstance(last_error, ChainfsError) else Reason.TIMEOUT
                     raise make_exception(reason, f"read of chunk {s.inode}:{s.index} gave up after retries")
                 self._refresh_quietly()
-        return [r if r is not None else b"" for r in results]
 
     def _other_replica(self, pending: _Pending) -> bool:
-        """After a checksum mismatch, moves the read to a replica not yet tried."""
+        """After a replica-local failure, moves the read to a replica not yet tried."""
         chain = self.routing.chain(pending.spec.chain_id)
         untried = [t for t in serving_targets(chain) if t.target_id not in pending.tried]
         if not untried or pending.spec.replica is not None:
@@ -210,45 +225,92 @@ class StorageClient:
             if not serving:
                 raise ChainfsError(Reason.NOT_SERVING, f"chain {s.chain_id} has no serving target")
             fresh = [t for t in serving if t.target_id not in pending.tried] or serving
-            target = fresh[-1] if pending.prefer_tail else fresh[s.index % len(fresh)]
+            target = fresh[-1] if pending.prefer_tail else self._preferred(fresh, s.index)
         pending.tried.add(target.target_id)
         item = spb.ReadItem(chain_id=s.chain_id, chain_version=chain.version,
                             chunk=spb.ChunkId(inode=s.inode, index=s.index), offset=s.offset, length=s.length)
         return target.node_id, item
 
-    def _read_node(self, node_id: int, batch: list[tuple[int, spb.ReadItem]]
-                   ) -> tuple[dict[int, bytes], dict[int, Reason], set[int]]:
-        done: dict[int, bytes] = {}
+    def _preferred(self, serving: list[mpb.TargetInfo], index: int) -> mpb.TargetInfo:
+        """A replica on this machine when there is one (short-circuit), else spread by chunk index."""
+        if self.short_circuit:
+            local = [t for t in serving if self._is_local(self.routing.node(t.node_id))]
+            if local:
+                return local[index % len(local)]
+        return serving[index % len(serving)]
+
+    def _is_local(self, node: mpb.NodeInfo) -> bool:
+        return bool(self.short_circuit and node.local_socket and node.host_id == HOST_ID)
+
+    def _read_node(self, node_id: int, batch: list[tuple[int, spb.ReadItem, memoryview]]
+                   ) -> tuple[set[int], dict[int, Reason], set[int]]:
+        done: set[int] = set()
         errors: dict[int, Reason] = {}
         missing: set[int] = set()
         try:
-            stub = self._stub(node_id)
-            replies = stub.Read(spb.ReadRequest(items=[item for _, item in batch]), timeout=self.timeout)
-            for pos, header, data in _collect_items(replies):
-                i, item = batch[pos]
-                if header.status == spb.OK:
-                    if crc32c(data) != header.data_crc or len(data) != header.length:
-                        errors[i] = Reason.CHECKSUM_MISMATCH
-                        continue
-                    covers_chunk = item.offset == 0 and len(data) == header.meta.length
-                    if covers_chunk and header.data_crc != header.meta.crc:
-                        errors[i] = Reason.CHECKSUM_MISMATCH
-                        continue
-                    done[i] = _pad(data, item)
-                elif header.status == spb.CHUNK_NOT_FOUND:
-                    done[i] = bytes(item.length)
-                    missing.add(i)
-                else:
-                    errors[i] = _ITEM_REASON.get(header.status, Reason.IO_ERROR)
+            node = self.routing.node(node_id)
+            if self._is_local(node):
+                batch = self._read_local(node, batch, done, missing)
+            if batch:
+                for pos, header in self._fetch(node, batch):
+                    i, item, view = batch[pos]
+                    reason = _check_item(header, item, view)
+                    if reason is None:
+                        done.add(i)
+                        if header.status == spb.CHUNK_NOT_FOUND:
+                            missing.add(i)
+                    else:
+                        errors[i] = reason
         except (grpc.RpcError, ChainfsError) as exc:
-            reason = failure_reason(exc)
-            for i, _ in batch:
+            reason = failure_reason(exc) or Reason.UNAVAILABLE
+            for i, _, _ in batch:
                 if i not in done:
                     errors[i] = reason
-        for i, _ in batch:
+        for i, _, _ in batch:
             if i not in done and i not in errors:
                 errors[i] = Reason.UNAVAILABLE  # the stream ended early
         return done, errors, missing
+
+    def _fetch(self, node: mpb.NodeInfo, batch: list[tuple[int, spb.ReadItem, memoryview]]
+               ) -> Iterator[tuple[int, spb.ReadItemHeader]]:
+        items = [item for _, item, _ in batch]
+        views = [view for _, _, view in batch]
+        if node.data_address:
+            return data_path.read_items(node.data_address, items, views, self.timeout)
+        replies = self._stub(node.node_id).Read(spb.ReadRequest(items=items), timeout=self.timeout)
+        return _receive_stream(replies, views)
+
+    def _read_local(self, node: mpb.NodeInfo, batch: list[tuple[int, spb.ReadItem, memoryview]],
+                    done: set[int], missing: set[int]) -> list[tuple[int, spb.ReadItem, memoryview]]:
+        """Short-circuit reads of a batch; returns what must still go over the network (any doubt)."""
+        network: list[tuple[int, spb.ReadItem, memoryview]] = []
+        for at in range(0, len(batch), data_path.MAX_LOCAL_ITEMS):
+            part = batch[at:at + data_path.MAX_LOCAL_ITEMS]
+            try:
+                headers, fds = data_path.open_local(node.local_socket, [item for _, item, _ in part], self.timeout)
+            except (OSError, ChainfsError) as exc:
+                log.debug("short-circuit open at %s failed (%s); reading over the network", node.local_socket, exc)
+                network.extend(part)
+                continue
+            fd_of = iter(fds)
+            for (i, item, view), header in zip(part, headers):
+                if header.status == spb.OK:
+                    fd = next(fd_of)
+                    try:
+                        ok = data_path.read_local_item(fd, header, item, view)
+                    finally:
+                        os.close(fd)
+                    if ok:
+                        _zero(view, header.length)
+                        done.add(i)
+                        continue
+                elif header.status == spb.CHUNK_NOT_FOUND:
+                    _zero(view, 0)
+                    done.add(i)
+                    missing.add(i)
+                    continue
+                network.append((i, item, view))
+        return network
 
     # ---- inspection (fsck, tests) ----
 
@@ -274,25 +336,54 @@ class StorageClient:
             log.debug("routing refresh failed: %s", exc)
 
 
-def _pad(data: bytes, item: spb.ReadItem) -> bytes:
-    """A chunk shorter than the file says (a sparse tail) reads as zeros up to the asked length."""
-    if len(data) >= item.length:
-        return data
-    return data + bytes(item.length - len(data))
+# A replica-local failure: another replica of the chain may well hold good bytes.
+_REPLICA_FAULTS = {Reason.CHECKSUM_MISMATCH, Reason.IO_ERROR}
 
 
-def _collect_items(replies: Iterator[spb.ReadReply]) -> Iterator[tuple[int, spb.ReadItemHeader, bytes]]:
+def _zero(view: memoryview, start: int) -> None:
+    """A chunk shorter than asked (a sparse tail, or a hole) reads as zeros."""
+    if start < len(view):
+        view[start:] = bytes(len(view) - start)
+
+
+def _check_item(header: spb.ReadItemHeader, item: spb.ReadItem, view: memoryview) -> Reason | None:
+    """Verifies an item whose bytes are in `view`: None when good (zeros filled), else the reason."""
+    if header.status == spb.CHUNK_NOT_FOUND:
+        _zero(view, 0)
+        return None
+    if header.status != spb.OK:
+        return _ITEM_REASON.get(header.status, Reason.IO_ERROR)
+    data = view[:header.length]
+    if len(data) != header.length or crc32c(data) != header.data_crc:
+        return Reason.CHECKSUM_MISMATCH
+    if item.offset == 0 and header.length == header.meta.length and header.data_crc != header.meta.crc:
+        return Reason.CHECKSUM_MISMATCH
+    _zero(view, header.length)
+    return None
+
+
+def _receive_stream(replies: Iterator[spb.ReadReply], views: list[memoryview]
+                    ) -> Iterator[tuple[int, spb.ReadItemHeader]]:
+    """The gRPC Read stream, its data copied into the views (nodes without a data address)."""
     header: spb.ReadItemHeader | None = None
-    parts: list[bytes] = []
+    got = 0
     for reply in replies:
         if reply.HasField("header"):
             if header is not None:
-                yield header.item, header, b"".join(parts)
-            header, parts = reply.header, []
-        else:
-            parts.append(reply.data)
+                yield header.item, header
+            header, got = reply.header, 0
+            if header.item >= len(views):
+                raise ChainfsError(Reason.INTERNAL, f"reply for item {header.item} of {len(views)}")
+        elif header is not None:
+            view = views[header.item]
+            n = len(reply.data)
+            if got + n > len(view):
+                header.status = spb.CHECKSUM_MISMATCH
+            else:
+                view[got:got + n] = reply.data
+            got += n
     if header is not None:
-        yield header.item, header, b"".join(parts)
+        yield header.item, header
 
 
 def _as_error(exc: BaseException, what: str) -> Exception:

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63hainfs/proto/storage.proto\x12\x07\x63hainfs\"\'\n\x07\x43hunkId\x12\r\n\x05inode\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\r\"\xe8\x01\n\x0bWriteHeader\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\r\x12\x15\n\rchain_version\x18\x02 \x01(\x04\x12\x1f\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x10.chainfs.ChunkId\x12\x0e\n\x06offset\x18\x04 \x01(\r\x12\x0e\n\x06length\x18\x05 \x01(\r\x12\x0f\n\x07replace\x18\x06 \x01(\x08\x12\x10\n\x08\x64\x61ta_crc\x18\x07 \x01(\r\x12\x12\n\nchunk_size\x18\x08 \x01(\r\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x0f\n\x07version\x18\n \x01(\x04\x12\x13\n\x0b\x66rom_target\x18\x0b \x01(\r\"N\n\x0cWriteRequest\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x14.chainfs.WriteHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04\x62ody\"\x8a\x01\n\tChunkMeta\x12\x1f\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x10.chainfs.ChunkId\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x17\n\x0fpending_version\x18\x03 \x01(\x04\x12\x15\n\rchain_version\x18\x04 \x01(\x04\x12\x0e\n\x06length\x18\x05 \x01(\r\x12\x0b\n\x03\x63rc\x18\x06 \x01(\r\"H\n\x0bStoredChunk\x12 \n\x04meta\x18\x01 \x01(\x0b\x32\x12.chainfs.ChunkMeta\x12\x17\n\x0frecent_requests\x18\x02 \x03(\t\"A\n\nWriteReply\x12 \n\x04meta\x18\x01 \x01(\x0b\x32\x12.chainfs.ChunkMeta\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"t\n\x08ReadItem\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\r\x12\x15\n\rchain_version\x18\x02 \x01(\x04\x12\x1f\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x10.chainfs.ChunkId\x12\x0e\n\x06offset\x18\x04 \x01(\r\x12\x0e\n\x06length\x18\x05 \x01(\r\"/\n\x0bReadRequest\x12 \n\x05items\x18\x01 \x03(\x0b\x32\x11.chainfs.ReadItem\"\x98\x01\n\x0eReadItemHeader\x12\x0c\n\x04item\x18\x01 \x01(\r\x12#\n\x06status\x18\x02 \x01(\x0e\x32\x13.chainfs.ItemStatus\x12 \n\x04meta\x18\x03 \x01(\x0b\x32\x12.chainfs.ChunkMeta\x12\x0e\n\x06length\x18\x04 \x01(\r\x12\x10\n\x08\x64\x61ta_crc\x18\x05 \x01(\r\x12\x0f\n\x07message\x18\x06 \x01(\t\"N\n\tReadReply\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.chainfs.ReadItemHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04\x62ody\"i\n\x10\x43hunkListRequest\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\r\x12\r\n\x05inode\x18\x02 \x01(\x04\x12%\n\x0bstart_after\x18\x03 \x01(\x0b\x32\x10.chainfs.ChunkId\x12\r\n\x05limit\x18\x04 \x01(\r\"B\n\x0e\x43hunkListReply\x12\"\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x12.chainfs.ChunkMeta\x12\x0c\n\x04more\x18\x02 \x01(\x08\"\x8a\x01\n\x13RemoveChunksRequest\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\r\x12\x15\n\rchain_version\x18\x02 \x01(\x04\x12\r\n\x05inode\x18\x03 \x01(\x04\x12\x12\n\nfrom_index\x18\x04 \x01(\r\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x13\n\x0b\x66rom_target\x18\x06 \x01(\r\"$\n\x11RemoveChunksReply\x12\x0f\n\x07removed\x18\x01 \x01(\r\"{\n\x0bSyncRequest\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\r\x12\x15\n\rchain_version\x18\x02 \x01(\x04\x12\x13\n\x0b\x66rom_target\x18\x03 \x01(\r\x12 \n\x06remove\x18\x04 \x03(\x0b\x32\x10.chainfs.ChunkId\x12\x0c\n\x04\x64one\x18\x05 \x01(\x08\"\x1c\n\tSyncReply\x12\x0f\n\x07removed\x18\x01 \x01(\r\",\n\tDataError\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"8\n\x0eLocalOpenReply\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.chainfs.ReadItemHeader*\x8c\x01\n\nItemStatus\x12\x06\n\x02OK\x10\x00\x12\x13\n\x0f\x43HUNK_NOT_FOUND\x10\x01\x12\x0b\n\x07PENDING\x10\x02\x12\x11\n\rSTALE_ROUTING\x10\x03\x12\x0f\n\x0bNOT_SERVING\x10\x04\x12\x0b\n\x07INVALID\x10\x05\x12\x0c\n\x08IO_ERROR\x10\x06\x12\x15\n\x11\x43HECKSUM_MISMATCH\x10\x07\x32\xb2\x02\n\x07Storage\x12\x35\n\x05Write\x12\x15.chainfs.WriteRequest\x1a\x13.chainfs.WriteReply(\x01\x12\x32\n\x04Read\x12\x14.chainfs.ReadRequest\x1a\x12.chainfs.ReadReply0\x01\x12@\n\nListChunks\x12\x19.chainfs.ChunkListRequest\x1a\x17.chainfs.ChunkListReply\x12H\n\x0cRemoveChunks\x12\x1c.chainfs.RemoveChunksRequest\x1a\x1a.chainfs.RemoveChunksReply\x12\x30\n\x04Sync\x12\x14.chainfs.SyncRequest\x1a\x12.chainfs.SyncReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63hainfs/proto/storage.proto\x12\x07\x63hainfs\"\'\n\x07\x43hunkId\x12\r\n\x05inode\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\r\"\xe8\x01\n\x0bWriteHeader\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\r\x12\x15\n\rchain_version\x18\x02 \x01(\x04\x12\x1f\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x10.chainfs.ChunkId\x12\x0e\n\x06offset\x18\x04 \x01(\r\x12\x0e\n\x06length\x18\x05 \x01(\r\x12\x0f\n\x07replace\x18\x06 \x01(\x08\x12\x10\n\x08\x64\x61ta_crc\x18\x07 \x01(\r\x12\x12\n\nchunk_size\x18\x08 \x01(\r\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x0f\n\x07version\x18\n \x01(\x04\x12\x13\n\x0b\x66rom_target\x18\x0b \x01(\r\"N\n\x0cWriteRequest\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x14.chainfs.WriteHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04\x62ody\"\x9e\x01\n\tChunkMeta\x12\x1f\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x10.chainfs.ChunkId\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x17\n\x0fpending_version\x18\x03 \x01(\x04\x12\x15\n\rchain_version\x18\x04 \x01(\x04\x12\x0e\n\x06length\x18\x05 \x01(\r\x12\x0b\n\x03\x63rc\x18\x06 \x01(\r\x12\x12\n\nblock_crcs\x18\x07 \x03(\r\"d\n\x0bStoredChunk\x12 \n\x04meta\x18\x01 \x01(\x0b\x32\x12.chainfs.ChunkMeta\x12\x17\n\x0frecent_requests\x18\x02 \x03(\t\x12\x1a\n\x12pending_block_crcs\x18\x03 \x03(\r\"A\n\nWriteReply\x12 \n\x04meta\x18\x01 \x01(\x0b\x32\x12.chainfs.ChunkMeta\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"t\n\x08ReadItem\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\r\x12\x15\n\rchain_version\x18\x02 \x01(\x04\x12\x1f\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x10.chainfs.ChunkId\x12\x0e\n\x06offset\x18\x04 \x01(\r\x12\x0e\n\x06length\x18\x05 \x01(\r\"/\n\x0bReadRequest\x12 \n\x05items\x18\x01 \x03(\x0b\x32\x11.chainfs.ReadItem\"\x98\x01\n\x0eReadItemHeader\x12\x0c\n\x04item\x18\x01 \x01(\r\x12#\n\x06status\x18\x02 \x01(\x0e\x32\x13.chainfs.ItemStatus\x12 \n\x04meta\x18\x03 \x01(\x0b\x32\x12.chainfs.ChunkMeta\x12\x0e\n\x06length\x18\x04 \x01(\r\x12\x10\n\x08\x64\x61ta_crc\x18\x05 \x01(\r\x12\x0f\n\x07message\x18\x06 \x01(\t\"N\n\tReadReply\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.chainfs.ReadItemHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04\x62ody\"i\n\x10\x43hunkListRequest\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\r\x12\r\n\x05inode\x18\x02 \x01(\x04\x12%\n\x0bstart_after\x18\x03 \x01(\x0b\x32\x10.chainfs.ChunkId\x12\r\n\x05limit\x18\x04 \x01(\r\"B\n\x0e\x43hunkListReply\x12\"\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x12.chainfs.ChunkMeta\x12\x0c\n\x04more\x18\x02 \x01(\x08\"\x8a\x01\n\x13RemoveChunksRequest\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\r\x12\x15\n\rchain_version\x18\x02 \x01(\x04\x12\r\n\x05inode\x18\x03 \x01(\x04\x12\x12\n\nfrom_index\x18\x04 \x01(\r\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x13\n\x0b\x66rom_target\x18\x06 \x01(\r\"$\n\x11RemoveChunksReply\x12\x0f\n\x07removed\x18\x01 \x01(\r\"{\n\x0bSyncRequest\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\r\x12\x15\n\rchain_version\x18\x02 \x01(\x04\x12\x13\n\x0b\x66rom_target\x18\x03 \x01(\r\x12 \n\x06remove\x18\x04 \x03(\x0b\x32\x10.chainfs.ChunkId\x12\x0c\n\x04\x64one\x18\x05 \x01(\x08\"\x1c\n\tSyncReply\x12\x0f\n\x07removed\x18\x01 \x01(\r\",\n\tDataError\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"8\n\x0eLocalOpenReply\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.chainfs.ReadItemHeader*\x8c\x01\n\nItemStatus\x12\x06\n\x02OK\x10\x00\x12\x13\n\x0f\x43HUNK_NOT_FOUND\x10\x01\x12\x0b\n\x07PENDING\x10\x02\x12\x11\n\rSTALE_ROUTING\x10\x03\x12\x0f\n\x0bNOT_SERVING\x10\x04\x12\x0b\n\x07INVALID\x10\x05\x12\x0c\n\x08IO_ERROR\x10\x06\x12\x15\n\x11\x43HECKSUM_MISMATCH\x10\x07\x32\xb2\x02\n\x07Storage\x12\x35\n\x05Write\x12\x15.chainfs.WriteRequest\x1a\x13.chainfs.WriteReply(\x01\x12\x32\n\x04Read\x12\x14.chainfs.ReadRequest\x1a\x12.chainfs.ReadReply0\x01\x12@\n\nListChunks\x12\x19.chainfs.ChunkListRequest\x1a\x17.chainfs.ChunkListReply\x12H\n\x0cRemoveChunks\x12\x1c.chainfs.RemoveChunksRequest\x1a\x1a.chainfs.RemoveChunksReply\x12\x30\n\x04Sync\x12\x14.chainfs.SyncRequest\x1a\x12.chainfs.SyncReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'chainfs.proto.storage_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ITEMSTATUS']._serialized_start=1694
-  _globals['_ITEMSTATUS']._serialized_end=1834
+  _globals['_ITEMSTATUS']._serialized_start=1742
+  _globals['_ITEMSTATUS']._serialized_end=1882
   _globals['_CHUNKID']._serialized_start=40
   _globals['_CHUNKID']._serialized_end=79
   _globals['_WRITEHEADER']._serialized_start=82
@@ -40,35 +40,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WRITEREQUEST']._serialized_start=316
   _globals['_WRITEREQUEST']._serialized_end=394
   _globals['_CHUNKMETA']._serialized_start=397
-  _globals['_CHUNKMETA']._serialized_end=535
-  _globals['_STOREDCHUNK']._serialized_start=537
-  _globals['_STOREDCHUNK']._serialized_end=609
-  _globals['_WRITEREPLY']._serialized_start=611
-  _globals['_WRITEREPLY']._serialized_end=676
-  _globals['_READITEM']._serialized_start=678
-  _globals['_READITEM']._serialized_end=794
-  _globals['_READREQUEST']._serialized_start=796
-  _globals['_READREQUEST']._serialized_end=843
-  _globals['_READITEMHEADER']._serialized_start=846
-  _globals['_READITEMHEADER']._serialized_end=998
-  _globals['_READREPLY']._serialized_start=1000
-  _globals['_READREPLY']._serialized_end=1078
-  _globals['_CHUNKLISTREQUEST']._serialized_start=1080
-  _globals['_CHUNKLISTREQUEST']._serialized_end=1185
-  _globals['_CHUNKLISTREPLY']._serialized_start=1187
-  _globals['_CHUNKLISTREPLY']._serialized_end=1253
-  _globals['_REMOVECHUNKSREQUEST']._serialized_start=1256
-  _globals['_REMOVECHUNKSREQUEST']._serialized_end=1394
-  _globals['_REMOVECHUNKSREPLY']._serialized_start=1396
-  _globals['_REMOVECHUNKSREPLY']._serialized_end=1432
-  _globals['_SYNCREQUEST']._serialized_start=1434
-  _globals['_SYNCREQUEST']._serialized_end=1557
-  _globals['_SYNCREPLY']._serialized_start=1559
-  _globals['_SYNCREPLY']._serialized_end=1587
-  _globals['_DATAERROR']._serialized_start=1589
-  _globals['_DATAERROR']._serialized_end=1633
-  _globals['_LOCALOPENREPLY']._serialized_start=1635
-  _globals['_LOCALOPENREPLY']._serialized_end=1691
-  _globals['_STORAGE']._serialized_start=1837
-  _globals['_STORAGE']._serialized_end=2143
+  _globals['_CHUNKMETA']._serialized_end=555
+  _globals['_STOREDCHUNK']._serialized_start=557
+  _globals['_STOREDCHUNK']._serialized_end=657
+  _globals['_WRITEREPLY']._serialized_start=659
+  _globals['_WRITEREPLY']._serialized_end=724
+  _globals['_READITEM']._serialized_start=726
+  _globals['_READITEM']._serialized_end=842
+  _globals['_READREQUEST']._serialized_start=844
+  _globals['_READREQUEST']._serialized_end=891
+  _globals['_READITEMHEADER']._serialized_start=894
+  _globals['_READITEMHEADER']._serialized_end=1046
+  _globals['_READREPLY']._serialized_start=1048
+  _globals['_READREPLY']._serialized_end=1126
+  _globals['_CHUNKLISTREQUEST']._serialized_start=1128
+  _globals['_CHUNKLISTREQUEST']._serialized_end=1233
+  _globals['_CHUNKLISTREPLY']._serialized_start=1235
+  _globals['_CHUNKLISTREPLY']._serialized_end=1301
+  _globals['_REMOVECHUNKSREQUEST']._serialized_start=1304
+  _globals['_REMOVECHUNKSREQUEST']._serialized_end=1442
+  _globals['_REMOVECHUNKSREPLY']._serialized_start=1444
+  _globals['_REMOVECHUNKSREPLY']._serialized_end=1480
+  _globals['_SYNCREQUEST']._serialized_start=1482
+  _globals['_SYNCREQUEST']._serialized_end=1605
+  _globals['_SYNCREPLY']._serialized_start=1607
+  _globals['_SYNCREPLY']._serialized_end=1635
+  _globals['_DATAERROR']._serialized_start=1637
+  _globals['_DATAERROR']._serialized_end=1681
+  _globals['_LOCALOPENREPLY']._serialized_start=1683
+  _globals['_LOCALOPENREPLY']._serialized_end=1739
+  _globals['_STORAGE']._serialized_start=1885
+  _globals['_STORAGE']._serialized_end=2191
 # @@protoc_insertion_point(module_scope)

@@ -69,28 +69,32 @@ class WriteRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[WriteHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class ChunkMeta(_message.Message):
-    __slots__ = ("chunk", "version", "pending_version", "chain_version", "length", "crc")
+    __slots__ = ("chunk", "version", "pending_version", "chain_version", "length", "crc", "block_crcs")
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PENDING_VERSION_FIELD_NUMBER: _ClassVar[int]
     CHAIN_VERSION_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     CRC_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_CRCS_FIELD_NUMBER: _ClassVar[int]
     chunk: ChunkId
     version: int
     pending_version: int
     chain_version: int
     length: int
     crc: int
-    def __init__(self, chunk: _Optional[_Union[ChunkId, _Mapping]] = ..., version: _Optional[int] = ..., pending_version: _Optional[int] = ..., chain_version: _Optional[int] = ..., length: _Optional[int] = ..., crc: _Optional[int] = ...) -> None: ...
+    block_crcs: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, chunk: _Optional[_Union[ChunkId, _Mapping]] = ..., version: _Optional[int] = ..., pending_version: _Optional[int] = ..., chain_version: _Optional[int] = ..., length: _Optional[int] = ..., crc: _Optional[int] = ..., block_crcs: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class StoredChunk(_message.Message):
-    __slots__ = ("meta", "recent_requests")
+    __slots__ = ("meta", "recent_requests", "pending_block_crcs")
     META_FIELD_NUMBER: _ClassVar[int]
     RECENT_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_BLOCK_CRCS_FIELD_NUMBER: _ClassVar[int]
     meta: ChunkMeta
     recent_requests: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, meta: _Optional[_Union[ChunkMeta, _Mapping]] = ..., recent_requests: _Optional[_Iterable[str]] = ...) -> None: ...
+    pending_block_crcs: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, meta: _Optional[_Union[ChunkMeta, _Mapping]] = ..., recent_requests: _Optional[_Iterable[str]] = ..., pending_block_crcs: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class WriteReply(_message.Message):
     __slots__ = ("meta", "duplicate")

@@ -31,78 +31,23 @@ import re
 import struct
 import threading
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO
 
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
 from chainfs.common import config
-from chainfs.common.checksum import crc32c
+from chainfs.common.checksum import block_crcs, crc32c
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.proto import storage_pb2
+from chainfs.storageserver.chunk_ids import MAX_INDEX, MAX_VERSION, ChunkKey, chunk_key
 
 log = logging.getLogger(__name__)
 
-MAX_INODE = (1 << 64) - 1
-MAX_INDEX = (1 << 31) - 1
-MAX_VERSION = (1 << 63) - 1
 RECENT_REQUESTS = 32
 _COPY_BYTES = 1 << 20
 _FILE_RE = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{8})\.v([0-9]{1,20})(\.new)?$")
 
 DataSource = bytes | bytearray | memoryview | BinaryIO
-
-
-class ChunkKey(NamedTuple):
-    """A chunk's id: (inode, index). Construct through `chunk_key` to validate."""
-
-    inode: int
-    index: int
-
-    def encode(self) -> bytes:
-        return struct.pack(">QI", self.inode, self.index)
-
-    @classmethod
-    def decode(cls, raw: bytes) -> "ChunkKey":
-        inode, index = struct.unpack(">QI", raw)
-        return cls(inode, index)
-
-    def to_proto(self) -> storage_pb2.ChunkId:
-        return storage_pb2.ChunkId(inode=self.inode, index=self.index)
-
-
-def chunk_key(inode: int, index: int) -> ChunkKey:
-    """Validates a chunk id: inode > 0 (u64), 0 <= index < 2**31."""
-    if not isinstance(inode, int) or not isinstance(index, int):
-        raise ChainfsError(Reason.INVALID_ARGUMENT, "chunk ids must be integers")
-    if not 0 < inode <= MAX_INODE:
-        raise ChainfsError(Reason.INVALID_ARGUMENT, f"invalid inode {inode}")
-    if not 0 <= index <= MAX_INDEX:
-        raise ChainfsError(Reason.INVALID_ARGUMENT, f"invalid chunk index {index}")
-    return ChunkKey(inode, index)
-
-
-def key_of(chunk: storage_pb2.ChunkId) -> ChunkKey:
-    return chunk_key(chunk.inode, chunk.index)
-
-
-def validate_chunk_size(chunk_size: int) -> None:
-    if chunk_size <= 0 or chunk_size & (chunk_size - 1) or chunk_size > config.MAX_CHUNK_SIZE:
-        raise ChainfsError(
-            Reason.INVALID_ARGUMENT,
-            f"chunk size {chunk_size} is not a power of two <= {config.MAX_CHUNK_SIZE}",
-        )
-
-
-def validate_write(chunk_size: int, offset: int, length: int, replace: bool) -> None:
-    """The range checks every write passes before any byte is stored."""
-    validate_chunk_size(chunk_size)
-    if offset < 0 or length < 0 or offset + length > chunk_size:
-        raise ChainfsError(
-            Reason.INVALID_ARGUMENT,
-            f"range [{offset}, {offset + length}) does not fit chunk size {chunk_size}",
-        )
-    if replace and offset != 0:
-        raise ChainfsError(Reason.INVALID_ARGUMENT, "a replacing write must start at offset 0")
 
 
 def _validate_version(version: int) -> None:
@@ -162,7 +107,7 @@ class ChunkStore:
         return self._chunks / f"{inode % 256:02x}" / name
 
     def chunk_path(self, key: ChunkKey, version: int) -> Path:
-        """The file of a committed version (for short-circuit reads and tests)."""
+        """The file of a committed version (tests corrupt it to check detection)."""
         return self._file(key, version)
 
     # ---- metadata ----
@@ -192,6 +137,22 @@ class ChunkStore:
 
     # ---- writes (callers hold the chunk's lock) ----
 
+    def mark_pending(self, key: ChunkKey, version: int) -> None:
+        """Records `version` as pending before its data is here, so reads answer PENDING at once.
+
+        Any older pending version is discarded. Not synced: after a crash pending versions go.
+        """
+        key = chunk_key(key.inode, key.index)
+        _validate_version(version)
+        record = self.get_record(key) or storage_pb2.StoredChunk(
+            meta=storage_pb2.ChunkMeta(chunk=key.to_proto())
+        )
+        if record.meta.pending_version:
+            self._drop_pending_files(key, record.meta)
+        record.meta.pending_version = version
+        del record.pending_block_crcs[:]
+        self._write({key: record}, sync=False)
+
     def stage(self, key: ChunkKey, version: int, data: DataSource) -> int:
         """Writes `data` as pending `version` of the chunk (fsynced) and records it; returns its size.
 
@@ -207,6 +168,9 @@ class ChunkStore:
         path = self._file(key, version, new=version == record.meta.version)
         size = self._write_file(path, data)
         record.meta.pending_version = version
+        del record.pending_block_crcs[:]
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            record.pending_block_crcs.extend(block_crcs(data))
         # Not synced: after a crash any pending version is discarded anyway.
         self._write({key: record}, sync=False)
         return size
@@ -261,6 +225,9 @@ class ChunkStore:
         record.meta.chain_version = chain_version
         record.meta.length = length
         record.meta.crc = crc
+        del record.meta.block_crcs[:]
+        record.meta.block_crcs.extend(record.pending_block_crcs)
+        del record.pending_block_crcs[:]
         if request_id:
             record.recent_requests.append(request_id)
             if len(record.recent_requests) > RECENT_REQUESTS:
@@ -288,6 +255,7 @@ class ChunkStore:
             return False
         self._drop_pending_files(key, record.meta)
         record.meta.pending_version = 0
+        del record.pending_block_crcs[:]
         if record.meta.version == 0 and not record.recent_requests:
             self._write({}, (key,), sync=False)
         else:

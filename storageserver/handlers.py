@@ -1,4 +1,4 @@
-"""gRPC face of the storage service: thin methods that delegate to `Replicator`.
+"""gRPC face of the storage service: thin methods that delegate to `Replicator` and `ChunkReader`.
 
 The `handler`/`stream_handler` wrappers turn a ChainfsError into its gRPC status (with the
 machine-readable reason in the trailing metadata) and anything unexpected into INTERNAL.
@@ -13,31 +13,74 @@ import grpc
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.common.rpc import handler, stream_handler
 from chainfs.proto import storage_pb2, storage_pb2_grpc
+from chainfs.storageserver.reads import ChunkReader
 from chainfs.storageserver.replication import Replicator
 
 if TYPE_CHECKING:
     from chainfs.storageserver.resync import Resyncer
 
 
+class StreamBody:
+    """A Write stream's data messages, read as one run of bytes."""
+
+    def __init__(self, requests: Iterator[storage_pb2.WriteRequest], length: int) -> None:
+        self._requests = requests
+        self._left = length
+        self._piece = memoryview(b"")
+
+    def read_into(self, view: memoryview) -> None:
+        got = 0
+        while got < len(view):
+            if not self._piece:
+                self._piece = self._next(len(view) - got)
+            n = min(len(self._piece), len(view) - got)
+            view[got:got + n] = self._piece[:n]
+            self._piece = self._piece[n:]
+            got += n
+            self._left -= n
+
+    def _next(self, wanted: int) -> memoryview:
+        msg = next(self._requests, None)
+        if msg is None:
+            raise ChainfsError(Reason.INVALID_ARGUMENT, f"the data ended {wanted} bytes early")
+        if msg.WhichOneof("body") != "data":
+            raise ChainfsError(Reason.INVALID_ARGUMENT, "only data messages follow the header")
+        return memoryview(msg.data)
+
+    def finish(self) -> None:
+        if self._piece or next(self._requests, None) is not None:
+            raise ChainfsError(Reason.INVALID_ARGUMENT, "more data than the header announced")
+
+    def discard(self) -> None:
+        for _ in self._requests:
+            pass
+
+
 class StorageServicer(storage_pb2_grpc.StorageServicer):
-    def __init__(self, replicator: Replicator, resyncer: "Resyncer | None" = None) -> None:
+    def __init__(self, replicator: Replicator, resyncer: "Resyncer | None" = None,
+                 reader: ChunkReader | None = None) -> None:
         self.replicator = replicator
+        self.reader = reader or ChunkReader(replicator.routing, replicator.stores, replicator.message_bytes)
         self.resyncer = resyncer
 
     @handler
     def Write(self, request_iterator: Iterator[storage_pb2.WriteRequest],
               context: grpc.ServicerContext) -> storage_pb2.WriteReply:
-        return self.replicator.write(request_iterator, context.time_remaining())
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("body") != "header":
+            raise ChainfsError(Reason.INVALID_ARGUMENT, "a write stream starts with its header")
+        body = StreamBody(request_iterator, first.header.length)
+        return self.replicator.write(first.header, body, context.time_remaining())
 
     @stream_handler
     def Read(self, request: storage_pb2.ReadRequest,
              context: grpc.ServicerContext) -> Iterator[storage_pb2.ReadReply]:
-        yield from self.replicator.read(request)
+        yield from self.reader.read(request)
 
     @handler
     def ListChunks(self, request: storage_pb2.ChunkListRequest,
                    context: grpc.ServicerContext) -> storage_pb2.ChunkListReply:
-        return self.replicator.list_chunks(request)
+        return self.reader.list_chunks(request)
 
     @handler
     def RemoveChunks(self, request: storage_pb2.RemoveChunksRequest,

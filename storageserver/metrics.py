@@ -37,7 +37,7 @@ from prometheus_client.registry import Collector
 from chainfs.common import config
 from chainfs.common.metrics import PROCESS, Ttl
 from chainfs.proto import meta_pb2
-from chainfs.storageserver.chunk_store import ChunkKey
+from chainfs.storageserver.chunk_ids import ChunkKey
 
 if TYPE_CHECKING:
     from chainfs.storageserver.chunk_store import ChunkStore

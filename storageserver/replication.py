@@ -1,20 +1,19 @@
-"""CRAQ along a chain (DESIGN "Replication: CRAQ", rules 1-5).
+"""CRAQ writes along a chain (docs/architecture.md, "Writing: write sessions and CRAQ").
 
-Writes: the head checks chain version, headship and the client's CRC, then under the chunk's lock
-builds the new content (copy-on-write: committed content patched with the update), stages it as
-pending version committed+1, forwards the FULL new content down the chain and commits once the
-successor has acknowledged (the tail commits at once). Successors take the predecessor's version as
-authoritative.
+Every hop checks the chain version and its sender, then under the chunk's lock marks the update as
+pending version v+1 (so reads here answer PENDING from that moment), and forwards it. A replacing
+write (every forwarded one, and a client's whole-chunk write) is forwarded *cut-through*: the
+header goes to the successor before the data has arrived, then each piece as it arrives. A node
+stages the content only once all of it is here and its CRC32C matches; the tail commits a fully
+staged, verified chunk at once and each node commits as the acknowledgement passes back. A patch
+(a write into part of a chunk) is built at the head from the committed content and forwarded whole.
 
 A forward that fails (successor down, stale routing) or hangs while the chain version moves (the
-successor was declared dead, e.g. SIGSTOPped) is re-forwarded to whatever successor the newest
-routing names (or committed here when we became the tail), until the hop's deadline; only then is
-the pending version discarded and the write failed with a retryable status. Not aborting early
-matters: a successor may already have committed the update, and discarding it here would leave
-replicas that disagree. Request ids make every retry apply once.
-
-Reads: any SERVING replica answers from committed data only; a non-tail replica holding a pending
-version answers PENDING instead.
+successor was declared dead, e.g. SIGSTOPped) is sent again, whole, to whatever successor the
+newest routing names (or committed here when we became the tail), until the hop's deadline; only
+then is the write failed with a retryable status. Not aborting early matters: a successor may
+already have committed the update, and discarding it here would leave replicas that disagree.
+Request ids make every retry apply once.
 """
 
 from __future__ import annotations
@@ -23,64 +22,37 @@ import contextlib
 import logging
 import threading
 import time
-from typing import Hashable, Iterator, Mapping
+from typing import Iterator, Mapping, Protocol
 
 import grpc
 
-from chainfs.common import config
+from chainfs.common import config, wire
 from chainfs.common.checksum import crc32c
-from chainfs.common.errors import ChainfsError, Reason, is_retryable, reason_of
-from chainfs.common.streams import pieces, write_requests
+from chainfs.common.dataconn import DataConnections
+from chainfs.common.errors import ChainfsError, Reason
 from chainfs.common.rpc import ChannelPool
-from chainfs.proto import storage_pb2, storage_pb2_grpc
-from chainfs.storageserver.chunk_store import (
-    MAX_INDEX,
-    ChunkKey,
-    ChunkStore,
-    chunk_key,
-    key_of,
-    validate_write,
-)
+from chainfs.proto import storage_pb2
+from chainfs.storageserver.chunk_ids import MAX_INDEX, ChunkKey, chunk_key, key_of, validate_write
+from chainfs.storageserver.chunk_store import ChunkStore
+from chainfs.storageserver.forwarding import CutThrough, Rerouted, Successor
+from chainfs.storageserver.locks import KeyedLocks
 from chainfs.storageserver.metrics import record_io
-from chainfs.storageserver.routing import SERVING, SYNCING, ChainPosition, RoutingView
+from chainfs.storageserver.routing import SERVING, SYNCING, ChainPosition, RoutingView, fresh_position
 
 log = logging.getLogger(__name__)
 
-# Failures of a successor that are passed to the client as they are (retrying will not help).
-_PASS_THROUGH = {Reason.NO_SPACE, Reason.TOO_LARGE, Reason.IO_ERROR, Reason.INVALID_ARGUMENT}
 
+class WriteBody(Protocol):
+    """The data of one write as it arrives (a gRPC stream or a TCP frame's payload)."""
 
-class _Rerouted(Exception):
-    """The chain version moved while a forward was in flight: forward again to the new successor."""
+    def read_into(self, view: memoryview) -> None:
+        """Fills `view` completely, or raises (INVALID_ARGUMENT when the sender sent too little)."""
 
+    def finish(self) -> None:
+        """Checks that nothing follows the announced length."""
 
-class KeyedLocks:
-    """One lock per key, created on demand and dropped when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._mu = threading.Lock()
-        self._locks: dict[Hashable, list] = {}
-
-    @contextlib.contextmanager
-    def hold(self, key: Hashable, timeout: float = -1) -> Iterator[None]:
-        with self._mu:
-            entry = self._locks.get(key)
-            if entry is None:
-                entry = self._locks[key] = [threading.Lock(), 0]
-            entry[1] += 1
-        try:
-            if not entry[0].acquire(timeout=timeout):
-                raise ChainfsError(Reason.BUSY, f"chunk {key} is busy")
-            try:
-                yield
-            finally:
-                entry[0].release()
-        finally:
-            with self._mu:
-                entry[1] -= 1
-                if entry[1] == 0:
-                    del self._locks[key]
-
+    def discard(self) -> None:
+        """Reads and drops whatever of the data has not been read yet."""
 
 
 def _copy_meta(meta: storage_pb2.ChunkMeta) -> storage_pb2.ChunkMeta:
@@ -90,22 +62,24 @@ def _copy_meta(meta: storage_pb2.ChunkMeta) -> storage_pb2.ChunkMeta:
 
 
 class Replicator:
-    """The storage service's logic, independent of gRPC servicer plumbing."""
+    """The storage service's write logic, independent of the transport that brought the request."""
 
     def __init__(self, routing: RoutingView, stores: Mapping[int, ChunkStore],
                  channels: ChannelPool | None = None, *,
                  rpc_timeout: float = config.STORAGE_RPC_TIMEOUT,
                  message_bytes: int = config.STREAM_MESSAGE_BYTES,
-                 max_client_updates: int = 0) -> None:
+                 max_client_updates: int = 0, locks: KeyedLocks | None = None,
+                 connections: DataConnections | None = None) -> None:
         self.routing = routing
         self.stores = stores  # target id -> store; may be filled after registration
         self.channels = channels or ChannelPool()
         self.rpc_timeout = rpc_timeout
         self.message_bytes = message_bytes
-        self.locks = KeyedLocks()
-        # Client updates wait on successors while holding an RPC worker; forwarded ones must always
-        # find a free worker, or nodes that head each other's chains could deadlock. So updates that
-        # start here are capped (0 = no cap) and refused with BUSY (retryable) beyond the cap.
+        self.locks = locks or KeyedLocks()
+        self.successor = Successor(self.channels, connections or DataConnections(), message_bytes)
+        # Client updates wait on successors while holding a worker; forwarded ones must always
+        # find one, or nodes that head each other's chains could deadlock. So updates that start
+        # here are capped (0 = no cap) and refused with BUSY (retryable) beyond the cap.
         self._admission = threading.BoundedSemaphore(max_client_updates) if max_client_updates > 0 else None
 
     @contextlib.contextmanager
@@ -124,10 +98,7 @@ class Replicator:
 
     def _position(self, chain_id: int, chain_version: int) -> ChainPosition:
         """This node's position in the chain at exactly `chain_version`, else STALE_ROUTING."""
-        pos = self.routing.position(chain_id)
-        if pos is None or pos.chain_version < chain_version:
-            self.routing.refresh()
-            pos = self.routing.position(chain_id)
+        pos = fresh_position(self.routing, chain_id, chain_version)
         if pos is None:
             raise ChainfsError(Reason.STALE_ROUTING, f"no target of chain {chain_id} on this node")
         if pos.chain_version != chain_version:
@@ -168,6 +139,10 @@ class Replicator:
             raise ChainfsError(Reason.STALE_ROUTING, f"target {pos.target_id} takes no writes now")
         return now
 
+    def _still_current(self, pos: ChainPosition) -> bool:
+        now = self.routing.position(pos.chain_id)
+        return now is not None and now.chain_version == pos.chain_version
+
     def _deadline(self, time_remaining: float | None) -> float:
         """This hop's deadline (monotonic): the caller's, a little early so our reply makes it back."""
         budget = self.rpc_timeout if time_remaining is None else min(self.rpc_timeout, time_remaining - 0.05)
@@ -182,14 +157,13 @@ class Replicator:
 
     # ---- writes ----
 
-    def write(self, requests: Iterator[storage_pb2.WriteRequest],
-              time_remaining: float | None = None) -> storage_pb2.WriteReply:
+    def write(self, h: storage_pb2.WriteHeader, body: WriteBody, time_remaining: float | None = None,
+              buffer: bytearray | None = None) -> storage_pb2.WriteReply:
+        """Applies one chunk update whose data arrives through `body` (read to its end, or the
+        caller must drop the connection). `buffer`, when given and large enough, receives the data
+        (a transport reuses one per connection: no fresh pages to fault in for every chunk)."""
         deadline = self._deadline(time_remaining)
         started = time.monotonic()
-        first = next(requests, None)
-        if first is None or first.WhichOneof("body") != "header":
-            raise ChainfsError(Reason.INVALID_ARGUMENT, "a write stream starts with its header")
-        h = first.header
         key = key_of(h.chunk)
         validate_write(h.chunk_size, h.offset, h.length, h.replace)
         forwarded = h.from_target != 0
@@ -198,50 +172,91 @@ class Replicator:
         pos = self._position(h.chain_id, h.chain_version)
         self._check_sender(pos, h.from_target)
         store = self._store(pos)
-        data = self._receive(requests, h.length)
-        if crc32c(data) != h.data_crc:
-            raise ChainfsError(Reason.CHECKSUM_MISMATCH, f"data of chunk {key} does not match its CRC32C")
-        with self._admit(h.from_target), self.locks.hold((pos.target_id, key), timeout=self._left(deadline)):
-            pos = self._recheck(pos)
-            apply = self._apply_forwarded if forwarded else self._apply_at_head
-            reply = apply(pos, store, key, h, data, deadline)
+        data = memoryview(buffer)[:h.length] if buffer is not None and len(buffer) >= h.length \
+            else memoryview(bytearray(h.length))
+        if not h.replace:
+            self._receive(body, data, None)
+            with self._admit(0), self.locks.hold((pos.target_id, key), timeout=self._left(deadline)):
+                reply = self._apply_patch(self._recheck(pos), store, key, h, data, deadline)
+        else:
+            with self._admit(h.from_target), self.locks.hold((pos.target_id, key), timeout=self._left(deadline)):
+                pos = self._recheck(pos)
+                record = store.get_record(key)
+                reply = self._duplicate(record, h)
+                if reply is not None:
+                    body.discard()
+                    return reply
+                version = h.version if forwarded else (record.meta.version if record is not None else 0) + 1
+                reply = self._apply_replace(pos, store, key, h, version, body, data, deadline)
         record_io(pos.target_id, "write", h.length, time.monotonic() - started)
         return reply
 
-    def _receive(self, requests: Iterator[storage_pb2.WriteRequest], length: int) -> bytearray:
-        buf = bytearray(length)
-        got = 0
-        for msg in requests:
-            if msg.WhichOneof("body") != "data":
-                raise ChainfsError(Reason.INVALID_ARGUMENT, "only data messages follow the header")
-            n = len(msg.data)
-            if got + n > length:
-                raise ChainfsError(Reason.INVALID_ARGUMENT, f"more than the announced {length} bytes of data")
-            buf[got:got + n] = msg.data
-            got += n
-        if got != length:
-            raise ChainfsError(Reason.INVALID_ARGUMENT, f"got {got} of the announced {length} bytes of data")
-        return buf
-
-    def _apply_at_head(self, pos: ChainPosition, store: ChunkStore, key: ChunkKey,
-                       h: storage_pb2.WriteHeader, data: bytearray, deadline: float) -> storage_pb2.WriteReply:
-        record = store.get_record(key)
-        if record is not None and h.request_id and h.request_id in record.recent_requests:
-            log.debug("duplicate write %s of %s", h.request_id, key)
+    @staticmethod
+    def _duplicate(record: storage_pb2.StoredChunk | None,
+                   h: storage_pb2.WriteHeader) -> storage_pb2.WriteReply | None:
+        """The answer to a retry of an update this replica (and every one after it) committed."""
+        if record is None or not h.request_id or h.request_id not in record.recent_requests:
+            return None
+        if h.from_target == 0:
+            log.debug("duplicate write %s of %s", h.request_id, h.chunk)
             meta = _copy_meta(record.meta)
             meta.pending_version = 0
             return storage_pb2.WriteReply(meta=meta, duplicate=True)
-        committed = record.meta.version if record is not None else 0
-        if h.replace:
-            content, crc = data, h.data_crc
-        else:
-            content = self._patched(store, key, h.offset, data)
-            crc = crc32c(content)
-        version = committed + 1
-        store.stage(key, version, content)
-        return self._forward_and_commit(pos, store, key, h, version, content, crc, deadline)
+        m = record.meta
+        if m.version == h.version and m.crc == h.data_crc and m.length == h.length and not m.pending_version:
+            return storage_pb2.WriteReply(meta=_copy_meta(m), duplicate=True)
+        return None
 
-    def _patched(self, store: ChunkStore, key: ChunkKey, offset: int, data: bytearray) -> bytearray:
+    def _receive(self, body: WriteBody, view: memoryview, stream: CutThrough | None) -> None:
+        """Takes in the data piece by piece, handing each piece to the cut-through forward."""
+        for at in range(0, len(view), wire.SEND_PIECE):
+            piece = view[at:at + wire.SEND_PIECE]
+            body.read_into(piece)
+            if stream is not None:
+                stream.send(piece)
+        body.finish()
+
+    def _apply_replace(self, pos: ChainPosition, store: ChunkStore, key: ChunkKey, h: storage_pb2.WriteHeader,
+                       version: int, body: WriteBody, data: memoryview, deadline: float) -> storage_pb2.WriteReply:
+        # Pending before anything leaves this node: once a successor may commit, reads here must
+        # answer PENDING rather than the old version (a reader could otherwise see new, then old).
+        store.mark_pending(key, version)
+        stream = None
+        try:
+            if pos.successor:
+                stream = self.successor.open_stream(pos, self._forward_header(pos, h, version, h.length, h.data_crc),
+                                                    deadline, lambda: self._still_current(pos))
+            self._receive(body, data, stream)
+            if crc32c(data) != h.data_crc:
+                raise ChainfsError(Reason.CHECKSUM_MISMATCH, f"data of chunk {key} does not match its CRC32C")
+            store.stage(key, version, data)
+        except BaseException:
+            # Nothing complete left this node, so no successor can commit it: discard.
+            if stream is not None:
+                stream.abort()
+            self._discard_pending(store, key, version)
+            raise
+        return self._forward_and_commit(pos, store, key, h, version, data, h.data_crc, deadline, stream)
+
+    def _apply_patch(self, pos: ChainPosition, store: ChunkStore, key: ChunkKey,
+                     h: storage_pb2.WriteHeader, data: memoryview, deadline: float) -> storage_pb2.WriteReply:
+        if crc32c(data) != h.data_crc:
+            raise ChainfsError(Reason.CHECKSUM_MISMATCH, f"data of chunk {key} does not match its CRC32C")
+        record = store.get_record(key)
+        duplicate = self._duplicate(record, h)
+        if duplicate is not None:
+            return duplicate
+        content = self._patched(store, key, h.offset, data)
+        version = (record.meta.version if record is not None else 0) + 1
+        store.mark_pending(key, version)
+        try:
+            store.stage(key, version, content)
+        except BaseException:
+            self._discard_pending(store, key, version)
+            raise
+        return self._forward_and_commit(pos, store, key, h, version, content, crc32c(content), deadline, None)
+
+    def _patched(self, store: ChunkStore, key: ChunkKey, offset: int, data: memoryview) -> bytearray:
         """Committed content with `data` written at `offset` (zeros fill any gap)."""
         base = store.read_committed(key)
         old = b""
@@ -256,23 +271,19 @@ class Replicator:
         content[offset:end] = data
         return content
 
-    def _apply_forwarded(self, pos: ChainPosition, store: ChunkStore, key: ChunkKey,
-                         h: storage_pb2.WriteHeader, data: bytearray, deadline: float) -> storage_pb2.WriteReply:
-        record = store.get_record(key)
-        if (record is not None and h.request_id and h.request_id in record.recent_requests
-                and record.meta.version == h.version and record.meta.crc == h.data_crc
-                and record.meta.length == h.length and not record.meta.pending_version):
-            # A retry of an update this replica (and so every replica after it) already committed.
-            return storage_pb2.WriteReply(meta=_copy_meta(record.meta), duplicate=True)
-        store.stage(key, h.version, data)
-        return self._forward_and_commit(pos, store, key, h, h.version, data, h.data_crc, deadline)
+    @staticmethod
+    def _discard_pending(store: ChunkStore, key: ChunkKey, version: int) -> None:
+        try:
+            store.abort_pending(key)
+        except Exception:  # noqa: BLE001 - keep the original failure
+            log.exception("chunk %s: could not discard pending version %d", key, version)
 
     def _forward_and_commit(self, pos: ChainPosition, store: ChunkStore, key: ChunkKey,
-                            h: storage_pb2.WriteHeader, version: int, content: bytearray, crc: int,
-                            deadline: float) -> storage_pb2.WriteReply:
+                            h: storage_pb2.WriteHeader, version: int, content: bytearray | memoryview, crc: int,
+                            deadline: float, stream: CutThrough | None) -> storage_pb2.WriteReply:
         forwarding = bool(pos.successor)
         try:
-            pos, acked = self._forward_until_acked(pos, h, version, content, crc, deadline)
+            pos, acked = self._forward_until_acked(pos, h, version, content, crc, deadline, stream)
             if not acked:
                 # We are the tail: make sure we were not fenced meanwhile (a stale commit must not
                 # slip in after a SIGCONT). Once a successor has acknowledged, never back out: it
@@ -288,22 +299,36 @@ class Replicator:
                 # write, forwards a full version again and commits it everywhere.
                 log.warning("chunk %s: forwarding version %d failed; it stays pending", key, version)
                 raise
-            try:
-                store.abort_pending(key)
-            except Exception:  # noqa: BLE001 - keep the original failure
-                log.exception("chunk %s: could not discard pending version %d", key, version)
+            self._discard_pending(store, key, version)
             raise
         return storage_pb2.WriteReply(meta=meta)
 
+    @staticmethod
+    def _forward_header(pos: ChainPosition, h: storage_pb2.WriteHeader, version: int, length: int,
+                        crc: int) -> storage_pb2.WriteHeader:
+        return storage_pb2.WriteHeader(
+            chain_id=h.chain_id, chain_version=pos.chain_version, chunk=h.chunk, offset=0,
+            length=length, replace=True, data_crc=crc, chunk_size=h.chunk_size,
+            request_id=h.request_id, version=version, from_target=pos.target_id,
+        )
+
     def _forward_until_acked(self, pos: ChainPosition, h: storage_pb2.WriteHeader, version: int,
-                             content: bytearray, crc: int, deadline: float) -> tuple[ChainPosition, bool]:
-        """Forwards to the current successor until one acknowledges; returns the position used and
-        whether a successor acknowledged (False: we are, or became, the tail)."""
+                             content: bytearray | memoryview, crc: int, deadline: float,
+                             stream: CutThrough | None) -> tuple[ChainPosition, bool]:
+        """Finishes the cut-through forward, or forwards whole to the current successor, until one
+        acknowledges; returns the position used and whether a successor acknowledged (False: we
+        are, or became, the tail)."""
         while pos.successor:
             try:
-                self._forward_write(pos, h, version, content, crc, deadline)
+                if stream is not None:
+                    reply = stream.finish()
+                else:
+                    header = self._forward_header(pos, h, version, len(content), crc)
+                    reply = self.successor.send_whole(pos, header, memoryview(content), deadline,
+                                                      lambda: self._still_current(pos))
+                self._check_ack(pos, reply.meta, version, len(content), crc)
                 return pos, True
-            except _Rerouted:
+            except Rerouted:
                 pass
             except ChainfsError as exc:
                 if exc.reason not in (Reason.UNAVAILABLE, Reason.STALE_ROUTING):
@@ -312,6 +337,7 @@ class Replicator:
                     raise  # out of time: the client retries (with refreshed routing)
                 time.sleep(0.05)
                 self.routing.refresh()
+            stream = None
             self._left(deadline)
             now = self.routing.position(pos.chain_id)
             if now is None or now.target_id != pos.target_id or now.state not in (SERVING, SYNCING):
@@ -323,55 +349,12 @@ class Replicator:
             pos = now
         return pos, False
 
-    def _forward_write(self, pos: ChainPosition, h: storage_pb2.WriteHeader, version: int,
-                       content: bytearray, crc: int, deadline: float) -> None:
-        header = storage_pb2.WriteHeader(
-            chain_id=h.chain_id, chain_version=pos.chain_version, chunk=h.chunk, offset=0,
-            length=len(content), replace=True, data_crc=crc, chunk_size=h.chunk_size,
-            request_id=h.request_id, version=version, from_target=pos.target_id,
-        )
-        stub = self._stub(pos)
-        call = stub.Write.future(write_requests(header, content, self.message_bytes),
-                                   timeout=self._left(deadline))
-        while True:
-            try:
-                reply = call.result(timeout=0.1)
-                break
-            except grpc.FutureTimeoutError:
-                # A successor that hangs (paused) is replaced by the manager; heartbeats bring the
-                # new routing within an interval, so watching our copy of it is enough.
-                now = self.routing.position(pos.chain_id)
-                if now is None or now.chain_version != pos.chain_version:
-                    call.cancel()
-                    raise _Rerouted() from None
-            except grpc.FutureCancelledError:
-                raise _Rerouted() from None
-            except grpc.RpcError as err:
-                raise self._forward_error(pos, err) from None
-        m = reply.meta
-        if m.version != version or m.length != len(content) or m.crc != crc:
-            log.error("chain %d: successor %d acknowledged version %d/%d bytes/crc %08x, expected %d/%d/%08x",
-                      pos.chain_id, pos.successor, m.version, m.length, m.crc, version, len(content), crc)
-            raise ChainfsError(Reason.UNAVAILABLE, f"successor {pos.successor} acknowledged a different chunk")
-
-    def _stub(self, pos: ChainPosition) -> storage_pb2_grpc.StorageStub:
-        if not pos.successor_address:
-            raise ChainfsError(Reason.UNAVAILABLE, f"no address for successor target {pos.successor}")
-        return storage_pb2_grpc.StorageStub(self.channels.get(pos.successor_address))
-
     @staticmethod
-    def _forward_error(pos: ChainPosition, err: grpc.RpcError) -> ChainfsError:
-        reason = reason_of(err)
-        details = err.details() if hasattr(err, "details") else str(err)
-        log.warning("chain %d: forwarding to target %d at %s failed: %s: %s",
-                    pos.chain_id, pos.successor, pos.successor_address, reason.value, details)
-        if reason in _PASS_THROUGH:
-            mapped = reason
-        elif reason in (Reason.STALE_ROUTING, Reason.NOT_SERVING):
-            mapped = Reason.STALE_ROUTING
-        else:
-            mapped = Reason.UNAVAILABLE
-        return ChainfsError(mapped, f"successor target {pos.successor} failed: {reason.value}: {details}")
+    def _check_ack(pos: ChainPosition, m: storage_pb2.ChunkMeta, version: int, length: int, crc: int) -> None:
+        if m.version != version or m.length != length or m.crc != crc:
+            log.error("chain %d: successor %d acknowledged version %d/%d bytes/crc %08x, expected %d/%d/%08x",
+                      pos.chain_id, pos.successor, m.version, m.length, m.crc, version, length, crc)
+            raise ChainfsError(Reason.UNAVAILABLE, f"successor {pos.successor} acknowledged a different chunk")
 
     # ---- removal ----
 
@@ -398,102 +381,10 @@ class Replicator:
             forward.CopyFrom(request)
             forward.from_target = pos.target_id
             try:
-                self._stub(pos).RemoveChunks(forward, timeout=self._left(deadline))
+                self.successor.stub(pos).RemoveChunks(forward, timeout=self._left(deadline))
             except grpc.RpcError as err:
-                raise self._forward_error(pos, err) from None
+                raise self.successor.grpc_error(pos, err) from None
         if removed:
             log.debug("chain %d: removed %d chunks of inode %d from index %d",
                       pos.chain_id, removed, request.inode, request.from_index)
         return storage_pb2.RemoveChunksReply(removed=removed)
-
-    # ---- listing ----
-
-    def list_chunks(self, request: storage_pb2.ChunkListRequest) -> storage_pb2.ChunkListReply:
-        pos = self.routing.position(request.chain_id)
-        if pos is None:
-            self.routing.refresh()
-            pos = self.routing.position(request.chain_id)
-        if pos is None:
-            raise ChainfsError(Reason.STALE_ROUTING, f"no target of chain {request.chain_id} on this node")
-        store = self._store(pos)
-        start_after = None
-        if request.HasField("start_after") and request.start_after.inode:
-            start_after = key_of(request.start_after)
-        chunks, more = store.list_chunks(request.inode, start_after, request.limit)
-        return storage_pb2.ChunkListReply(chunks=chunks, more=more)
-
-    # ---- reads ----
-
-    def read(self, request: storage_pb2.ReadRequest) -> Iterator[storage_pb2.ReadReply]:
-        refreshed = False
-        for i, item in enumerate(request.items):
-            pos = self.routing.position(item.chain_id)
-            if not refreshed and (pos is None or pos.chain_version < item.chain_version):
-                self.routing.refresh()
-                refreshed = True
-                pos = self.routing.position(item.chain_id)
-            started = time.monotonic()
-            header, data = self._read_item(i, item, pos)
-            if data is not None and pos is not None:
-                record_io(pos.target_id, "read", len(data), time.monotonic() - started)
-            yield storage_pb2.ReadReply(header=header)
-            for piece in pieces(data or b"", self.message_bytes):
-                yield storage_pb2.ReadReply(data=piece)
-
-    def _read_item(self, i: int, item: storage_pb2.ReadItem,
-                   pos: ChainPosition | None) -> tuple[storage_pb2.ReadItemHeader, bytearray | None]:
-        def status(code: int, message: str, meta: storage_pb2.ChunkMeta | None = None
-                   ) -> tuple[storage_pb2.ReadItemHeader, None]:
-            return storage_pb2.ReadItemHeader(item=i, status=code, meta=meta, message=message), None
-
-        try:
-            key = key_of(item.chunk)
-        except ChainfsError as exc:
-            return status(storage_pb2.INVALID, exc.message)
-        if item.offset + item.length > config.MAX_CHUNK_SIZE:
-            return status(storage_pb2.INVALID, f"range [{item.offset}, +{item.length}) is beyond any chunk")
-        if pos is None or pos.chain_version != item.chain_version:
-            have = "none" if pos is None else pos.chain_version
-            return status(storage_pb2.STALE_ROUTING,
-                          f"chain {item.chain_id}: local version {have}, request {item.chain_version}")
-        if pos.state != SERVING:
-            return status(storage_pb2.NOT_SERVING, f"target {pos.target_id} is not serving")
-        store = self.stores.get(pos.target_id)
-        if store is None:
-            return status(storage_pb2.STALE_ROUTING, f"target {pos.target_id} is not on this node")
-        try:
-            meta = store.get_meta(key)
-            # Pending first: a chunk's very first update is in flight with no committed version yet,
-            # and the tail may already serve it, so "not found" here would be a stale answer.
-            if meta is not None and meta.pending_version and not pos.is_tail:
-                return status(storage_pb2.PENDING, f"chunk {key} has an update in flight", meta)
-            if meta is None or meta.version == 0:
-                return status(storage_pb2.CHUNK_NOT_FOUND, f"chunk {key} not found")
-            opened = store.open_committed(key)
-            if opened is None:
-                return status(storage_pb2.CHUNK_NOT_FOUND, f"chunk {key} not found")
-            meta, f = opened
-            with f:
-                start = min(item.offset, meta.length)
-                end = min(item.offset + item.length, meta.length)
-                data = bytearray(end - start)
-                f.seek(start)
-                got = f.readinto(data) if data else 0
-            if got != len(data):
-                log.error("chunk %s: file shorter than its metadata (%d bytes)", key, meta.length)
-                return status(storage_pb2.IO_ERROR, f"chunk {key} is truncated on disk", meta)
-        except ChainfsError as exc:
-            # A retryable failure (a version swap under way) is answered as in-flight, so the
-            # client tries again; anything else is an I/O error.
-            code = storage_pb2.PENDING if is_retryable(exc.reason) else storage_pb2.IO_ERROR
-            return status(code, exc.message)
-        except OSError as exc:
-            log.error("chunk %s: read failed: %s", key, exc)
-            return status(storage_pb2.IO_ERROR, f"read of chunk {key} failed: {exc}")
-        crc = crc32c(data)
-        if start == 0 and end == meta.length and crc != meta.crc:
-            log.error("chunk %s version %d: data does not match its CRC32C (disk corruption?)", key, meta.version)
-            return status(storage_pb2.CHECKSUM_MISMATCH, f"chunk {key} is corrupt on this replica", meta)
-        header = storage_pb2.ReadItemHeader(item=i, status=storage_pb2.OK, meta=meta, length=len(data),
-                                            data_crc=crc)
-        return header, data

@@ -32,10 +32,12 @@ from chainfs.common.errors import ChainfsError, Reason, reason_of
 from chainfs.common.rpc import ChannelPool
 from chainfs.common.streams import write_requests
 from chainfs.proto import meta_pb2, storage_pb2, storage_pb2_grpc
-from chainfs.storageserver.chunk_store import ChunkKey, ChunkStore, key_of
+from chainfs.storageserver.chunk_ids import ChunkKey, key_of
+from chainfs.storageserver.chunk_store import ChunkStore
+from chainfs.storageserver.locks import KeyedLocks
 from chainfs.storageserver.replication import Replicator
 from chainfs.storageserver.metrics import record_resync
-from chainfs.storageserver.routing import SERVING, SYNCING, ChainPosition, ClusterRouting
+from chainfs.storageserver.routing import SERVING, SYNCING, ChainPosition, ClusterRouting, fresh_position
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +56,10 @@ def _same(a: storage_pb2.ChunkMeta, b: storage_pb2.ChunkMeta) -> bool:
 
 class Resyncer:
     def __init__(self, routing: ClusterRouting, replicator: Replicator, stores: Mapping[int, ChunkStore],
-                 channels: ChannelPool, poll: float = 0.1) -> None:
+                 channels: ChannelPool, poll: float = 0.1, locks: KeyedLocks | None = None) -> None:
         self.routing = routing
         self.replicator = replicator
+        self.locks = locks or replicator.locks  # the node's chunk locks: resync never races a write
         self.stores = stores
         self.channels = channels
         self.poll = poll
@@ -91,10 +94,7 @@ class Resyncer:
     # ---- syncing side ----
 
     def handle_sync(self, request: storage_pb2.SyncRequest) -> storage_pb2.SyncReply:
-        pos = self.routing.position(request.chain_id)
-        if pos is None or pos.chain_version < request.chain_version:
-            self.routing.refresh()
-            pos = self.routing.position(request.chain_id)
+        pos = fresh_position(self.routing, request.chain_id, request.chain_version)
         if pos is None or pos.chain_version != request.chain_version:
             raise ChainfsError(Reason.STALE_ROUTING, f"chain {request.chain_id}: sync at another chain version")
         if pos.state != SYNCING or pos.predecessor != request.from_target:
@@ -106,7 +106,7 @@ class Resyncer:
         removed = 0
         for chunk in request.remove:
             key = key_of(chunk)
-            with self.replicator.locks.hold((pos.target_id, key), timeout=LOCK_TIMEOUT):
+            with self.locks.hold((pos.target_id, key), timeout=LOCK_TIMEOUT):
                 if store.remove(key):
                     removed += 1
         if request.done:
@@ -200,11 +200,11 @@ class Resyncer:
         sent = removed = 0
         for key in send:
             self._check(pos)
-            with self.replicator.locks.hold((pos.target_id, key), timeout=LOCK_TIMEOUT):
+            with self.locks.hold((pos.target_id, key), timeout=LOCK_TIMEOUT):
                 sent += self._send_chunk(stub, pos, store, key, key in remote)
         for key in extra:
             self._check(pos)
-            with self.replicator.locks.hold((pos.target_id, key), timeout=LOCK_TIMEOUT):
+            with self.locks.hold((pos.target_id, key), timeout=LOCK_TIMEOUT):
                 meta = store.get_meta(key)
                 if meta is not None and meta.version:
                     continue  # written since the listing: the write itself reached the successor

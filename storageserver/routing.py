@@ -58,6 +58,7 @@ class ChainPosition:
     is_head: bool
     is_tail: bool
     successor_state: int = 0   # the successor's public state, 0 when none
+    successor_data_address: str = ""  # host:port of the successor's data service, "" = gRPC only
 
 
 class RoutingView(Protocol):
@@ -90,9 +91,11 @@ def compute_position(routing: meta_pb2.RoutingTable, chain_id: int, local_target
     pred = next((t for t in reversed(targets[:at]) if t.state in _ACTIVE), None)
     succ = next((t for t in targets[at + 1:] if t.state in _ACTIVE), None)
     head = next((t for t in targets if t.state == SERVING), None)
-    address = ""
+    address = data_address = ""
     if succ is not None:
-        address = next((n.address for n in routing.nodes if n.node_id == succ.node_id), "")
+        node = next((n for n in routing.nodes if n.node_id == succ.node_id), None)
+        if node is not None:
+            address, data_address = node.address, node.data_address
     return ChainPosition(
         chain_id=chain_id,
         chain_version=chain.version,
@@ -104,6 +107,7 @@ def compute_position(routing: meta_pb2.RoutingTable, chain_id: int, local_target
         is_head=active and state == SERVING and head is not None and head.target_id == me.target_id,
         is_tail=active and succ is None,
         successor_state=succ.state if succ is not None else 0,
+        successor_data_address=data_address,
     )
 
 
@@ -115,6 +119,14 @@ def _space_of(path: str) -> dict[str, int]:
         return {}
     return {"capacity_bytes": vfs.f_blocks * vfs.f_frsize, "free_bytes": vfs.f_bavail * vfs.f_frsize,
             "device": st.st_dev}
+def fresh_position(routing: RoutingView, chain_id: int, chain_version: int = 0) -> ChainPosition | None:
+    """This node's position in a chain, pulling the routing table once when the chain is unknown
+    here or older than `chain_version` (a request from a peer that saw a newer table)."""
+    pos = routing.position(chain_id)
+    if pos is None or pos.chain_version < chain_version:
+        routing.refresh()
+        pos = routing.position(chain_id)
+    return pos
 
 
 def _write_json_atomically(path: Path, payload: dict) -> None:
@@ -153,6 +165,8 @@ class ClusterRouting:
         self.refresh_interval = refresh_interval
         self.self_fence = self_fence
         self.metrics_address = ""  # host:port of this node's /metrics, registered with the manager
+        # The lean data service's endpoint, published at registration (set before register()).
+        self.endpoint = meta_pb2.NodeInfo()
         self.node_id = 0
         self.target_ids: list[int] = []
         self.restarted = False  # set when an identity was saved by an earlier run
@@ -227,6 +241,9 @@ class ClusterRouting:
                 address=self.address,
                 targets=[meta_pb2.RegisterTarget(target_id=t, path=p) for t, p in zip(ids, self.target_paths)],
                 metrics_address=self.metrics_address,
+                data_address=self.endpoint.data_address,
+                host_id=self.endpoint.host_id,
+                local_socket=self.endpoint.local_socket,
             )
             try:
                 # Several metaservers: one that stopped answering must not hold us for the full timeout.

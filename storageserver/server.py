@@ -23,7 +23,12 @@ from chainfs.common import config
 from chainfs.common.errors import ChainfsError
 from chainfs.common.metrics import MetricsEndpoint, server_registry, start_endpoint
 from chainfs.common.rpc import ChannelPool, bind, make_server, write_port_file
+from chainfs.common.dataconn import DataConnections, local_host_id
+from chainfs.proto import meta_pb2 as mpb
 from chainfs.storageserver.chunk_store import ChunkStore
+from chainfs.storageserver.data_server import DataServer
+from chainfs.storageserver.locks import KeyedLocks
+from chainfs.storageserver.reads import ChunkReader
 from chainfs.storageserver.handlers import StorageServicer, add_to_server
 from chainfs.storageserver.metrics import NodeCollector
 from chainfs.storageserver.replication import Replicator
@@ -41,7 +46,8 @@ class StorageNode:
 
     def __init__(self, data_dir: str | os.PathLike[str], meta_address: str, *, host: str = config.DEFAULT_HOST,
                  port: int = 0, targets: int = 4, advertise_host: str | None = None, fsync: bool = True,
-                 self_fence: bool = True, rejoin_wait: bool = True, metrics_port: int = -1) -> None:
+                 self_fence: bool = True, rejoin_wait: bool = True, metrics_port: int = -1,
+                 data_port: int = 0) -> None:
         if targets < 1:
             raise ValueError("a storage node needs at least one target")
         self.data_dir = Path(data_dir).resolve()
@@ -65,11 +71,18 @@ class StorageNode:
         self.routing = ClusterRouting(meta_address, self.data_dir, self.address, [str(p) for p in paths],
                                       self.channels, self_fence=self_fence)
         self.routing.on_registered(self._map_targets)
+        self.locks = KeyedLocks()
+        self.connections = DataConnections()
         self.replicator = Replicator(self.routing, self.stores, self.channels,
-                                     max_client_updates=max(1, RPC_WORKERS // 3))
-        self.resyncer = Resyncer(self.routing, self.replicator, self.stores, self.channels)
+                                     max_client_updates=max(1, RPC_WORKERS // 3), locks=self.locks,
+                                     connections=self.connections)
+        self.reader = ChunkReader(self.routing, self.stores)
+        self.resyncer = Resyncer(self.routing, self.replicator, self.stores, self.channels, locks=self.locks)
         self.routing.local_state = self.resyncer.local_state
-        add_to_server(StorageServicer(self.replicator, self.resyncer), self.server)
+        add_to_server(StorageServicer(self.replicator, self.resyncer, self.reader), self.server)
+        self.data = DataServer(self.replicator, self.reader, host, data_port, self.data_dir / "data.sock")
+        self.routing.endpoint = mpb.NodeInfo(data_address=f"{advertise_host}:{self.data.port}",
+                                             host_id=local_host_id(), local_socket=self.data.local_socket)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.rejoin_wait = rejoin_wait
@@ -82,7 +95,8 @@ class StorageNode:
     def start(self, stop: threading.Event | None = None, register_timeout: float | None = None) -> None:
         """Starts serving, registers (retrying until the manager answers) and starts heartbeats."""
         self.server.start()
-        log.info("storage service listening at %s", self.address)
+        self.data.start()
+        log.info("storage service listening at %s (data at %s)", self.address, self.routing.endpoint.data_address)
         self.routing.register(stop, register_timeout)
         # A restart: no heartbeats until the manager has marked our targets offline (3FS), so each
         # one comes back through waiting -> syncing -> serving.
@@ -110,9 +124,11 @@ class StorageNode:
         self.health.enter_graceful_shutdown()
         self.routing.stop()
         self.resyncer.stop()
+        self.data.stop()
         self.server.stop(grace).wait()
         if self.metrics is not None:
             self.metrics.stop()
+        self.connections.close()
         self.channels.close()
         for store in self._local_stores:
             store.close()
@@ -132,6 +148,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--metrics-port", type=int, default=0,
                         help="port of the Prometheus /metrics endpoint (0 picks a free one, -1 turns it off)")
     parser.add_argument("--metrics-port-file", help="write the bound metrics port here (before --port-file)")
+    parser.add_argument("--data-port", type=int, default=0,
+                        help="port of the lean TCP data service (0 picks a free one)")
     parser.add_argument("--targets", type=int, default=4, help="number of targets (data dirs)")
     parser.add_argument("--advertise-host", help="host peers use to reach this node (default: --host)")
     parser.add_argument("--no-fsync", action="store_true", help="skip fsync (tests and benchmarks only)")
@@ -160,7 +178,8 @@ def run_server(argv: list[str] | None = None, args: argparse.Namespace | None = 
         signal.signal(signal.SIGINT, _on_signal)
     node = StorageNode(args.data_dir, args.meta, host=args.host, port=args.port, targets=args.targets,
                        advertise_host=args.advertise_host, fsync=not args.no_fsync,
-                       rejoin_wait=not args.no_rejoin_wait, metrics_port=args.metrics_port)
+                       rejoin_wait=not args.no_rejoin_wait, metrics_port=args.metrics_port,
+                       data_port=args.data_port)
     try:
         node.start(stop)
     except ChainfsError as exc:

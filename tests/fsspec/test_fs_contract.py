@@ -116,13 +116,14 @@ def test_cat_ranges_and_batching(cluster: LocalCluster, cfs: ChainFileSystem, ba
     assert cfs.cat_file(p, 500_000) == b""
     calls = []
     storage = cfs.client.storage
-    original = storage.read
-    storage.read = lambda specs, holes=None: calls.append(len(specs)) or original(specs, holes)  # type: ignore[method-assign]
+    original = storage.read_into
+    storage.read_into = lambda specs, views, holes=None: (  # type: ignore[method-assign]
+        calls.append(len(specs)) or original(specs, views, holes))
     try:
         got = cfs.cat_ranges([p, q, p, f"{base}/missing"], [0, 5, -70_000, 0], [70_000, None, None, 1])
         both = cfs.cat([p, q])
     finally:
-        storage.read = original  # type: ignore[method-assign]
+        storage.read_into = original  # type: ignore[method-assign]
     assert got[:3] == [a[:70_000], b[5:], a[-70_000:]] and isinstance(got[3], FileNotFoundError)
     assert both == {p: a, q: b}
     assert calls == [2 + 2 + 2, 5 + 2], "all ranges of all files go out in one batched read"

@@ -14,14 +14,8 @@ import pytest
 from chainfs.common import config
 from chainfs.common.checksum import crc32c
 from chainfs.common.errors import ChainfsError, Reason
-from chainfs.storageserver.chunk_store import (
-    RECENT_REQUESTS,
-    ChunkKey,
-    ChunkStore,
-    chunk_key,
-    validate_chunk_size,
-    validate_write,
-)
+from chainfs.storageserver.chunk_ids import ChunkKey, chunk_key, validate_chunk_size, validate_write
+from chainfs.storageserver.chunk_store import RECENT_REQUESTS, ChunkStore
 
 K = ChunkKey(0x1234, 7)
 

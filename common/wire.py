@@ -1,0 +1,144 @@
+"""The lean data path's framing: chunk bytes over plain TCP, control in small protobuf headers.
+
+Every frame is a fixed 16-byte prefix, a protobuf header and a raw payload:
+
+    magic u32 | op u8 | flags u8 | reserved u16 | header length u32 | payload length u32
+
+Payloads never pass through protobuf: senders hand memoryviews (or a file, with sendfile) to the
+socket, receivers `recv_into` preallocated buffers. docs/architecture.md ("The data path") gives
+the conversation for each op and why this path beat gRPC with raw-bytes serializers.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from typing import Sequence
+
+from chainfs.common.errors import ChainfsError, Reason
+from chainfs.proto import storage_pb2
+
+MAGIC = 0x43465331  # "CFS1"
+PREFIX = struct.Struct("<IBBHII")
+
+# Requests.
+OP_WRITE = 1        # header WriteHeader, payload the chunk bytes; reply OP_OK(WriteReply)
+OP_READ = 2         # header ReadRequest; reply one OP_ITEM(ReadItemHeader, bytes) per item
+OP_OPEN_LOCAL = 3   # Unix socket only: header ReadRequest; reply OP_OK(LocalOpenReply) + fds
+# Replies.
+OP_OK = 16
+OP_ITEM = 17
+OP_ERROR = 18       # header DataError: the request failed as a whole
+
+MAX_HEADER_BYTES = 1 << 20
+MAX_PAYLOAD_BYTES = 64 << 20  # the largest chunk
+SEND_PIECE = 1 << 20          # cut-through granularity: forward this much as soon as it arrives
+
+
+class PeerClosed(ConnectionError):
+    """The other end closed the connection (between or inside frames)."""
+
+
+def pack_prefix(op: int, header_len: int, payload_len: int) -> bytes:
+    return PREFIX.pack(MAGIC, op, 0, 0, header_len, payload_len)
+
+
+def recv_exact(sock: socket.socket, view: memoryview) -> None:
+    """Fills `view` completely from the socket, or raises PeerClosed."""
+    got = 0
+    total = len(view)
+    while got < total:
+        n = sock.recv_into(view[got:], total - got)
+        if n == 0:
+            raise PeerClosed(f"connection closed after {got} of {total} bytes")
+        got += n
+
+
+def recv_prefix(sock: socket.socket) -> tuple[int, int, int]:
+    """Reads one frame prefix: (op, header length, payload length); validates the bounds."""
+    raw = bytearray(PREFIX.size)
+    recv_exact(sock, memoryview(raw))
+    magic, op, _flags, _reserved, header_len, payload_len = PREFIX.unpack(raw)
+    if magic != MAGIC:
+        raise ChainfsError(Reason.INVALID_ARGUMENT, "not a chainfs data frame")
+    if header_len > MAX_HEADER_BYTES or payload_len > MAX_PAYLOAD_BYTES:
+        raise ChainfsError(Reason.TOO_LARGE, f"frame of {header_len}+{payload_len} bytes is too large")
+    return op, header_len, payload_len
+
+
+def recv_header(sock: socket.socket, header_len: int) -> bytes:
+    buf = bytearray(header_len)
+    recv_exact(sock, memoryview(buf))
+    return bytes(buf)
+
+
+def send_frame(sock: socket.socket, op: int, header: bytes,
+               payload: Sequence[bytes | bytearray | memoryview] = ()) -> None:
+    """One frame with a gathered write: prefix, header and payload parts go without joining."""
+    length = sum(len(p) for p in payload)
+    parts: list[bytes | bytearray | memoryview] = [pack_prefix(op, len(header), length), header]
+    parts.extend(p for p in payload if len(p))
+    send_all(sock, parts)
+
+
+def send_all(sock: socket.socket, parts: list[bytes | bytearray | memoryview]) -> None:
+    """`sendmsg` until every part is out (the kernel may take less than all of them at once)."""
+    views = [memoryview(p).cast("B") for p in parts]
+    while views:
+        sent = sock.sendmsg(views[:64])
+        while sent:
+            if sent >= len(views[0]):
+                sent -= len(views[0])
+                views.pop(0)
+            else:
+                views[0] = views[0][sent:]
+                sent = 0
+        while views and not len(views[0]):
+            views.pop(0)
+
+
+def send_file_range(sock: socket.socket, fd: int, offset: int, count: int) -> None:
+    """Sends file bytes straight from the page cache (no copy through Python)."""
+    while count > 0:
+        sent = os.sendfile(sock.fileno(), fd, offset, count)
+        if sent == 0:
+            raise ChainfsError(Reason.IO_ERROR, "chunk file ended early while sending")
+        offset += sent
+        count -= sent
+
+
+def tune(sock: socket.socket) -> None:
+    """Large buffers and no Nagle delay: pieces of a chunk go out as soon as they are written."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
+        except OSError:
+            pass
+
+
+def send_error(sock: socket.socket, exc: ChainfsError) -> None:
+    header = storage_pb2.DataError(reason=exc.reason.value, message=exc.message).SerializeToString()
+    send_frame(sock, OP_ERROR, header)
+
+
+def error_of(header: bytes) -> ChainfsError:
+    """The ChainfsError an OP_ERROR frame carries (an unknown reason is an internal error)."""
+    err = storage_pb2.DataError.FromString(header)
+    try:
+        reason = Reason(err.reason)
+    except ValueError:
+        reason = Reason.INTERNAL
+    return ChainfsError(reason, err.message)
+
+
+def recv_write_reply(sock: socket.socket) -> storage_pb2.WriteReply:
+    """The answer to an OP_WRITE: its WriteReply, or the error it carries raised."""
+    op, header_len, payload_len = recv_prefix(sock)
+    header = recv_header(sock, header_len)
+    if payload_len or op not in (OP_OK, OP_ERROR):
+        raise ChainfsError(Reason.INTERNAL, f"unexpected data frame {op} in reply to a write")
+    if op == OP_ERROR:
+        raise error_of(header)
+    return storage_pb2.WriteReply.FromString(header)

@@ -1,0 +1,244 @@
+"""The storage node's lean data service: chunk writes and reads over plain TCP, and short-circuit
+opens over a Unix socket (docs/architecture.md, "The data path").
+
+A thread per connection, blocking sockets: `recv_into`, `sendmsg` and `sendfile` release the GIL
+for the whole transfer, so the bytes move at socket speed while Python only parses headers. Each
+connection carries one request at a time; a client or forwarding node keeps a pool of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from pathlib import Path
+
+from google.protobuf.message import DecodeError
+
+from chainfs.common import config, wire
+from chainfs.common.errors import ChainfsError, Reason
+from chainfs.proto import storage_pb2
+from chainfs.storageserver.reads import ChunkReader
+from chainfs.storageserver.replication import Replicator
+
+log = logging.getLogger(__name__)
+
+MAX_LOCAL_ITEMS = 250  # file descriptors in one SCM_RIGHTS message (Linux allows 253)
+_UNIX_PATH_MAX = 107
+
+
+class SocketBody:
+    """The payload of one OP_WRITE frame, read straight into the writer's buffer."""
+
+    def __init__(self, sock: socket.socket, length: int) -> None:
+        self.sock = sock
+        self.left = length
+        self.broken = False
+
+    def read_into(self, view: memoryview) -> None:
+        if len(view) > self.left:
+            raise ChainfsError(Reason.INVALID_ARGUMENT, f"the data ended {len(view) - self.left} bytes early")
+        self.broken = True  # until the piece is complete: a failure here leaves the stream mid-frame
+        wire.recv_exact(self.sock, view)
+        self.broken = False
+        self.left -= len(view)
+
+    def finish(self) -> None:
+        if self.left:
+            raise ChainfsError(Reason.INVALID_ARGUMENT, f"{self.left} more bytes than the header announced")
+
+    def discard(self) -> None:
+        scratch = memoryview(bytearray(min(self.left, wire.SEND_PIECE) or 1))
+        while self.left:
+            n = min(self.left, len(scratch))
+            self.read_into(scratch[:n])
+
+
+class DataServer:
+    """Accepts data connections and serves each on its own thread until it closes."""
+
+    def __init__(self, replicator: Replicator, reader: ChunkReader, host: str = config.DEFAULT_HOST,
+                 port: int = 0, local_socket: str | os.PathLike[str] | None = None) -> None:
+        self.replicator = replicator
+        self.reader = reader
+        self._listener = socket.create_server((host, port), backlog=128)
+        self.port = self._listener.getsockname()[1]
+        self.local_socket = ""
+        self._unix: socket.socket | None = None
+        if local_socket is not None:
+            self._unix = self._bind_unix(Path(local_socket))
+        self._stopped = threading.Event()
+        self._conns: set[socket.socket] = set()
+        self._mu = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def _bind_unix(self, path: Path) -> socket.socket | None:
+        if len(os.fsencode(path)) > _UNIX_PATH_MAX:
+            log.warning("%s is too long for a Unix socket; short-circuit reads are off for this node", path)
+            return None
+        path.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(path))
+        os.chmod(path, 0o600)  # only the storage node's own user may open its chunk files this way
+        sock.listen(128)
+        self.local_socket = str(path)
+        return sock
+
+    def start(self) -> None:
+        for listener, local in ((self._listener, False), (self._unix, True)):
+            if listener is not None:
+                t = threading.Thread(target=self._accept_loop, args=(listener, local), daemon=True,
+                                     name="data-accept-local" if local else "data-accept")
+                t.start()
+                self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        for listener in (self._listener, self._unix):
+            if listener is not None:
+                try:
+                    listener.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                listener.close()
+        with self._mu:
+            conns = list(self._conns)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self.local_socket:
+            Path(self.local_socket).unlink(missing_ok=True)
+
+    def _accept_loop(self, listener: socket.socket, local: bool) -> None:
+        while not self._stopped.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            if not local:
+                wire.tune(conn)
+            with self._mu:
+                self._conns.add(conn)
+            threading.Thread(target=self._serve, args=(conn, local), daemon=True, name="data-conn").start()
+
+    def _serve(self, conn: socket.socket, local: bool) -> None:
+        scratch = bytearray()
+        try:
+            while not self._stopped.is_set():
+                conn.settimeout(None)  # an idle pooled connection may wait for its next request
+                try:
+                    op, header_len, payload_len = wire.recv_prefix(conn)
+                except wire.PeerClosed:
+                    return
+                conn.settimeout(config.STORAGE_RPC_TIMEOUT)  # inside a request, the peer must keep up
+                header = wire.recv_header(conn, header_len)
+                if op == wire.OP_WRITE and not local:
+                    if len(scratch) < payload_len:
+                        scratch = bytearray(payload_len)
+                    self._write(conn, header, payload_len, scratch)
+                elif op == wire.OP_READ and not local and not payload_len:
+                    scratch = self._read(conn, header, scratch)
+                elif op == wire.OP_OPEN_LOCAL and local and not payload_len:
+                    self._open_local(conn, header)
+                else:
+                    wire.send_error(conn, ChainfsError(Reason.INVALID_ARGUMENT, f"unexpected data op {op}"))
+                    return
+        except ChainfsError as exc:
+            log.info("data connection dropped: %s", exc.message)
+            try:
+                wire.send_error(conn, exc)  # say why before closing (a malformed or oversize frame)
+            except OSError:
+                pass
+        except OSError as exc:
+            log.debug("data connection closed: %s", exc)
+        except Exception:  # noqa: BLE001 - a connection's failure must not take the node down
+            log.exception("data connection failed")
+        finally:
+            with self._mu:
+                self._conns.discard(conn)
+            conn.close()
+
+    @staticmethod
+    def _parse(message: type, raw: bytes):  # type: ignore[no-untyped-def]
+        try:
+            return message.FromString(raw)
+        except DecodeError as exc:
+            raise ChainfsError(Reason.INVALID_ARGUMENT, f"malformed {message.__name__}: {exc}") from None
+
+    def _write(self, conn: socket.socket, raw: bytes, payload_len: int, buffer: bytearray) -> None:
+        body = SocketBody(conn, payload_len)
+        try:
+            header = self._parse(storage_pb2.WriteHeader, raw)
+            if header.length != payload_len:
+                raise ChainfsError(Reason.INVALID_ARGUMENT,
+                                   f"header announces {header.length} bytes, frame carries {payload_len}")
+            reply = self.replicator.write(header, body, buffer=buffer)
+        except ChainfsError as exc:
+            if body.broken:
+                raise  # the stream is mid-frame: only closing the connection is safe
+            body.discard()
+            wire.send_error(conn, exc)
+            return
+        except Exception as exc:
+            if body.broken or isinstance(exc, OSError):
+                raise
+            log.exception("data write failed")
+            body.discard()
+            wire.send_error(conn, ChainfsError(Reason.INTERNAL, f"{type(exc).__name__}: {exc}"))
+            return
+        wire.send_frame(conn, wire.OP_OK, reply.SerializeToString())
+
+    def _read(self, conn: socket.socket, raw: bytes, scratch: bytearray) -> bytearray:
+        try:
+            request = self._parse(storage_pb2.ReadRequest, raw)
+        except ChainfsError as exc:
+            wire.send_error(conn, exc)
+            return scratch
+        for header, source in self.reader.resolve(request):
+            if source is None:
+                wire.send_frame(conn, wire.OP_ITEM, header.SerializeToString())
+                continue
+            try:
+                if source.whole_chunk and self._file_holds(source):
+                    # The client checks these bytes against the stored CRC (sent as data_crc), so
+                    # they can go from the page cache to the socket without passing through us.
+                    header.data_crc = source.meta.crc
+                    head = header.SerializeToString()
+                    wire.send_all(conn, [wire.pack_prefix(wire.OP_ITEM, len(head), source.length), head])
+                    wire.send_file_range(conn, source.file.fileno(), source.start, source.length)
+                    continue
+                if len(scratch) < source.length:
+                    scratch = bytearray(source.length)
+                view = self.reader.load(header, source, scratch)
+                wire.send_frame(conn, wire.OP_ITEM, header.SerializeToString(), [view] if view is not None else [])
+            finally:
+                source.close()
+        return scratch
+
+    @staticmethod
+    def _file_holds(source) -> bool:  # type: ignore[no-untyped-def]
+        """Whether the file still has every byte its metadata promises (else: an I/O error item)."""
+        return os.fstat(source.file.fileno()).st_size >= source.start + source.length
+
+    def _open_local(self, conn: socket.socket, raw: bytes) -> None:
+        request = self._parse(storage_pb2.ReadRequest, raw)
+        if len(request.items) > MAX_LOCAL_ITEMS:
+            wire.send_error(conn, ChainfsError(Reason.INVALID_ARGUMENT,
+                                               f"at most {MAX_LOCAL_ITEMS} chunks per short-circuit open"))
+            return
+        reply = storage_pb2.LocalOpenReply()
+        sources = []
+        try:
+            for header, source in self.reader.resolve(request):
+                reply.items.append(header)
+                if source is not None:
+                    sources.append(source)
+            body = reply.SerializeToString()
+            socket.send_fds(conn, [wire.pack_prefix(wire.OP_OK, len(body), 0)], [s.file.fileno() for s in sources])
+            wire.send_all(conn, [body])
+        finally:
+            for source in sources:
+                source.close()
