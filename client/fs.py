@@ -34,7 +34,6 @@ from chainfs.client.chainclient import ChainClient
 from chainfs.client.fs_file import ChainFile
 from chainfs.client.fs_support import (ADDRESS_ENV, PROTOCOL, init_gevent_if_patched, join, shared_client,
                                        to_datetime, to_info, to_inode)
-from chainfs.client.storage_client import LazyPool
 from chainfs.client.url import parse_url
 
 log = logging.getLogger(__name__)
