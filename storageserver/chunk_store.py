@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import mmap
 import os
 import re
 import struct
@@ -174,6 +175,29 @@ class ChunkStore:
         # Not synced: after a crash any pending version is discarded anyway.
         self._write({key: record}, sync=False)
         return size
+
+    def open_staging(self, key: ChunkKey, version: int, length: int) -> "Staging":
+        """A pending version's file, sized and mapped, for the data to be received straight into
+        the page cache (one copy fewer than receiving into a buffer and writing it). The caller
+        fills `view`, then `finish()`es (fsync, record) or `discard()`s it, and always `close()`s."""
+        key = chunk_key(key.inode, key.index)
+        _validate_version(version)
+        if not 0 <= length <= config.MAX_CHUNK_SIZE:
+            raise ChainfsError(Reason.TOO_LARGE, f"chunk data of {length} bytes exceeds the maximum")
+        record = self.get_record(key)
+        same_name = record is not None and version == record.meta.version
+        return Staging(self, key, version, self._file(key, version, new=same_name), length)
+
+    def _finish_staging(self, staging: "Staging") -> None:
+        if self.fsync:
+            os.fsync(staging.fd)
+            _fsync_dir(staging.path.parent)
+        record = self.get_record(staging.key)
+        if record is None or record.meta.pending_version != staging.version:
+            raise ChainfsError(Reason.INTERNAL, f"{staging.key}: version {staging.version} is no longer pending")
+        del record.pending_block_crcs[:]
+        record.pending_block_crcs.extend(block_crcs(staging.view))
+        self._write({staging.key: record}, sync=False)  # pending versions do not survive a crash anyway
 
     def _write_file(self, path: Path, data: DataSource) -> int:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -455,3 +479,52 @@ class ChunkStore:
         if not self._closed:
             self._closed = True
             self._db.close()
+
+
+def _storage_error(root: Path, path: Path, exc: OSError) -> ChainfsError:
+    reason = Reason.NO_SPACE if exc.errno in (errno.ENOSPC, errno.EDQUOT) else Reason.IO_ERROR
+    log.error("%s: writing %s failed: %s", root, path.name, exc)
+    return ChainfsError(reason, f"cannot store chunk data: {exc.strerror}")
+
+
+class Staging:
+    """A pending chunk file mapped for writing. Its blocks are allocated up front (fallocate), so
+    a full disk is an ENOSPC here, never a SIGBUS while the mapping is filled."""
+
+    def __init__(self, store: ChunkStore, key: ChunkKey, version: int, path: Path, length: int) -> None:
+        self.store, self.key, self.version, self.path = store, key, version, path
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._map: mmap.mmap | None = None
+        try:
+            if length:
+                os.posix_fallocate(self.fd, 0, length)
+                self._map = mmap.mmap(self.fd, length, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
+        except OSError as exc:
+            self.discard()
+            raise _storage_error(store.root, path, exc) from exc
+        self.view = memoryview(self._map) if self._map is not None else memoryview(bytearray())
+
+    def finish(self) -> None:
+        try:
+            self.store._finish_staging(self)
+        except OSError as exc:
+            raise _storage_error(self.store.root, self.path, exc) from exc
+
+    def discard(self) -> None:
+        self.close()
+        _unlink(self.path)
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        os.close(self.fd)  # the mapping keeps its own reference to the file
+        self.fd = -1
+        try:
+            self.view.release()
+            if self._map is not None:
+                self._map.close()
+        except BufferError:
+            # A slice of the data is still referenced (a forward that failed mid-stream): the
+            # mapping goes when the last reference does.
+            pass
+        self._map = None

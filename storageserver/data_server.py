@@ -136,9 +136,7 @@ class DataServer:
                 conn.settimeout(config.STORAGE_RPC_TIMEOUT)  # inside a request, the peer must keep up
                 header = wire.recv_header(conn, header_len)
                 if op == wire.OP_WRITE and not local:
-                    if len(scratch) < payload_len:
-                        scratch = bytearray(payload_len)
-                    self._write(conn, header, payload_len, scratch)
+                    scratch = self._write(conn, header, payload_len, scratch)
                 elif op == wire.OP_READ and not local and not payload_len:
                     scratch = self._read(conn, header, scratch)
                 elif op == wire.OP_OPEN_LOCAL and local and not payload_len:
@@ -168,28 +166,32 @@ class DataServer:
         except DecodeError as exc:
             raise ChainfsError(Reason.INVALID_ARGUMENT, f"malformed {message.__name__}: {exc}") from None
 
-    def _write(self, conn: socket.socket, raw: bytes, payload_len: int, buffer: bytearray) -> None:
+    def _write(self, conn: socket.socket, raw: bytes, payload_len: int, scratch: bytearray) -> bytearray:
+        """Serves one OP_WRITE; returns the connection's scratch buffer (grown for patches)."""
         body = SocketBody(conn, payload_len)
         try:
             header = self._parse(storage_pb2.WriteHeader, raw)
             if header.length != payload_len:
                 raise ChainfsError(Reason.INVALID_ARGUMENT,
                                    f"header announces {header.length} bytes, frame carries {payload_len}")
-            reply = self.replicator.write(header, body, buffer=buffer)
+            if not header.replace and len(scratch) < payload_len:
+                scratch = bytearray(payload_len)  # a patch is received aside; a replace into its file
+            reply = self.replicator.write(header, body, buffer=scratch)
         except ChainfsError as exc:
             if body.broken:
                 raise  # the stream is mid-frame: only closing the connection is safe
             body.discard()
             wire.send_error(conn, exc)
-            return
+            return scratch
         except Exception as exc:
             if body.broken or isinstance(exc, OSError):
                 raise
             log.exception("data write failed")
             body.discard()
             wire.send_error(conn, ChainfsError(Reason.INTERNAL, f"{type(exc).__name__}: {exc}"))
-            return
+            return scratch
         wire.send_frame(conn, wire.OP_OK, reply.SerializeToString())
+        return scratch
 
     def _read(self, conn: socket.socket, raw: bytes, scratch: bytearray) -> bytearray:
         try:

@@ -160,8 +160,9 @@ class Replicator:
     def write(self, h: storage_pb2.WriteHeader, body: WriteBody, time_remaining: float | None = None,
               buffer: bytearray | None = None) -> storage_pb2.WriteReply:
         """Applies one chunk update whose data arrives through `body` (read to its end, or the
-        caller must drop the connection). `buffer`, when given and large enough, receives the data
-        (a transport reuses one per connection: no fresh pages to fault in for every chunk)."""
+        caller must drop the connection). A replacing write is received straight into its staged
+        file; a patch into `buffer`, when given and large enough (a transport reuses one per
+        connection: no fresh pages to fault in for every chunk)."""
         deadline = self._deadline(time_remaining)
         started = time.monotonic()
         key = key_of(h.chunk)
@@ -172,9 +173,9 @@ class Replicator:
         pos = self._position(h.chain_id, h.chain_version)
         self._check_sender(pos, h.from_target)
         store = self._store(pos)
-        data = memoryview(buffer)[:h.length] if buffer is not None and len(buffer) >= h.length \
-            else memoryview(bytearray(h.length))
         if not h.replace:
+            data = memoryview(buffer)[:h.length] if buffer is not None and len(buffer) >= h.length \
+                else memoryview(bytearray(h.length))
             self._receive(body, data, None)
             with self._admit(0), self.locks.hold((pos.target_id, key), timeout=self._left(deadline)):
                 reply = self._apply_patch(self._recheck(pos), store, key, h, data, deadline)
@@ -187,7 +188,7 @@ class Replicator:
                     body.discard()
                     return reply
                 version = h.version if forwarded else (record.meta.version if record is not None else 0) + 1
-                reply = self._apply_replace(pos, store, key, h, version, body, data, deadline)
+                reply = self._apply_replace(pos, store, key, h, version, body, deadline)
         record_io(pos.target_id, "write", h.length, time.monotonic() - started)
         return reply
 
@@ -217,26 +218,32 @@ class Replicator:
         body.finish()
 
     def _apply_replace(self, pos: ChainPosition, store: ChunkStore, key: ChunkKey, h: storage_pb2.WriteHeader,
-                       version: int, body: WriteBody, data: memoryview, deadline: float) -> storage_pb2.WriteReply:
+                       version: int, body: WriteBody, deadline: float) -> storage_pb2.WriteReply:
         # Pending before anything leaves this node: once a successor may commit, reads here must
         # answer PENDING rather than the old version (a reader could otherwise see new, then old).
         store.mark_pending(key, version)
-        stream = None
+        stream = staging = None
         try:
+            staging = store.open_staging(key, version, h.length)
             if pos.successor:
                 stream = self.successor.open_stream(pos, self._forward_header(pos, h, version, h.length, h.data_crc),
                                                     deadline, lambda: self._still_current(pos))
-            self._receive(body, data, stream)
-            if crc32c(data) != h.data_crc:
+            self._receive(body, staging.view, stream)
+            if crc32c(staging.view) != h.data_crc:
                 raise ChainfsError(Reason.CHECKSUM_MISMATCH, f"data of chunk {key} does not match its CRC32C")
-            store.stage(key, version, data)
+            staging.finish()
         except BaseException:
             # Nothing complete left this node, so no successor can commit it: discard.
             if stream is not None:
                 stream.abort()
+            if staging is not None:
+                staging.discard()
             self._discard_pending(store, key, version)
             raise
-        return self._forward_and_commit(pos, store, key, h, version, data, h.data_crc, deadline, stream)
+        try:
+            return self._forward_and_commit(pos, store, key, h, version, staging.view, h.data_crc, deadline, stream)
+        finally:
+            staging.close()
 
     def _apply_patch(self, pos: ChainPosition, store: ChunkStore, key: ChunkKey,
                      h: storage_pb2.WriteHeader, data: memoryview, deadline: float) -> storage_pb2.WriteReply:

@@ -184,7 +184,7 @@ def test_data_port_refuses_garbage_and_keeps_serving(client: ChainClient, sc_dir
     node = client.routing.refresh().nodes[0]
     for junk in (b"GET / HTTP/1.1\r\n\r\n" + b"x" * 16, wire.pack_prefix(wire.OP_WRITE, 1 << 30, 0),
                  wire.pack_prefix(99, 0, 0)):
-        with socket.create_connection(split_address(node.data_address), timeout=10) as sock:
+        with socket.create_connection(split_address(node.data_address), timeout=60) as sock:
             sock.sendall(junk)
             sock.shutdown(socket.SHUT_WR)
             try:
