@@ -11,10 +11,9 @@ the conversation for each op and why this path beat gRPC with raw-bytes serializ
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
-from typing import Sequence
+from typing import BinaryIO, Sequence
 
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.proto import storage_pb2
@@ -98,14 +97,13 @@ def send_all(sock: socket.socket, parts: list[bytes | bytearray | memoryview]) -
             views.pop(0)
 
 
-def send_file_range(sock: socket.socket, fd: int, offset: int, count: int) -> None:
-    """Sends file bytes straight from the page cache (no copy through Python)."""
-    while count > 0:
-        sent = os.sendfile(sock.fileno(), fd, offset, count)
-        if sent == 0:
-            raise ChainfsError(Reason.IO_ERROR, "chunk file ended early while sending")
-        offset += sent
-        count -= sent
+def send_file_range(sock: socket.socket, file: BinaryIO, offset: int, count: int) -> None:
+    """Sends file bytes straight from the page cache (no copy through Python). `socket.sendfile`
+    rather than `os.sendfile`: it waits for the socket when its buffer is full (a socket with a
+    timeout is non-blocking underneath)."""
+    sent = sock.sendfile(file, offset, count)
+    if sent != count:
+        raise ChainfsError(Reason.IO_ERROR, f"chunk file ended after {sent} of {count} bytes while sending")
 
 
 def tune(sock: socket.socket) -> None:

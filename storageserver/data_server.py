@@ -210,7 +210,7 @@ class DataServer:
                     header.data_crc = source.meta.crc
                     head = header.SerializeToString()
                     wire.send_all(conn, [wire.pack_prefix(wire.OP_ITEM, len(head), source.length), head])
-                    wire.send_file_range(conn, source.file.fileno(), source.start, source.length)
+                    wire.send_file_range(conn, source.file, source.start, source.length)
                     continue
                 if len(scratch) < source.length:
                     scratch = bytearray(source.length)

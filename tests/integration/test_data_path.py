@@ -218,3 +218,27 @@ def test_short_circuit_switches(client: ChainClient, sc_dir: str, tmp_path: Path
                                f"chainfs://{client.address}{sc_dir}/f", str(out)], capture_output=True, timeout=60)
         assert proc.returncode == 0, proc.stderr.decode()
         assert out.read_bytes() == data
+
+
+def test_a_healthy_cluster_serves_big_reads_without_retries(client: ChainClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every item arrives on the first try: no connection drops mid-chunk (e.g. a full socket buffer
+    during sendfile), which retries would otherwise hide."""
+    client.mkdir("/noretry", layout=mpb.Layout(chunk_size=4 * MiB, stripe_width=4))
+    data = os.urandom(64 * MiB)
+    client.write_file("/noretry/f", data)
+    failures: list[str] = []
+    real = data_path.read_items
+
+    def watched(*args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            yield from real(*args, **kwargs)
+        except Exception as exc:
+            failures.append(str(exc))
+            raise
+
+    monkeypatch.setattr(data_path, "read_items", watched)
+    c = ChainClient(client.address, short_circuit=False)
+    buffer = bytearray(len(data))
+    for _ in range(3):
+        assert c.read_into("/noretry/f", buffer) == len(data) and buffer == data
+    assert failures == []
