@@ -24,9 +24,7 @@ File names are built only from validated integers, so nothing outside the target
 
 from __future__ import annotations
 
-import errno
 import logging
-import mmap
 import os
 import re
 import struct
@@ -40,36 +38,18 @@ from chainfs.common import config
 from chainfs.common.checksum import block_crcs, crc32c
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.proto import storage_pb2
+from chainfs.storageserver.chunk_files import DataSource, Staging, fsync_dir, unlink, write_file
 from chainfs.storageserver.chunk_ids import MAX_INDEX, MAX_VERSION, ChunkKey, chunk_key
 
 log = logging.getLogger(__name__)
 
 RECENT_REQUESTS = 32
-_COPY_BYTES = 1 << 20
 _FILE_RE = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{8})\.v([0-9]{1,20})(\.new)?$")
-
-DataSource = bytes | bytearray | memoryview | BinaryIO
 
 
 def _validate_version(version: int) -> None:
     if not isinstance(version, int) or not 0 < version <= MAX_VERSION:
         raise ChainfsError(Reason.INVALID_ARGUMENT, f"invalid chunk version {version}")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _unlink(path: Path) -> bool:
-    try:
-        path.unlink()
-        return True
-    except FileNotFoundError:
-        return False
 
 
 class ChunkStore:
@@ -83,8 +63,8 @@ class ChunkStore:
         for shard in range(256):
             (self._chunks / f"{shard:02x}").mkdir(exist_ok=True)
         if fsync:
-            _fsync_dir(self._chunks)
-            _fsync_dir(self.root)
+            fsync_dir(self._chunks)
+            fsync_dir(self.root)
         opts = Options(raw_mode=True)
         opts.create_if_missing(True)
         opts.set_keep_log_file_num(2)
@@ -138,12 +118,9 @@ class ChunkStore:
 
     # ---- writes (callers hold the chunk's lock) ----
 
-    def mark_pending(self, key: ChunkKey, version: int) -> None:
-        """Records `version` as pending before its data is here, so reads answer PENDING at once.
-
-        Any older pending version is discarded. Not synced: after a crash pending versions go.
-        """
-        key = chunk_key(key.inode, key.index)
+    def _replace_pending(self, key: ChunkKey, version: int) -> storage_pb2.StoredChunk:
+        """The chunk's record with any older pending version's files dropped and `version` pending
+        (not yet written back)."""
         _validate_version(version)
         record = self.get_record(key) or storage_pb2.StoredChunk(
             meta=storage_pb2.ChunkMeta(chunk=key.to_proto())
@@ -152,7 +129,15 @@ class ChunkStore:
             self._drop_pending_files(key, record.meta)
         record.meta.pending_version = version
         del record.pending_block_crcs[:]
-        self._write({key: record}, sync=False)
+        return record
+
+    def mark_pending(self, key: ChunkKey, version: int) -> None:
+        """Records `version` as pending before its data is here, so reads answer PENDING at once.
+
+        Any older pending version is discarded. Not synced: after a crash pending versions go.
+        """
+        key = chunk_key(key.inode, key.index)
+        self._write({key: self._replace_pending(key, version)}, sync=False)
 
     def stage(self, key: ChunkKey, version: int, data: DataSource) -> int:
         """Writes `data` as pending `version` of the chunk (fsynced) and records it; returns its size.
@@ -160,23 +145,15 @@ class ChunkStore:
         Any older pending version is discarded first. The committed version stays readable.
         """
         key = chunk_key(key.inode, key.index)
-        _validate_version(version)
-        record = self.get_record(key) or storage_pb2.StoredChunk(
-            meta=storage_pb2.ChunkMeta(chunk=key.to_proto())
-        )
-        if record.meta.pending_version:
-            self._drop_pending_files(key, record.meta)
-        path = self._file(key, version, new=version == record.meta.version)
-        size = self._write_file(path, data)
-        record.meta.pending_version = version
-        del record.pending_block_crcs[:]
+        record = self._replace_pending(key, version)
+        size = write_file(self._file(key, version, new=version == record.meta.version), data, fsync=self.fsync)
         if isinstance(data, (bytes, bytearray, memoryview)):
             record.pending_block_crcs.extend(block_crcs(data))
         # Not synced: after a crash any pending version is discarded anyway.
         self._write({key: record}, sync=False)
         return size
 
-    def open_staging(self, key: ChunkKey, version: int, length: int) -> "Staging":
+    def open_staging(self, key: ChunkKey, version: int, length: int) -> Staging:
         """A pending version's file, sized and mapped, for the data to be received straight into
         the page cache (one copy fewer than receiving into a buffer and writing it). The caller
         fills `view`, then `finish()`es (fsync, record) or `discard()`s it, and always `close()`s."""
@@ -186,54 +163,17 @@ class ChunkStore:
             raise ChainfsError(Reason.TOO_LARGE, f"chunk data of {length} bytes exceeds the maximum")
         record = self.get_record(key)
         same_name = record is not None and version == record.meta.version
-        return Staging(self, key, version, self._file(key, version, new=same_name), length)
+        return Staging(key, version, self._file(key, version, new=same_name), length, fsync=self.fsync)
 
-    def _finish_staging(self, staging: "Staging") -> None:
-        if self.fsync:
-            os.fsync(staging.fd)
-            _fsync_dir(staging.path.parent)
+    def finish_staging(self, staging: Staging) -> None:
+        """Makes a filled staged file durable and records its block CRCs with the pending version."""
+        staging.sync()
         record = self.get_record(staging.key)
         if record is None or record.meta.pending_version != staging.version:
             raise ChainfsError(Reason.INTERNAL, f"{staging.key}: version {staging.version} is no longer pending")
         del record.pending_block_crcs[:]
         record.pending_block_crcs.extend(block_crcs(staging.view))
         self._write({staging.key: record}, sync=False)  # pending versions do not survive a crash anyway
-
-    def _write_file(self, path: Path, data: DataSource) -> int:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        size = 0
-        try:
-            if isinstance(data, (bytes, bytearray, memoryview)):
-                view = memoryview(data).cast("B")
-                while size < len(view):
-                    size += os.write(fd, view[size:])
-            else:
-                buf = bytearray(_COPY_BYTES)
-                while True:
-                    n = data.readinto(buf)  # type: ignore[attr-defined]
-                    if not n:
-                        break
-                    view = memoryview(buf)[:n]
-                    done = 0
-                    while done < n:
-                        done += os.write(fd, view[done:])
-                    size += n
-            if size > config.MAX_CHUNK_SIZE:
-                raise ChainfsError(Reason.TOO_LARGE, f"chunk data of {size} bytes exceeds the maximum")
-            if self.fsync:
-                os.fsync(fd)
-        except BaseException as exc:
-            os.close(fd)
-            _unlink(path)
-            if isinstance(exc, OSError):
-                reason = Reason.NO_SPACE if exc.errno in (errno.ENOSPC, errno.EDQUOT) else Reason.IO_ERROR
-                log.error("%s: writing %s failed: %s", self.root, path.name, exc)
-                raise ChainfsError(reason, f"cannot store chunk data: {exc.strerror}") from exc
-            raise
-        os.close(fd)
-        if self.fsync:
-            _fsync_dir(path.parent)
-        return size
 
     def commit(self, key: ChunkKey, version: int, length: int, crc: int, chain_version: int,
                request_id: str = "") -> storage_pb2.ChunkMeta:
@@ -262,11 +202,11 @@ class ChunkStore:
                 self._write({key: record})
                 os.replace(self._file(key, version, new=True), self._file(key, version))
                 if self.fsync:
-                    _fsync_dir(self._file(key, version).parent)
+                    fsync_dir(self._file(key, version).parent)
         else:
             self._write({key: record})
             if old:
-                _unlink(self._file(key, old))
+                unlink(self._file(key, old))
         meta = storage_pb2.ChunkMeta()
         meta.CopyFrom(record.meta)
         return meta
@@ -288,9 +228,9 @@ class ChunkStore:
 
     def _drop_pending_files(self, key: ChunkKey, meta: storage_pb2.ChunkMeta) -> None:
         pending = meta.pending_version
-        _unlink(self._file(key, pending, new=True))
+        unlink(self._file(key, pending, new=True))
         if pending != meta.version:
-            _unlink(self._file(key, pending))
+            unlink(self._file(key, pending))
 
     def remove(self, key: ChunkKey) -> bool:
         """Deletes the chunk (metadata first, then its files); returns whether it existed."""
@@ -301,7 +241,7 @@ class ChunkStore:
         with self._swap(key):
             self._write({}, (key,))
             if record.meta.version:
-                _unlink(self._file(key, record.meta.version))
+                unlink(self._file(key, record.meta.version))
             if record.meta.pending_version:
                 self._drop_pending_files(key, record.meta)
         return record.meta.version != 0
@@ -461,11 +401,11 @@ class ChunkStore:
                 elif meta is not None and meta.version == version:
                     continue
                 strays += 1
-                _unlink(path)
+                unlink(path)
         if strays:
             log.info("%s: deleted %d stray chunk files", self.root, strays)
         if self.fsync and strays:
-            _fsync_dir(self._chunks)
+            fsync_dir(self._chunks)
 
     @staticmethod
     def _file_matches(path: Path, meta: storage_pb2.ChunkMeta) -> bool:
@@ -479,52 +419,3 @@ class ChunkStore:
         if not self._closed:
             self._closed = True
             self._db.close()
-
-
-def _storage_error(root: Path, path: Path, exc: OSError) -> ChainfsError:
-    reason = Reason.NO_SPACE if exc.errno in (errno.ENOSPC, errno.EDQUOT) else Reason.IO_ERROR
-    log.error("%s: writing %s failed: %s", root, path.name, exc)
-    return ChainfsError(reason, f"cannot store chunk data: {exc.strerror}")
-
-
-class Staging:
-    """A pending chunk file mapped for writing. Its blocks are allocated up front (fallocate), so
-    a full disk is an ENOSPC here, never a SIGBUS while the mapping is filled."""
-
-    def __init__(self, store: ChunkStore, key: ChunkKey, version: int, path: Path, length: int) -> None:
-        self.store, self.key, self.version, self.path = store, key, version, path
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        self._map: mmap.mmap | None = None
-        try:
-            if length:
-                os.posix_fallocate(self.fd, 0, length)
-                self._map = mmap.mmap(self.fd, length, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
-        except OSError as exc:
-            self.discard()
-            raise _storage_error(store.root, path, exc) from exc
-        self.view = memoryview(self._map) if self._map is not None else memoryview(bytearray())
-
-    def finish(self) -> None:
-        try:
-            self.store._finish_staging(self)
-        except OSError as exc:
-            raise _storage_error(self.store.root, self.path, exc) from exc
-
-    def discard(self) -> None:
-        self.close()
-        _unlink(self.path)
-
-    def close(self) -> None:
-        if self.fd < 0:
-            return
-        os.close(self.fd)  # the mapping keeps its own reference to the file
-        self.fd = -1
-        try:
-            self.view.release()
-            if self._map is not None:
-                self._map.close()
-        except BufferError:
-            # A slice of the data is still referenced (a forward that failed mid-stream): the
-            # mapping goes when the last reference does.
-            pass
-        self._map = None

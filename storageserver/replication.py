@@ -231,7 +231,7 @@ class Replicator:
             self._receive(body, staging.view, stream)
             if crc32c(staging.view) != h.data_crc:
                 raise ChainfsError(Reason.CHECKSUM_MISMATCH, f"data of chunk {key} does not match its CRC32C")
-            staging.finish()
+            store.finish_staging(staging)
         except BaseException:
             # Nothing complete left this node, so no successor can commit it: discard.
             if stream is not None:
