@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 PROTOCOL = "chainfs"
 
 _lock = threading.Lock()
-_clients: dict[tuple[str, float, bool], ChainClient] = {}
+_clients: dict[tuple[str, float, float, bool], ChainClient] = {}
 _clients_pid = os.getpid()
 _gevent_ready = False
 
