@@ -12,8 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     build.add_argument("dir", help="output directory (created)")
     build.add_argument("--size", choices=["tiny", "medium"], default="tiny",
                        help="tiny: 2 layers, hidden 128; medium: 8 layers, hidden 1024 (~120 M parameters)")
-    build.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
-    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+                       help="the weights' type in the saved model")
+    build.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     build.set_defaults(func=cmd_build)
 
 

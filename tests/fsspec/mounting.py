@@ -37,9 +37,10 @@ def unmount(mnt: Path) -> None:
     while os.path.ismount(mnt) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not os.path.ismount(mnt)
-    while mount_processes(mnt) and time.monotonic() < deadline:  # the mount's process ends with it
+    deadline = time.monotonic() + 30  # its process ends once in-flight calls return (slow when loaded)
+    while mount_processes(mnt) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not mount_processes(mnt)
+    assert not mount_processes(mnt), f"the mount process of {mnt} outlived its mount"
 
 
 def mount_processes(mnt: Path) -> list[int]:
