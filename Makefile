@@ -7,7 +7,7 @@ SYSDEPS := $(VENV)/.sysdeps-stamp
 VVENV   ?= .venv-vllm
 VSTAMP  := $(VVENV)/.installed-stamp
 
-.PHONY: setup vllm-setup sysdeps proto proto-check test demo demo-vllm smoke bench clean
+.PHONY: setup vllm-setup sysdeps proto proto-check test demo demo-vllm smoke bench bench-vllm clean
 
 $(SYSDEPS):
 	@$(PYTHON) -m venv $(VENV)
@@ -43,12 +43,23 @@ demo: setup
 	$(VENV)/bin/chainfs loadtest run --model small --sessions 50 --length-scale 16 --block-tokens 32 \
 		--report-dir demo-report --json demo-report/report.json
 
+# The same comparison on real vLLM servers (CPU build, ChainfsConnector), the tiny model built locally.
+VLLM_MODEL ?= demo-vllm-report/model
+demo-vllm: setup vllm-setup
+	@test -f $(VLLM_MODEL)/config.json || $(VVENV)/bin/chainfs model build-tiny $(VLLM_MODEL)
+	$(VVENV)/bin/chainfs loadtest run --engine vllm --model-dir $(VLLM_MODEL) --sessions 50 --length-scale 16 \
+		--block-tokens 32 --report-dir demo-vllm-report --json demo-vllm-report/report.json
+
 # A quick look at the file system alone: a local cluster, a 64 MiB file written and read back.
 smoke: setup
 	$(PY) scripts/demo.py
 
 bench: setup
 	$(VENV)/bin/chainfs bench io
+
+# TTFT with the prefix from chainfs vs vLLM's own memory vs cold, on the ~120 M model (~5 min).
+bench-vllm: vllm-setup
+	$(VVENV)/bin/python bench/bench_vllm.py
 
 clean:
 	rm -rf $(VENV) $(VVENV) build *.egg-info

@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--scenarios", default="none,local,shared", help="comma-separated: none,local,shared")
     run.add_argument("--engines", type=int, default=2, help="engines per scenario")
     run.add_argument("--model", default="small", choices=["tiny", "small"], help="engine model preset")
+    run.add_argument("--engine", choices=["numpy", "vllm"], default="numpy",
+                     help="numpy: chainfs engine serve; vllm: vLLM OpenAI servers with ChainfsConnector")
+    run.add_argument("--model-dir", help="vllm: the model directory (chainfs model build-tiny DIR)")
     run.add_argument("--workload", choices=["calibrated", "qa", "trace"], default=None,
                      help="default: trace when --trace is given, else calibrated")
     run.add_argument("--trace", help="Mooncake-format JSONL to replay")
@@ -53,9 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from chainfs.engine.presets import get_preset
     from chainfs.loadtest.report import build_report, print_table, write_outputs
-    from chainfs.loadtest.runner import RunConfig, build_workload, load_engine_stats, run_comparison
+    from chainfs.loadtest.runner import RunConfig, build_workload, engine_model, load_engine_stats, run_comparison
 
     console = Console()
     workload = args.workload or ("trace" if args.trace else "calibrated")
@@ -67,12 +69,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         qa=QAConfig(users=args.qa_users, rounds=args.qa_rounds, system_prompt_tokens=args.qa_system_tokens),
         concurrency=args.concurrency, duration=args.duration, capacity=args.capacity,
         block_tokens=args.block_tokens, routing=args.routing, fsync=not args.no_fsync,
+        engine=args.engine, model_dir=Path(args.model_dir) if args.model_dir else None,
         report_dir=Path(args.report_dir),
     )
     requests = build_workload(cfg)
     results = run_comparison(cfg, requests, progress=lambda m: console.print(f"[bold]{m}[/]"))
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
-    report = build_report(results, requests, get_preset(cfg.model), cfg.block_tokens, config,
+    report = build_report(results, requests, engine_model(cfg), cfg.block_tokens, config,
                           load_engine_stats(cfg.report_dir, cfg.scenarios))
     paths = write_outputs(report, results, cfg.report_dir, Path(args.json_out) if args.json_out else None)
     print_table(report, console)

@@ -105,3 +105,32 @@ def fingerprint(model_dir: str | Path, sample_bytes: int = 4 << 20) -> str:
             with open(path, "rb") as f:
                 h.update(name.encode() + b"\0" + f.read(sample_bytes))
     return h.hexdigest()
+
+
+def model_config(model_dir: str | Path, max_context: int | None = None, kv_itemsize: int = 2):
+    """The load test's view of a model directory (layers, heads, KV bytes per token, context).
+    vLLM's CPU build runs float32 checkpoints in bfloat16, so its KV has 2-byte items."""
+    import json
+
+    from chainfs.engine.presets import ModelConfig
+
+    @dataclass(frozen=True)
+    class HFModel(ModelConfig):
+        kv_itemsize: int = 2
+
+        @property
+        def kv_bytes_per_token(self) -> int:
+            return self.n_layers * 2 * self.n_kv_heads * self.head_dim * self.kv_itemsize
+
+    path = Path(model_dir) / "config.json"
+    try:
+        c = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found: build a model with `chainfs model build-tiny DIR`") from None
+    heads = int(c["num_attention_heads"])
+    head_dim = int(c.get("head_dim") or c["hidden_size"] // heads)
+    limit = int(c.get("max_position_embeddings", 2048))
+    return HFModel(name=Path(model_dir).name, n_layers=int(c["num_hidden_layers"]), d_model=int(c["hidden_size"]),
+                   n_heads=heads, n_kv_heads=int(c.get("num_key_value_heads", heads)), head_dim=head_dim,
+                   ffn_dim=int(c["intermediate_size"]), max_context=min(limit, max_context or limit),
+                   vocab_size=int(c["vocab_size"]), kv_itemsize=kv_itemsize)

@@ -155,6 +155,14 @@ def start_servers(stack: ExitStack, count: int, model_dir: str | Path, log_dir: 
     `stack` closes, and waits for all of them."""
     servers = [stack.enter_context(VLLMServer(model_dir, log_dir / f"vllm-{i}.log", kv_transfer[i], **kwargs))
                for i in range(count)]
-    for s in servers:
-        s.wait_ready(timeout)
+    waiting = list(servers)
+
+    def poll() -> bool:  # each server's start_s is the moment it first answered
+        for s in list(waiting):
+            if s._ready():
+                s.start_s = time.monotonic() - s.started
+                waiting.remove(s)
+        return not waiting
+
+    wait_for(poll, timeout, f"{len(waiting)} vLLM servers (logs in {log_dir})", interval=0.5)
     return servers

@@ -48,6 +48,9 @@ def _add_arguments(parser: Any) -> None:
     group.add_argument("--routing", env_var="CHAINFS_ROUTING", default="round_robin",
                        choices=["round_robin", "sticky"],
                        help="request -> engine: round_robin by request, sticky by session")
+    group.add_argument("--api", env_var="CHAINFS_API", default="chat", choices=["chat", "completions"],
+                       help="chat: streaming chat of the prompt's text; completions: streaming "
+                            "/v1/completions of its token ids (vLLM: keys its cache by exactly them)")
     group.add_argument("--model", env_var="CHAINFS_MODEL", default="",
                        help="the `model` field of each request (default: none, the engine's own)")
     group.add_argument("--out", env_var="CHAINFS_LOADTEST_OUT", default="",
@@ -151,12 +154,18 @@ class EngineUser(HttpUser):
         opts = self.environment.parsed_options
         pick = req.index if opts.routing == "round_robin" else req.session
         engine = engines[pick % len(engines)]
-        payload: dict[str, Any] = {"messages": chat_messages(req.prompt), "max_tokens": req.max_tokens,
-                                   "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+        payload: dict[str, Any] = {"max_tokens": req.max_tokens, "temperature": 0, "stream": True,
+                                   "stream_options": {"include_usage": True}}
+        if opts.api == "completions":
+            payload.update(prompt=req.prompt, ignore_eos=True)
+            path = "/v1/completions"
+        else:
+            payload["messages"] = chat_messages(req.prompt)
+            path = "/v1/chat/completions"
         if opts.model:
             payload["model"] = opts.model
         sent = time.monotonic()
-        with self.client.post(f"{engine}/v1/chat/completions", json=payload, name="/v1/chat/completions",
+        with self.client.post(f"{engine}{path}", json=payload, name=path,
                               catch_response=True, stream=True, timeout=600) as resp:
             try:
                 resp.raise_for_status()
@@ -165,6 +174,8 @@ class EngineUser(HttpUser):
                 row = row_from_response(req.index, req.session, req.turn, engine, sent - STATE["t0"],
                                         latency_ms, body)
                 row["client_ttft_ms"] = round(((first or time.monotonic()) - sent) * 1000, 3)
+                if not (body.get("timings") or (body.get("usage") or {}).get("timings")):
+                    row["ttft_ms"] = row["client_ttft_ms"]  # an engine that reports none (vLLM)
                 resp.request_meta["response_length"] = size
             except Exception as exc:  # noqa: BLE001 - any failure is one error row
                 latency_ms = (time.monotonic() - sent) * 1000

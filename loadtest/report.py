@@ -14,6 +14,7 @@ from chainfs.engine.presets import ModelConfig
 from chainfs.loadtest.ideal import capacity_curve, replay, request_keys
 from chainfs.loadtest.plots import plot_all
 from chainfs.loadtest.stats import Tally, write_csv
+from chainfs.loadtest.vllm_engines import tiers
 from chainfs.loadtest.workload import Request
 
 # DeepSeek's published prices per million input tokens (see DESIGN.md, "Figures worth knowing").
@@ -76,6 +77,9 @@ def scenario_figures(rows: list[dict], ideal_rate: float, model: ModelConfig,
     load_s = sum(r["kv_load_ms"] for r in ok) / 1000
     bytes_read = sum(r["kv_bytes_read"] for r in ok)
     bytes_written = sum(r["kv_bytes_written"] for r in ok)
+    split = tiers(engines, hit)
+    if split and not bytes_read and not bytes_written:  # vLLM: the connectors' counters
+        bytes_read, bytes_written = split["kv_bytes_read"], split["kv_bytes_written"]
     cost = ((hit * PRICE_HIT_PER_M + (prompt - hit) * PRICE_MISS_PER_M) / prompt) if prompt else 0.0
     per_token_s = compute_s / computed if computed else 0.0
     return {
@@ -92,6 +96,7 @@ def scenario_figures(rows: list[dict], ideal_rate: float, model: ModelConfig,
         "cost_per_million_input_usd": cost,
         "kv_ms_per_request": kv_time_per_request(ok, engines),
         "write_behind": _sum_writers(engines),
+        "hit_tiers": split,
     }
 
 
@@ -133,6 +138,8 @@ ROWS: list[tuple[str, Any]] = [
     ("prompt tokens", lambda s: f"{s['prompt_tokens']:,}"),
     ("hit tokens", lambda s: f"{s['hit_tokens']:,}"),
     ("token hit rate", lambda s: f"{s['token_hit_rate']:.1%}"),
+    ("hits: vLLM memory / store", lambda s: f"{s['hit_tiers']['vllm_memory_tokens']:,} / "
+                                            f"{s['hit_tiers']['store_tokens']:,}" if s.get("hit_tiers") else "-"),
     ("ideal hit rate (unlimited)", lambda s: f"{s['ideal_token_hit_rate']:.1%}"),
     ("TTFT p50 / p90 / p99 ms", lambda s: f"{s['ttft_ms']['p50']:.0f} / {s['ttft_ms']['p90']:.0f} / "
                                           f"{s['ttft_ms']['p99']:.0f}"),

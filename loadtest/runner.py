@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from chainfs.cluster import LocalCluster
-from chainfs.engine.presets import get_preset
+from chainfs.engine.presets import ModelConfig, get_preset
 from chainfs.loadtest.generators import CalibratedConfig, QAConfig, calibrated, multi_round_qa
 from chainfs.loadtest.services import engine_health, run_locust, start_engines
 from chainfs.loadtest.stats import read_csv
@@ -46,6 +46,8 @@ class RunConfig:
     capacity: int | None = None        # bytes per cache (None: unlimited)
     block_tokens: int = 64
     routing: str = "round_robin"
+    engine: str = "numpy"              # numpy (chainfs engine serve) | vllm (vLLM OpenAI servers)
+    model_dir: Path | None = None      # vllm: the model directory (`chainfs model build-tiny`)
     fsync: bool = True                 # storage nodes of the shared scenario fsync every chunk
     report_dir: Path = Path("loadtest-report")
     seed: int = 1
@@ -62,11 +64,26 @@ class RunConfig:
             raise ValueError("the trace workload needs --trace PATH")
         if self.block_tokens < 1 or (self.capacity is not None and self.capacity < 0):
             raise ValueError("block_tokens must be >= 1 and capacity >= 0")
+        if self.engine not in ("numpy", "vllm"):
+            raise ValueError(f"unknown engine {self.engine!r} (numpy or vllm)")
+        if self.engine == "vllm" and (self.model_dir is None or self.block_tokens % 32):
+            raise ValueError("--engine vllm needs --model-dir and a --block-tokens multiple of 32 (vLLM's CPU blocks)")
+
+
+def engine_model(cfg: RunConfig) -> ModelConfig:
+    """The served model's shape: a numpy preset, or the vLLM model directory's config."""
+    if cfg.engine == "vllm":
+        from chainfs.integrations.hf_model import model_config
+        from chainfs.loadtest.vllm_engines import MAX_MODEL_LEN
+
+        assert cfg.model_dir is not None
+        return model_config(cfg.model_dir, MAX_MODEL_LEN)
+    return get_preset(cfg.model)
 
 
 def build_workload(cfg: RunConfig) -> list[Request]:
     """The requests as the engines will see them: each prompt is one chat user message."""
-    model = get_preset(cfg.model)
+    model = engine_model(cfg)
     room = model.max_context - cfg.max_tokens
     content_room = room - len(USER_MARKER)
     if cfg.workload == "trace":
@@ -84,7 +101,7 @@ def build_workload(cfg: RunConfig) -> list[Request]:
         r.prompt = as_user_message(r.prompt)
     too_long = [r.index for r in reqs if r.prompt_tokens > room]
     if too_long:
-        raise ValueError(f"{len(too_long)} prompts exceed the {cfg.model} context; lower them")
+        raise ValueError(f"{len(too_long)} prompts exceed the {model.name} context; lower them")
     return reqs
 
 
@@ -118,11 +135,23 @@ def run_scenario(cfg: RunConfig, scenario: str, workload_path: Path) -> list[dic
             cluster = stack.enter_context(LocalCluster(work / "cluster", storage_nodes=3, replicas=3,
                                                           fsync=cfg.fsync))
             caches = [f"{cluster.url}/kvcache"] * cfg.engines
-        engines = start_engines(stack, cfg.engines, cfg.model, caches, out / "logs", cfg.block_tokens,
-                                cfg.capacity)
-        run_locust(workload_path, [e.url for e in engines], out, cfg.concurrency, cfg.routing, cfg.duration,
-                   out / "logs" / "locust.log", timeout=(cfg.duration or 3600) + 300)
-        (out / ENGINE_STATS).write_text(json.dumps([engine_health(e.url) for e in engines], indent=2))
+        if cfg.engine == "vllm":
+            from chainfs.loadtest.vllm_engines import start_vllm, vllm_engine_stats
+
+            assert cfg.model_dir is not None
+            servers, stats_files = start_vllm(stack, cfg.engines, cfg.model_dir, caches, out / "logs",
+                                              cfg.block_tokens, cfg.capacity)
+            urls = [s.url for s in servers]
+        else:
+            engines = start_engines(stack, cfg.engines, cfg.model, caches, out / "logs", cfg.block_tokens,
+                                    cfg.capacity)
+            urls = [e.url for e in engines]
+        run_locust(workload_path, urls, out, cfg.concurrency, cfg.routing, cfg.duration,
+                   out / "logs" / "locust.log", timeout=(cfg.duration or 3600) + 300,
+                   api="completions" if cfg.engine == "vllm" else "chat")
+        stats = (vllm_engine_stats(servers, stats_files) if cfg.engine == "vllm"
+                 else [engine_health(u) for u in urls])
+        (out / ENGINE_STATS).write_text(json.dumps(stats, indent=2))
     return read_csv(out / "requests.csv")
 
 

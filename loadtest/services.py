@@ -93,14 +93,14 @@ def start_engines(stack: ExitStack, count: int, model: str, caches: list[str], l
 
 
 def run_locust(workload: Path, engines: list[str], out_dir: Path, concurrency: int, routing: str,
-               duration: float | None, log_path: Path, timeout: float) -> dict:
+               duration: float | None, log_path: Path, timeout: float, api: str = "chat") -> dict:
     """Runs the locustfile headless in a separate process (gevent stays out of this one)."""
     locustfile = Path(__file__).with_name("locustfile.py")
     args = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "-u", str(concurrency),
             "-r", str(concurrency), "--host", engines[0], "--engines", ",".join(engines),
             "--workload", str(workload), "--routing", routing, "--out", str(out_dir),
             "--only-summary", "--loglevel", "WARNING", "--stop-timeout", "30",
-            "--html", str(out_dir / "locust_report.html")]
+            "--html", str(out_dir / "locust_report.html"), "--api", api]
     if duration:
         args += ["--run-time", f"{int(duration)}s"]
     with open(log_path, "ab") as log:
