@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from vllm.v1.request import Request
 
 log = logging.getLogger(__name__)
+_COUNTERS: dict[str, Counters] = {}
 
 
 @dataclass
@@ -127,7 +128,9 @@ class ChainfsConnector(KVConnectorBase_V1):
         self.block_tokens = self.namespace.block_tokens
         self.store = open_store(self.settings, self.namespace)
         self.breaker = Breaker(self.settings.backoff_s)
-        self.counters = Counters()
+        # one set per engine: with the worker in the engine-core process (the CPU build's `uni`
+        # executor) the scheduler's counters land in the worker's stats file too
+        self.counters = _COUNTERS.setdefault(str(tc.engine_id), Counters())
         self._num_blocks = kv_cache_config.num_blocks if kv_cache_config is not None else 0
         # scheduler side
         self._reqs: dict[str, _Req] = {}
