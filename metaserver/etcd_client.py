@@ -152,9 +152,10 @@ class EtcdClient:
         return resp.kvs[0] if resp.kvs else None
 
     def txn(self, compare: Iterable[epb.Compare], success: Iterable[epb.RequestOp],
-            failure: Iterable[epb.RequestOp] = ()) -> epb.TxnResponse:
+            failure: Iterable[epb.RequestOp] = (), read_only: bool = False) -> epb.TxnResponse:
+        """One etcd Txn; `read_only` (Range ops only) may be sent again after an unclear failure."""
         req = epb.TxnRequest(compare=list(compare), success=list(success), failure=list(failure))
-        return self._call("KV", "Txn", req, idempotent=False)  # type: ignore[return-value]
+        return self._call("KV", "Txn", req, idempotent=read_only)  # type: ignore[return-value]
 
     def put(self, key: bytes, value: bytes, lease: int = 0) -> epb.PutResponse:
         req = epb.PutRequest(key=key, value=value, lease=lease)

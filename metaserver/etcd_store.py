@@ -30,9 +30,10 @@ from chainfs.metaserver.etcd_client import (
     EtcdClient, delete_op, mod_equals, prefix_end, put_op, range_unchanged_since,
 )
 from chainfs.metaserver.store import (
-    C_CHAIN, C_INODE, C_NODE, C_ROUTING, C_SESSION, C_TARGET, P_CHAIN, P_LEASE, P_NODE, P_TARGET,
-    Store, Txn, TxnConflict, counter_key, u64,
+    C_CHAIN, C_INODE, C_NODE, C_ROUTING, C_SESSION, C_TARGET, P_CHAIN, P_DENTRY, P_LEASE, P_NODE, P_TARGET,
+    ROOT_ID, Store, Txn, TxnConflict, counter_key, dentry_key, inode_key, u64,
 )
+from chainfs.proto import meta_pb2 as pb
 from chainfs.proto import etcd_pb2 as epb
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ DEFAULT_PREFIX = "/chainfs"
 ID_BLOCK = 256  # inode / session ids a metaserver takes at a time
 PAGE = 1000  # keys per Range page of a scan
 TXN_OPS = 128  # etcd's default --max-txn-ops: batched reads stay within it on any etcd
+DENTRY_CACHE = 65536  # dentries a metaserver remembers for `resolve`
 _CLUSTER_COUNTERS = {counter_key(c) for c in (C_NODE, C_TARGET, C_CHAIN, C_ROUTING)}
 _CLUSTER_TABLES = (P_NODE, P_TARGET, P_CHAIN)
 _BLOCK_COUNTERS = (C_INODE, C_SESSION)
@@ -63,6 +65,7 @@ class EtcdStore(Store):
         self._ids: dict[bytes, tuple[int, int]] = {}
         self._id_lock = threading.Lock()
         self._fence: epb.Compare | None = None
+        self._dentries: dict[bytes, tuple[bytes, int]] = {}  # dentry key -> (child id, mod revision)
         self._fence_required = False  # set by the manager election; a lone store writes unfenced
         self._closed = False
         log.info("metadata store on %s", self.path)
@@ -100,7 +103,7 @@ class EtcdStore(Store):
         for i in range(0, len(keys), TXN_OPS):
             part = keys[i:i + TXN_OPS]
             ops = [epb.RequestOp(request_range=epb.RangeRequest(key=self.ekey(k))) for k in part]
-            resp = self.client.txn([], ops)
+            resp = self.client.txn([], ops, read_only=True)
             for r in resp.responses:
                 kvs = r.response_range.kvs
                 out.append(kvs[0].value if kvs else None)
@@ -108,6 +111,38 @@ class EtcdStore(Store):
 
     def reader(self) -> EtcdTxn:
         return EtcdTxn(self)
+
+    # ---- the path cache: a stat in one round trip ----
+
+    def remember_dentry(self, key: bytes, value: bytes | None, mod_revision: int) -> None:
+        if value is None:
+            self._dentries.pop(key, None)
+            return
+        if len(self._dentries) >= DENTRY_CACHE:
+            self._dentries.clear()  # crude, but a stale entry costs one failed compare, never a wrong answer
+        self._dentries[key] = (value, mod_revision)
+
+    def resolve(self, parts: list[str]) -> pb.Inode | None:
+        """The inode at `parts` when every dentry on the way is cached: ONE read-only etcd Txn that
+        compares each of those dentries' mod revisions (unchanged: the path still leads there) and
+        reads the last inode. Any miss or failed compare returns None (walk it; the walk refills)."""
+        self._check_open()
+        parent, compares = ROOT_ID, []
+        for name in parts:
+            key = dentry_key(parent, name)
+            hit = self._dentries.get(key)
+            if hit is None:
+                return None
+            compares.append(mod_equals(self.ekey(key), hit[1]))
+            parent = int.from_bytes(hit[0], "big")
+        op = epb.RequestOp(request_range=epb.RangeRequest(key=self.ekey(inode_key(parent))))
+        resp = self.client.txn(compares, [op], read_only=True)
+        kvs = resp.responses[0].response_range.kvs if resp.succeeded else None
+        if not kvs:
+            for name_key in [c.key for c in compares]:
+                self._dentries.pop(self.dkey(name_key), None)
+            return None
+        return pb.Inode.FromString(kvs[0].value)
 
     def mutation_lock(self) -> _NoLock:
         return _NoLock()
@@ -228,6 +263,8 @@ class EtcdTxn(Txn):
         kv = resp.kvs[0] if resp.kvs else None
         self.seen[ekey] = kv.mod_revision if kv is not None else 0
         value = kv.value if kv is not None else None
+        if key[:1] == P_DENTRY:
+            self.store.remember_dentry(key, value, kv.mod_revision if kv is not None else 0)
         self._cache[key] = value
         return value
 
@@ -247,7 +284,7 @@ class EtcdTxn(Txn):
             part = missing[i:i + TXN_OPS]
             ops = [epb.RequestOp(request_range=epb.RangeRequest(key=self.store.ekey(k), revision=self.revision))
                    for k in part]
-            resp = self.store.client.txn([], ops)
+            resp = self.store.client.txn([], ops, read_only=True)
             if not self.revision:
                 self.revision = resp.header.revision
             for key, r in zip(part, resp.responses):

@@ -244,6 +244,9 @@ class Namespace(SessionsMixin, AttrsMixin):
 
     def stat(self, path: str) -> pb.Inode:
         parts = split_path(path)
+        cached = self.store.resolve(parts)  # etcd: one round trip when the path's dentries are cached
+        if cached is not None:
+            return cached
         return self._walk(self.store.reader(), parts, show(parts))
 
     def stat_many(self, paths: Sequence[str]) -> list[pb.Inode | ChainfsError]:
@@ -277,7 +280,9 @@ class Namespace(SessionsMixin, AttrsMixin):
         """One page of a directory in name byte order, and whether more entries follow."""
         parts = split_path(path)
         reader = self.store.reader()
-        directory = self._walk_dir(reader, parts, show(parts))
+        directory = self.store.resolve(parts)  # etcd: one round trip when the dentries are cached
+        if directory is None or directory.type != pb.DIRECTORY:
+            directory = self._walk_dir(reader, parts, show(parts))
         limit = config.DEFAULT_LIST_LIMIT if limit <= 0 else min(limit, config.MAX_LIST_LIMIT)
         page: list[tuple[str, int]] = []
         more = False

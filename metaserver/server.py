@@ -151,14 +151,18 @@ class MetaServer:
         return self.port
 
     def _monitor_loop(self) -> None:
+        last_failure = ""
         while not self._stop.wait(self.monitor_interval):
             try:
                 if self.cluster.active:
                     self.cluster.check_chains()
                 else:
                     self.cluster.follow()
+                last_failure = ""
             except ChainfsError as exc:
-                log.info("checking chains: %s", exc.message)
+                if exc.message != last_failure:  # once per outage, not five times a second
+                    log.warning("checking chains: %s", exc.message)
+                last_failure = exc.message
             except Exception:  # noqa: BLE001 - keep watching; the next pass may succeed
                 log.exception("checking chains failed")
 

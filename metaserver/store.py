@@ -207,6 +207,11 @@ class Store(_Reader):
         read is cheap and each commit atomic (RocksDB), a snapshot where reads cost a round trip."""
         return self
 
+    def resolve(self, parts: list[str]) -> pb.Inode | None:
+        """A backend's shortcut for the inode at a path, or None to walk it (RocksDB: always walk;
+        every read is local)."""
+        return None
+
     def mutation_lock(self) -> Any:
         """The lock a namespace holds around each mutation: a real one where transactions are not
         validated at commit (RocksDB); the etcd backend's optimistic commits need none."""

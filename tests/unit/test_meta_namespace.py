@@ -638,3 +638,24 @@ def test_two_metaservers_never_open_two_appends_of_one_file(open_store: Callable
         assert len(won) == 1
         a.ns.close_write(won[0].session_id, won[0].inode.length + 1)
     assert a.ns.stat("/log").length == 8
+
+
+@pytest.mark.parametrize("meta_backend", ["etcd"])
+def test_etcd_stat_is_one_round_trip_and_sees_other_metaservers(open_store: Callable[..., Store]) -> None:
+    a, b = World(open_store), World(open_store)
+    old = a.ns.create("/d/e/f", parents=True)
+    assert a.ns.stat("/d/e/f").id == old.id  # walks once, remembering the dentries
+    client = a.store.client  # type: ignore[attr-defined]
+    calls: list[str] = []
+    range_, txn = client.range, client.txn
+    client.range = lambda *x, **k: (calls.append("range"), range_(*x, **k))[1]
+    client.txn = lambda *x, **k: (calls.append("txn"), txn(*x, **k))[1]
+    assert a.ns.stat("/d/e/f").id == old.id
+    assert calls == ["txn"]
+    b.ns.rename("/d/e/f", "/d/e/g")  # another metaserver moves things under a's cache
+    new = b.ns.create("/d/e/f")
+    assert a.ns.stat("/d/e/f").id == new.id and a.ns.stat("/d/e/g").id == old.id
+    b.ns.remove("/d/e", recursive=True)
+    expect(Reason.NOT_FOUND, a.ns.stat, "/d/e/f")
+    expect(Reason.NOT_FOUND, a.ns.stat, "/d/e")
+    assert a.ns.stat("/d").type == pb.DIRECTORY
