@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessColl
 from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
-from chainfs.common.errors import REASON_KEY
+from chainfs.common.errors import REASON_KEY, RULES, Reason
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,16 @@ def _finish(context: grpc.ServicerContext, service: str, method: str, start: flo
     if code != grpc.StatusCode.OK:
         reason = dict(context.trailing_metadata() or ()).get(REASON_KEY) or code.name.lower()
         _RPC_ERRORS.labels(service, method, str(reason)).inc()
+
+
+def record_request(service: str, method: str, seconds: float, reason: Reason | None = None) -> None:
+    """Counts a request served outside gRPC (the TCP data path) under the same RPC metrics, so a
+    chunk write is a `Write` whichever transport carried it."""
+    _RPC_SECONDS.labels(service, method).observe(seconds)
+    code = grpc.StatusCode.OK if reason is None else RULES[reason].code
+    _RPC_TOTAL.labels(service, method, code.name).inc()
+    if reason is not None:
+        _RPC_ERRORS.labels(service, method, reason.value).inc()
 
 
 class _Forward(Collector):

@@ -12,18 +12,22 @@ import logging
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
 from chainfs.common import config, wire
+from chainfs.common.checksum import BLOCK_BYTES
 from chainfs.common.errors import ChainfsError, Reason
+from chainfs.common.metrics import record_request
 from chainfs.proto import storage_pb2
 from chainfs.storageserver.reads import ChunkReader
 from chainfs.storageserver.replication import Replicator
 
 log = logging.getLogger(__name__)
 
+SERVICE = "Storage"  # data-path requests count under the Storage service's RPC metrics
 MAX_LOCAL_ITEMS = 250  # file descriptors in one SCM_RIGHTS message (Linux allows 253)
 _UNIX_PATH_MAX = 107
 
@@ -135,12 +139,16 @@ class DataServer:
                     return
                 conn.settimeout(config.STORAGE_RPC_TIMEOUT)  # inside a request, the peer must keep up
                 header = wire.recv_header(conn, header_len)
+                started = time.perf_counter()
                 if op == wire.OP_WRITE and not local:
-                    scratch = self._write(conn, header, payload_len, scratch)
+                    scratch, failure = self._write(conn, header, payload_len, scratch)
+                    record_request(SERVICE, "Write", time.perf_counter() - started, failure)
                 elif op == wire.OP_READ and not local and not payload_len:
                     scratch = self._read(conn, header, scratch)
+                    record_request(SERVICE, "Read", time.perf_counter() - started)
                 elif op == wire.OP_OPEN_LOCAL and local and not payload_len:
                     self._open_local(conn, header)
+                    record_request(SERVICE, "OpenLocal", time.perf_counter() - started)
                 else:
                     wire.send_error(conn, ChainfsError(Reason.INVALID_ARGUMENT, f"unexpected data op {op}"))
                     return
@@ -166,8 +174,10 @@ class DataServer:
         except DecodeError as exc:
             raise ChainfsError(Reason.INVALID_ARGUMENT, f"malformed {message.__name__}: {exc}") from None
 
-    def _write(self, conn: socket.socket, raw: bytes, payload_len: int, scratch: bytearray) -> bytearray:
-        """Serves one OP_WRITE; returns the connection's scratch buffer (grown for patches)."""
+    def _write(self, conn: socket.socket, raw: bytes, payload_len: int, scratch: bytearray
+               ) -> tuple[bytearray, Reason | None]:
+        """Serves one OP_WRITE; returns the connection's scratch buffer (grown for patches) and the
+        reason it failed, if it did."""
         body = SocketBody(conn, payload_len)
         try:
             header = self._parse(storage_pb2.WriteHeader, raw)
@@ -182,16 +192,16 @@ class DataServer:
                 raise  # the stream is mid-frame: only closing the connection is safe
             body.discard()
             wire.send_error(conn, exc)
-            return scratch
+            return scratch, exc.reason
         except Exception as exc:
             if body.broken or isinstance(exc, OSError):
                 raise
             log.exception("data write failed")
             body.discard()
             wire.send_error(conn, ChainfsError(Reason.INTERNAL, f"{type(exc).__name__}: {exc}"))
-            return scratch
+            return scratch, Reason.INTERNAL
         wire.send_frame(conn, wire.OP_OK, reply.SerializeToString())
-        return scratch
+        return scratch, None
 
     def _read(self, conn: socket.socket, raw: bytes, scratch: bytearray) -> bytearray:
         try:
@@ -211,11 +221,14 @@ class DataServer:
                     head = header.SerializeToString()
                     wire.send_all(conn, [wire.pack_prefix(wire.OP_ITEM, len(head), source.length), head])
                     wire.send_file_range(conn, source.file, source.start, source.length)
+                    source.served()
                     continue
-                if len(scratch) < source.length:
-                    scratch = bytearray(source.length)
+                if len(scratch) < source.length + 2 * BLOCK_BYTES:
+                    scratch = bytearray(source.length + 2 * BLOCK_BYTES)  # the covering blocks
                 view = self.reader.load(header, source, scratch)
                 wire.send_frame(conn, wire.OP_ITEM, header.SerializeToString(), [view] if view is not None else [])
+                if view is not None:
+                    source.served()
             finally:
                 source.close()
         return scratch
@@ -238,6 +251,7 @@ class DataServer:
                 reply.items.append(header)
                 if source is not None:
                     sources.append(source)
+                    source.served()  # handed over: the client reads these bytes itself
             body = reply.SerializeToString()
             socket.send_fds(conn, [wire.pack_prefix(wire.OP_OK, len(body), 0)], [s.file.fileno() for s in sources])
             wire.send_all(conn, [body])

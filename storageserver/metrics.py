@@ -3,6 +3,7 @@
 Hooks (process-wide, cheap: a few counter increments; any data path may call them):
 
     record_io(target_id, op, nbytes, seconds)   # op "read" or "write", once per chunk read/written
+                                                # (a short-circuit open counts as a read of its range)
     record_resync(sent, removed, seconds, ok)   # once per finished resync job of a chain
 
 | metric | kind | labels | source |

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator, Mapping
 
@@ -20,6 +21,7 @@ from chainfs.common.streams import pieces
 from chainfs.proto import storage_pb2
 from chainfs.storageserver.chunk_ids import ChunkKey, key_of
 from chainfs.storageserver.chunk_store import ChunkStore
+from chainfs.storageserver.metrics import record_io
 from chainfs.storageserver.routing import SERVING, ChainPosition, RoutingView, fresh_position
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,12 @@ class CommittedRange:
     file: BinaryIO
     start: int
     length: int
+    target_id: int = 0
+    opened: float = 0.0  # monotonic time the read was resolved, for the I/O metrics
+
+    def served(self) -> None:
+        """Counts the range as read from its target (once its bytes are out, or handed over)."""
+        record_io(self.target_id, "read", self.length, time.monotonic() - self.opened)
 
     @property
     def whole_chunk(self) -> bool:
@@ -121,7 +129,7 @@ class ChunkReader:
         start = min(item.offset, meta.length)
         end = min(item.offset + item.length, meta.length)
         header = storage_pb2.ReadItemHeader(item=i, status=storage_pb2.OK, meta=meta, length=end - start)
-        return header, CommittedRange(key, meta, f, start, end - start)
+        return header, CommittedRange(key, meta, f, start, end - start, pos.target_id, time.monotonic())
 
     def load(self, header: storage_pb2.ReadItemHeader, source: CommittedRange, buffer: bytearray | None = None
              ) -> memoryview | None:
@@ -136,7 +144,7 @@ class ChunkReader:
         buf = buffer if buffer is not None and len(buffer) >= hi - lo else bytearray(hi - lo)
         view = memoryview(buf)[:hi - lo]
         try:
-            CommittedRange(source.key, meta, source.file, lo, hi - lo).read_into(view)
+            CommittedRange(source.key, meta, source.file, lo, hi - lo, source.target_id).read_into(view)
         except ChainfsError as exc:
             header.status, header.message, header.length = storage_pb2.IO_ERROR, exc.message, 0
             return None
@@ -168,6 +176,7 @@ class ChunkReader:
             if data is not None:
                 for piece in pieces(data, self.message_bytes):
                     yield storage_pb2.ReadReply(data=piece)
+                source.served()
 
     def list_chunks(self, request: storage_pb2.ChunkListRequest) -> storage_pb2.ChunkListReply:
         pos = fresh_position(self.routing, request.chain_id)
