@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chainfs.cluster.etcd import EtcdCluster
-from chainfs.cluster.netns import NetnsLab
+from chainfs.cluster.netns import NetnsLab, host_command
 from chainfs.cluster.process import is_alive, is_ours, wait_for
 
 if TYPE_CHECKING:
@@ -23,9 +23,6 @@ def _alive_meta(pid: int) -> bool:
     return bool(pid) and is_alive(pid) and is_ours(pid, META_MODULE)
 
 
-def netns_wrap(tag: str, host: int) -> list[str]:
-    """The command prefix that runs a program on host `host` of netns lab `tag`."""
-    return ["ip", "netns", "exec", f"cfs-{tag}-{host}"]
 
 
 class HaMixin:
@@ -66,7 +63,7 @@ class HaMixin:
     def _wrap(self, server: ServerState) -> list[str] | None:
         if server.netns < 0:
             return None
-        return netns_wrap(self.state.netns_tag, server.netns)
+        return host_command(self.state.netns_tag, server.netns)
 
     def _etcd(self) -> EtcdCluster:
         if self.etcd is None:
@@ -75,7 +72,7 @@ class HaMixin:
             wrap = None
             if self.state.netns_tag:
                 tag = self.state.netns_tag
-                wrap = lambda i: netns_wrap(tag, i)  # noqa: E731
+                wrap = lambda i: host_command(tag, i)  # noqa: E731
             self.etcd = EtcdCluster(self.root / "etcd", members_state=self.state.etcd, wrap=wrap)
         return self.etcd
 

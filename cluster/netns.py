@@ -40,6 +40,15 @@ def netns_supported() -> str | None:
     return None
 
 
+def host_command(tag: str, i: int) -> list[str]:
+    """The command prefix that runs a program on host i of lab `tag`, as on a machine of its own:
+    in its network namespace, and with its own host name (a UTS namespace), so that nothing takes
+    two hosts for one (short-circuit reads compare host names). `unshare` and `sh` exec, so the
+    pid that starts is the program's."""
+    name = f"cfs-{tag}-{i}"
+    return ["ip", "netns", "exec", name, "unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', name]
+
+
 def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(list(args), capture_output=True, text=True, timeout=30)
     if check and proc.returncode != 0:
@@ -90,7 +99,10 @@ class NetnsLab:
         return str(self.subnet.network_address + 254)
 
     def wrap(self, i: int) -> list[str]:
-        """The command prefix that runs a program on host i."""
+        """The command prefix that runs a server on host i (see `host_command`)."""
+        return host_command(self.tag, i)
+
+    def _in(self, i: int) -> list[str]:
         return ["ip", "netns", "exec", self.names[i]]
 
     # ---- lifecycle ----
@@ -140,7 +152,7 @@ class NetnsLab:
     # ---- faults ----
 
     def _ipt(self, i: int, *rule: str) -> None:
-        _run(*self.wrap(i), "iptables", "-w", *rule)
+        _run(*self._in(i), "iptables", "-w", *rule)
 
     def cut(self, a: int, peers: Iterable[int | str], both_ways: bool = True) -> None:
         """Host a stops exchanging packets with `peers` (host indexes, or addresses such as
@@ -164,16 +176,16 @@ class NetnsLab:
     def heal(self) -> None:
         """Drops every fault rule and added delay."""
         for i in range(self.hosts):
-            _run(*self.wrap(i), "iptables", "-w", "-F", check=False)
+            _run(*self._in(i), "iptables", "-w", "-F", check=False)
             if self.delay_supported:
-                _run(*self.wrap(i), "tc", "qdisc", "del", "dev", "eth0", "root", check=False)
+                _run(*self._in(i), "tc", "qdisc", "del", "dev", "eth0", "root", check=False)
 
     def delay(self, i: int, ms: float, jitter_ms: float = 0.0) -> bool:
         """Adds latency to host i's outgoing packets; False when the kernel has no netem."""
         args = ["tc", "qdisc", "replace", "dev", "eth0", "root", "netem", "delay", f"{ms}ms"]
         if jitter_ms:
             args.append(f"{jitter_ms}ms")
-        proc = _run(*self.wrap(i), *args, check=False)
+        proc = _run(*self._in(i), *args, check=False)
         self.delay_supported = proc.returncode == 0
         if not self.delay_supported:
             log.info("no netem here (%s): latency faults unavailable", proc.stderr.strip())

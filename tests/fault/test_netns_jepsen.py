@@ -21,6 +21,7 @@ from chainfs.cluster import LocalCluster
 from chainfs.cluster.etcd import etcd_binary
 from chainfs.cluster.netns import netns_supported
 from chainfs.cluster.process import wait_for
+from chainfs.common.dataconn import local_host_id
 from chainfs.proto import meta_pb2 as mpb
 
 from tests.fault.harness import (
@@ -47,6 +48,8 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 def cluster(net: LocalCluster) -> Iterator[LocalCluster]:
     assert net.lab is not None
     net.wait_healthy(WAIT)
+    # separate hosts: no storage node looks local to us (no short-circuit read bypasses a cut link)
+    assert all(n.host_id and n.host_id != local_host_id() for n in net.routing().nodes)
     yield net
     net.lab.heal()
 
