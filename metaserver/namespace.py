@@ -252,26 +252,29 @@ class Namespace(SessionsMixin, AttrsMixin):
     def stat_many(self, paths: Sequence[str]) -> list[pb.Inode | ChainfsError]:
         """Each path's inode or the error a single stat would raise, in order.
 
-        Why: a KV lookup probes dozens of block files that share a few directories; one call walks
-        each shared directory once instead of one round trip and one full walk per path.
+        Why: a KV lookup probes dozens of block files that share their upper directories; one call
+        walks each shared directory once (every directory met is remembered for the call) instead
+        of one round trip and one full walk per path.
         """
         dirs: dict[tuple[str, ...], pb.Inode] = {}
         out: list[pb.Inode | ChainfsError] = []
-        reader = self.store.reader()  # one snapshot on etcd
         for path in paths:
             try:
                 parts = split_path(path)
                 where = show(parts)
                 if not path:
                     raise ChainfsError(Reason.INVALID_ARGUMENT, "path is required")
-                if not parts:
-                    out.append(self._get(reader, ROOT_ID, where))
-                    continue
-                parent = dirs.get(tuple(parts[:-1]))
-                if parent is None:
-                    parent = self._walk(reader, parts[:-1], where)
-                    dirs[tuple(parts[:-1])] = parent
-                out.append(self._walk_from(reader, parent, parts[-1:], where))
+                if () not in dirs:
+                    dirs[()] = self._get(self.store, ROOT_ID, where)
+                known = len(parts) - 1 if parts else 0
+                while known > 0 and tuple(parts[:known]) not in dirs:
+                    known -= 1
+                cur = dirs[tuple(parts[:known])]
+                for depth in range(known, len(parts)):
+                    cur = self._walk_from(self.store, cur, [parts[depth]], where)
+                    if depth < len(parts) - 1 and cur.type == pb.DIRECTORY:
+                        dirs[tuple(parts[:depth + 1])] = cur
+                out.append(cur)
             except ChainfsError as exc:
                 out.append(exc)
         return out
