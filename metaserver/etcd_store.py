@@ -195,6 +195,9 @@ class EtcdStore(Store):
         resp = self.client.txn(compares, ops)
         if not resp.succeeded:
             raise TxnConflict(f"{len(compares)} compares, {len(ops)} writes")
+        for key, value in txn.writes.items():  # every put of one Txn carries its revision
+            if key[:1] == P_DENTRY:
+                self.remember_dentry(key, value, resp.header.revision)
         txn.writes.clear()
 
     def next_id(self, name: bytes, first: int) -> int:
