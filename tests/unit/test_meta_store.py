@@ -8,7 +8,7 @@ from typing import Callable
 
 import pytest
 
-from chainfs.metaserver.store import C_INODE, C_NODE, Store, TxnConflict, dentry_key, inode_key
+from chainfs.metaserver.store import C_INODE, C_NODE, Store, Txn, TxnConflict, dentry_key, inode_key
 
 
 def test_keys_sort_numerically() -> None:
@@ -82,6 +82,28 @@ def test_closed_store_refuses(open_store: Callable[..., Store]) -> None:
 # ---- etcd: optimistic transactions between metaservers ----
 
 
+def race(a: Store, b: Store, read: Callable[[Txn], object], expect: object,
+         write: Callable[[Txn], None]) -> bool:
+    """a's txn reads (and gets `expect`), b commits `write`, then a commits a write of its own:
+    True when a's commit went through, False when it was refused (nothing of it applied)."""
+    t1 = a.txn()
+    assert read(t1) == expect
+    t1.link(99, "marker", 1)
+    t2 = b.txn()
+    write(t2)
+    b.commit(t2)
+    try:
+        a.commit(t1)
+    except TxnConflict:
+        assert a.lookup(99, "marker") is None
+        return False
+    assert b.lookup(99, "marker") == 1
+    t3 = a.txn()
+    t3.unlink(99, "marker")
+    a.commit(t3)
+    return True
+
+
 @pytest.mark.parametrize("meta_backend", ["etcd"])
 def test_etcd_commit_refuses_over_a_concurrent_change(open_store: Callable[..., Store]) -> None:
     a, b = open_store("db"), open_store("db")  # two metaservers on one prefix
@@ -89,51 +111,15 @@ def test_etcd_commit_refuses_over_a_concurrent_change(open_store: Callable[..., 
     setup.link(7, "x", 1)
     a.commit(setup)
     # a read key changed meanwhile
-    t1 = a.txn()
-    assert t1.lookup(7, "x") == 1
-    t1.link(7, "y", 2)
-    t2 = b.txn()
-    t2.link(7, "x", 9)
-    b.commit(t2)
-    with pytest.raises(TxnConflict):
-        a.commit(t1)
-    assert a.lookup(7, "y") is None  # nothing of the refused txn was applied
+    assert not race(a, b, lambda t: t.lookup(7, "x"), 1, lambda t: t.link(7, "x", 9))
     # a key that was absent when read appeared meanwhile
-    t1 = a.txn()
-    assert t1.lookup(7, "z") is None
-    t1.link(7, "w", 3)
-    t2 = b.txn()
-    t2.link(7, "z", 4)
-    b.commit(t2)
-    with pytest.raises(TxnConflict):
-        a.commit(t1)
+    assert not race(a, b, lambda t: t.lookup(7, "z"), None, lambda t: t.link(7, "z", 4))
     # a scanned directory gained an entry meanwhile (a phantom)
-    t1 = a.txn()
-    assert not t1.has_children(8)
-    t1.link(9, "dir-empty", 5)
-    t2 = b.txn()
-    t2.link(8, "new", 6)
-    b.commit(t2)
-    with pytest.raises(TxnConflict):
-        a.commit(t1)
+    assert not race(a, b, lambda t: t.has_children(8), False, lambda t: t.link(8, "new", 6))
     # a scanned entry went away meanwhile
-    t1 = a.txn()
-    assert [n for n, _ in t1.children(7)] == ["x", "z"]
-    t1.link(9, "copied", 7)
-    t2 = b.txn()
-    t2.unlink(7, "z")
-    b.commit(t2)
-    with pytest.raises(TxnConflict):
-        a.commit(t1)
+    assert not race(a, b, lambda t: [n for n, _ in t.children(7)], ["x", "z"], lambda t: t.unlink(7, "z"))
     # and an unrelated change does not get in the way
-    t1 = a.txn()
-    assert t1.lookup(7, "x") == 9
-    t1.link(7, "y", 2)
-    t2 = b.txn()
-    t2.link(10, "elsewhere", 8)
-    b.commit(t2)
-    a.commit(t1)
-    assert b.lookup(7, "y") == 2
+    assert race(a, b, lambda t: t.lookup(7, "x"), 9, lambda t: t.link(10, "elsewhere", 8))
 
 
 @pytest.mark.parametrize("meta_backend", ["etcd"])
