@@ -62,6 +62,8 @@ class ClusterState:
     etcd_prefix: str = "/chainfs"
     netns_tag: str = ""  # the NetnsLab of a `netns=True` cluster
     netns_hosts: int = 0
+    scrub_mib_s: float = 16.0       # each storage node's background scrub rate (0 = off)
+    scrub_interval: float = 600.0   # seconds between scrub passes
 
     @property
     def meta(self) -> ServerState:
@@ -92,6 +94,7 @@ class ClusterState:
             meta_backend=data.get("meta_backend", "rocksdb"), etcd=data.get("etcd", []),
             etcd_prefix=data.get("etcd_prefix", "/chainfs"),
             netns_tag=data.get("netns_tag", ""), netns_hosts=data.get("netns_hosts", 0),
+            scrub_mib_s=data.get("scrub_mib_s", 16.0), scrub_interval=data.get("scrub_interval", 600.0),
         )
 
 
@@ -102,7 +105,8 @@ class LocalCluster(HaMixin):
                  targets_per_node: int = 4, port: int = 0, host: str = DEFAULT_HOST,
                  heartbeat_timeout: float = 5.0, start_timeout: float = 60.0, gc_interval: float = 2.0,
                  gc_grace: float = 30.0, fsync: bool = True, meta_backend: str = "rocksdb",
-                 metaservers: int = 1, etcd_members: int = 1, netns: bool = False) -> None:
+                 metaservers: int = 1, etcd_members: int = 1, netns: bool = False,
+                 scrub_mib_s: float = 16.0, scrub_interval: float = 600.0) -> None:
         if storage_nodes < 1:
             raise ValueError(f"storage_nodes must be >= 1, got {storage_nodes}")
         if not 1 <= replicas <= storage_nodes:
@@ -117,6 +121,8 @@ class LocalCluster(HaMixin):
             raise ValueError(f"metaservers must be 1 with rocksdb (several need meta_backend='etcd'), got {metaservers}")
         if etcd_members < 1:
             raise ValueError(f"etcd_members must be >= 1, got {etcd_members}")
+        if scrub_mib_s < 0 or scrub_interval < 0:
+            raise ValueError(f"scrub_mib_s and scrub_interval must be >= 0, got {scrub_mib_s}, {scrub_interval}")
         self.root = Path(root).resolve()
         self.start_timeout = start_timeout
         self.fsync = fsync  # False only where durability is not under test (it costs 3 fsyncs per hop)
@@ -128,7 +134,7 @@ class LocalCluster(HaMixin):
         self.state = ClusterState(
             host=host, replicas=replicas, targets_per_node=targets_per_node,
             heartbeat_timeout=heartbeat_timeout, gc_interval=gc_interval, gc_grace=gc_grace,
-            meta_backend=meta_backend,
+            meta_backend=meta_backend, scrub_mib_s=scrub_mib_s, scrub_interval=scrub_interval,
             metas=[ServerState(port=port if i == 0 else 0, data_dir=str(self.root / ("meta" if i == 0 else f"meta-{i}")),
                                log=str(self.root / "logs" / ("meta.log" if i == 0 else f"meta-{i}.log")))
                    for i in range(metaservers)],
@@ -215,7 +221,8 @@ class LocalCluster(HaMixin):
         args = ["--data-dir", node.data_dir, "--meta", self.address, "--host", self.state.host_of(node),
                 "--port", str(node.port), "--port-file", str(port_file),
                 "--metrics-port", str(node.metrics_port), "--metrics-port-file", str(metrics_file),
-                "--targets", str(self.state.targets_per_node)]
+                "--targets", str(self.state.targets_per_node),
+                "--scrub-mib-s", str(self.state.scrub_mib_s), "--scrub-interval", str(self.state.scrub_interval)]
         if not self.fsync:
             args.append("--no-fsync")
         proc = self._spawn(STORAGE_MODULE, args, node, port_file)

@@ -210,6 +210,20 @@ class SyncReply(_message.Message):
     removed: int
     def __init__(self, removed: _Optional[int] = ...) -> None: ...
 
+class RepairChunkRequest(_message.Message):
+    __slots__ = ("chain_id", "chunk")
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    chain_id: int
+    chunk: ChunkId
+    def __init__(self, chain_id: _Optional[int] = ..., chunk: _Optional[_Union[ChunkId, _Mapping]] = ...) -> None: ...
+
+class RepairChunkReply(_message.Message):
+    __slots__ = ("repaired",)
+    REPAIRED_FIELD_NUMBER: _ClassVar[int]
+    repaired: bool
+    def __init__(self, repaired: _Optional[bool] = ...) -> None: ...
+
 class DataError(_message.Message):
     __slots__ = ("reason", "message")
     REASON_FIELD_NUMBER: _ClassVar[int]

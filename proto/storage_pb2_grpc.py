@@ -59,6 +59,11 @@ class StorageStub:
                 request_serializer=chainfs_dot_proto_dot_storage__pb2.SyncRequest.SerializeToString,
                 response_deserializer=chainfs_dot_proto_dot_storage__pb2.SyncReply.FromString,
                 _registered_method=True)
+        self.RepairChunk = channel.unary_unary(
+                '/chainfs.Storage/RepairChunk',
+                request_serializer=chainfs_dot_proto_dot_storage__pb2.RepairChunkRequest.SerializeToString,
+                response_deserializer=chainfs_dot_proto_dot_storage__pb2.RepairChunkReply.FromString,
+                _registered_method=True)
 
 
 class StorageServicer:
@@ -99,6 +104,13 @@ class StorageServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RepairChunk(self, request, context):
+        """Verify one chunk of this node's replica and repair it from a good replica (fsck --repair).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +138,11 @@ def add_StorageServicer_to_server(servicer, server):
                     servicer.Sync,
                     request_deserializer=chainfs_dot_proto_dot_storage__pb2.SyncRequest.FromString,
                     response_serializer=chainfs_dot_proto_dot_storage__pb2.SyncReply.SerializeToString,
+            ),
+            'RepairChunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.RepairChunk,
+                    request_deserializer=chainfs_dot_proto_dot_storage__pb2.RepairChunkRequest.FromString,
+                    response_serializer=chainfs_dot_proto_dot_storage__pb2.RepairChunkReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +280,33 @@ class Storage:
             '/chainfs.Storage/Sync',
             chainfs_dot_proto_dot_storage__pb2.SyncRequest.SerializeToString,
             chainfs_dot_proto_dot_storage__pb2.SyncReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RepairChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chainfs.Storage/RepairChunk',
+            chainfs_dot_proto_dot_storage__pb2.RepairChunkRequest.SerializeToString,
+            chainfs_dot_proto_dot_storage__pb2.RepairChunkReply.FromString,
             options,
             channel_credentials,
             insecure,

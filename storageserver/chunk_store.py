@@ -197,16 +197,42 @@ class ChunkStore:
             if len(record.recent_requests) > RECENT_REQUESTS:
                 del record.recent_requests[: len(record.recent_requests) - RECENT_REQUESTS]
         if old == version:
-            # Same file name: swap the staged `.new` file in while readers are held off.
-            with self._swap(key):
-                self._write({key: record})
-                os.replace(self._file(key, version, new=True), self._file(key, version))
-                if self.fsync:
-                    fsync_dir(self._file(key, version).parent)
+            self._swap_in(key, version, record)
         else:
             self._write({key: record})
             if old:
                 unlink(self._file(key, old))
+        meta = storage_pb2.ChunkMeta()
+        meta.CopyFrom(record.meta)
+        return meta
+
+    def _swap_in(self, key: ChunkKey, version: int, record: storage_pb2.StoredChunk) -> None:
+        """Same file name: writes `record` and renames the staged `.new` file of `version` over the
+        committed one while readers are held off (startup recovery finishes an interrupted one)."""
+        with self._swap(key):
+            self._write({key: record})
+            os.replace(self._file(key, version, new=True), self._file(key, version))
+            if self.fsync:
+                fsync_dir(self._file(key, version).parent)
+
+    def replace_committed(self, key: ChunkKey, version: int, data: bytes | bytearray | memoryview
+                          ) -> storage_pb2.ChunkMeta:
+        """Rewrites the file of committed `version` with `data`, a verified copy from another
+        replica (repair of a rotten, truncated or deleted file). The data must match the committed
+        metadata's length and CRC32C; block CRCs are recomputed from it. Callers hold the chunk's
+        lock; a chunk whose version moved, or whose pending update reuses this version's file
+        name, is BUSY (try again later)."""
+        key = chunk_key(key.inode, key.index)
+        _validate_version(version)
+        record = self.get_record(key)
+        if record is None or record.meta.version != version or record.meta.pending_version == version:
+            raise ChainfsError(Reason.BUSY, f"chunk {key} is no longer at committed version {version}")
+        if len(data) != record.meta.length or crc32c(data) != record.meta.crc:
+            raise ChainfsError(Reason.CHECKSUM_MISMATCH, f"replacement of chunk {key} does not match its metadata")
+        write_file(self._file(key, version, new=True), data, fsync=self.fsync)
+        del record.meta.block_crcs[:]
+        record.meta.block_crcs.extend(block_crcs(data))
+        self._swap_in(key, version, record)
         meta = storage_pb2.ChunkMeta()
         meta.CopyFrom(record.meta)
         return meta

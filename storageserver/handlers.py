@@ -13,10 +13,12 @@ import grpc
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.common.rpc import handler, stream_handler
 from chainfs.proto import storage_pb2, storage_pb2_grpc
+from chainfs.storageserver.chunk_ids import key_of
 from chainfs.storageserver.reads import ChunkReader
 from chainfs.storageserver.replication import Replicator
 
 if TYPE_CHECKING:
+    from chainfs.storageserver.repair import ChunkRepairer
     from chainfs.storageserver.resync import Resyncer
 
 
@@ -58,8 +60,9 @@ class StreamBody:
 
 class StorageServicer(storage_pb2_grpc.StorageServicer):
     def __init__(self, replicator: Replicator, resyncer: "Resyncer | None" = None,
-                 reader: ChunkReader | None = None) -> None:
+                 reader: ChunkReader | None = None, repairer: "ChunkRepairer | None" = None) -> None:
         self.replicator = replicator
+        self.repairer = repairer
         self.reader = reader or ChunkReader(replicator.routing, replicator.stores, replicator.message_bytes)
         self.resyncer = resyncer
 
@@ -92,6 +95,19 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
         if self.resyncer is None:
             raise ChainfsError(Reason.INVALID_ARGUMENT, "this server does not take part in resync")
         return self.resyncer.handle_sync(request)
+
+
+    @handler
+    def RepairChunk(self, request: storage_pb2.RepairChunkRequest,
+                    context: grpc.ServicerContext) -> storage_pb2.RepairChunkReply:
+        if self.repairer is None:
+            raise ChainfsError(Reason.INVALID_ARGUMENT, "this server does not repair chunks")
+        key = key_of(request.chunk)
+        pos = self.replicator.routing.position(request.chain_id)
+        if pos is None:
+            raise ChainfsError(Reason.STALE_ROUTING, f"no target of chain {request.chain_id} on this node")
+        return storage_pb2.RepairChunkReply(
+            repaired=self.repairer.repair(request.chain_id, pos.target_id, key, "rpc"))
 
 
 def add_to_server(servicer: StorageServicer, server: grpc.Server) -> None:

@@ -5,6 +5,9 @@ Hooks (process-wide, cheap: a few counter increments; any data path may call the
     record_io(target_id, op, nbytes, seconds)   # op "read" or "write", once per chunk read/written
                                                 # (a short-circuit open counts as a read of its range)
     record_resync(sent, removed, seconds, ok)   # once per finished resync job of a chain
+    record_scrub(target_id, nbytes, bad)        # once per chunk the scrubber verified
+    record_scrub_pass(target_id)                # once per finished scrub pass over a target
+    record_repair(cause, ok)                    # once per repair of a bad replica chunk
 
 | metric | kind | labels | source |
 | --- | --- | --- | --- |
@@ -14,6 +17,10 @@ Hooks (process-wide, cheap: a few counter increments; any data path may call the
 | `chainfs_resync_chunks_sent_total` / `_removed_total` | counter | | record_resync |
 | `chainfs_resync_jobs_total` | counter | result (ok, failed) | record_resync |
 | `chainfs_resync_jobs_running` | gauge | | the resyncer, at scrape |
+| `chainfs_scrub_bytes_total` / `_chunks_total` | counter | target | record_scrub |
+| `chainfs_scrub_bad_chunks_total` | counter | target | record_scrub (a copy that failed verification) |
+| `chainfs_scrub_passes_total` | counter | target | record_scrub_pass |
+| `chainfs_chunk_repairs_total` | counter | cause (scrub, resync, append, rpc), result (ok, failed) | record_repair |
 | `chainfs_target_chunks` | gauge | target | the target's store (a scan, cached 2 s) |
 | `chainfs_target_used_bytes` | gauge | target | committed chunk bytes in the store (same scan) |
 | `chainfs_target_disk_free_bytes` / `_disk_total_bytes` | gauge | target | the file system holding the target |
@@ -54,6 +61,33 @@ _RESYNC_SENT = Counter("chainfs_resync_chunks_sent", "chunks sent to syncing suc
 _RESYNC_REMOVED = Counter("chainfs_resync_chunks_removed", "chunks removed from syncing successors",
                           registry=PROCESS)
 _RESYNC_JOBS = Counter("chainfs_resync_jobs", "finished resync jobs", ["result"], registry=PROCESS)
+
+
+_SCRUB_BYTES = Counter("chainfs_scrub_bytes", "chunk bytes verified by the scrubber", ["target"], registry=PROCESS)
+_SCRUB_CHUNKS = Counter("chainfs_scrub_chunks", "chunks verified by the scrubber", ["target"], registry=PROCESS)
+_SCRUB_BAD = Counter("chainfs_scrub_bad_chunks", "chunks whose copy failed verification", ["target"],
+                     registry=PROCESS)
+_SCRUB_PASSES = Counter("chainfs_scrub_passes", "finished scrub passes over a target", ["target"], registry=PROCESS)
+_REPAIRS = Counter("chainfs_chunk_repairs", "repairs of a bad replica chunk from a good replica",
+                   ["cause", "result"], registry=PROCESS)
+
+
+def record_scrub(target_id: int, nbytes: int, bad: bool) -> None:
+    """Counts one chunk the scrubber read and verified."""
+    t = str(target_id)
+    _SCRUB_BYTES.labels(t).inc(nbytes)
+    _SCRUB_CHUNKS.labels(t).inc()
+    if bad:
+        _SCRUB_BAD.labels(t).inc()
+
+
+def record_scrub_pass(target_id: int) -> None:
+    _SCRUB_PASSES.labels(str(target_id)).inc()
+
+
+def record_repair(cause: str, ok: bool) -> None:
+    """Counts one repair (or failed repair) of a bad replica chunk."""
+    _REPAIRS.labels(cause, "ok" if ok else "failed").inc()
 
 
 def record_io(target_id: int, op: str, nbytes: int, seconds: float) -> None:

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator, Mapping
+from typing import BinaryIO, Callable, Iterator, Mapping
 
 from chainfs.common import config
 from chainfs.common.checksum import blocks_match, covering_blocks, crc32c
@@ -38,6 +38,7 @@ class CommittedRange:
     length: int
     target_id: int = 0
     opened: float = 0.0  # monotonic time the read was resolved, for the I/O metrics
+    chain_id: int = 0
 
     def served(self) -> None:
         """Counts the range as read from its target (once its bytes are out, or handed over)."""
@@ -70,10 +71,16 @@ class ChunkReader:
     """Decides, item by item, what a replica may serve, and opens exactly that committed version."""
 
     def __init__(self, routing: RoutingView, stores: Mapping[int, ChunkStore],
-                 message_bytes: int = config.STREAM_MESSAGE_BYTES) -> None:
+                 message_bytes: int = config.STREAM_MESSAGE_BYTES,
+                 on_corrupt: Callable[[int, int, ChunkKey], None] | None = None) -> None:
         self.routing = routing
         self.stores = stores
         self.message_bytes = message_bytes
+        self.on_corrupt = on_corrupt  # (chain id, target id, chunk): a bad copy found while serving
+
+    def _report(self, chain_id: int, target_id: int, key: ChunkKey) -> None:
+        if self.on_corrupt is not None:
+            self.on_corrupt(chain_id, target_id, key)
 
     def resolve(self, request: storage_pb2.ReadRequest) -> Iterator[Resolved]:
         """Per item: its header (status, meta, length) and, when OK, the open range to send.
@@ -121,6 +128,8 @@ class ChunkReader:
             # A retryable failure (a version swap under way) is answered as in-flight, so the
             # client tries again; anything else is an I/O error.
             code = storage_pb2.PENDING if is_retryable(exc.reason) else storage_pb2.IO_ERROR
+            if code == storage_pb2.IO_ERROR:
+                self._report(pos.chain_id, pos.target_id, key)
             return status(code, exc.message)
         except OSError as exc:
             log.error("chunk %s: open failed: %s", key, exc)
@@ -129,7 +138,8 @@ class ChunkReader:
         start = min(item.offset, meta.length)
         end = min(item.offset + item.length, meta.length)
         header = storage_pb2.ReadItemHeader(item=i, status=storage_pb2.OK, meta=meta, length=end - start)
-        return header, CommittedRange(key, meta, f, start, end - start, pos.target_id, time.monotonic())
+        return header, CommittedRange(key, meta, f, start, end - start, pos.target_id, time.monotonic(),
+                                      pos.chain_id)
 
     def load(self, header: storage_pb2.ReadItemHeader, source: CommittedRange, buffer: bytearray | None = None
              ) -> memoryview | None:
@@ -147,10 +157,12 @@ class ChunkReader:
             CommittedRange(source.key, meta, source.file, lo, hi - lo, source.target_id).read_into(view)
         except ChainfsError as exc:
             header.status, header.message, header.length = storage_pb2.IO_ERROR, exc.message, 0
+            self._report(source.chain_id, source.target_id, source.key)
             return None
         except OSError as exc:
             log.error("chunk %s: read failed: %s", source.key, exc)
             header.status, header.message, header.length = storage_pb2.IO_ERROR, f"read failed: {exc}", 0
+            self._report(source.chain_id, source.target_id, source.key)
             return None
         good = blocks_match(view, lo, meta.block_crcs) if meta.block_crcs else crc32c(view) == meta.crc
         if not good:
@@ -158,6 +170,7 @@ class ChunkReader:
                       source.key, meta.version)
             header.status, header.length = storage_pb2.CHECKSUM_MISMATCH, 0
             header.message = f"chunk {source.key} is corrupt on this replica"
+            self._report(source.chain_id, source.target_id, source.key)
             return None
         data = view[source.start - lo:source.start - lo + source.length]
         header.data_crc = crc32c(data)

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import threading
 import time
-from typing import Iterator, Mapping, Protocol
+from typing import TYPE_CHECKING, Iterator, Mapping, Protocol
 
 import grpc
 
@@ -37,7 +37,11 @@ from chainfs.storageserver.chunk_store import ChunkStore
 from chainfs.storageserver.forwarding import CutThrough, Rerouted, Successor
 from chainfs.storageserver.locks import KeyedLocks
 from chainfs.storageserver.metrics import record_io
+from chainfs.storageserver.repair import check_copy
 from chainfs.storageserver.routing import SERVING, SYNCING, ChainPosition, RoutingView, fresh_position
+
+if TYPE_CHECKING:
+    from chainfs.storageserver.repair import ChunkRepairer
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +81,7 @@ class Replicator:
         self.message_bytes = message_bytes
         self.locks = locks or KeyedLocks()
         self.successor = Successor(self.channels, connections or DataConnections(), message_bytes)
+        self.repairer: "ChunkRepairer | None" = None  # set by the node: appends onto a rotten chunk repair it
         # Client updates wait on successors while holding a worker; forwarded ones must always
         # find one, or nodes that head each other's chains could deadlock. So updates that start
         # here are capped (0 = no cap) and refused with BUSY (retryable) beyond the cap.
@@ -253,7 +258,7 @@ class Replicator:
         duplicate = self._duplicate(record, h)
         if duplicate is not None:
             return duplicate
-        content = self._patched(store, key, h.offset, data)
+        content = self._patched(pos, store, key, h.offset, data)
         version = (record.meta.version if record is not None else 0) + 1
         store.mark_pending(key, version)
         try:
@@ -263,14 +268,18 @@ class Replicator:
             raise
         return self._forward_and_commit(pos, store, key, h, version, content, crc32c(content), deadline, None)
 
-    def _patched(self, store: ChunkStore, key: ChunkKey, offset: int, data: memoryview) -> bytearray:
-        """Committed content with `data` written at `offset` (zeros fill any gap)."""
-        base = store.read_committed(key)
-        old = b""
-        if base is not None:
-            meta, old = base
-            if crc32c(old) != meta.crc:
-                log.error("chunk %s: committed data does not match its CRC32C", key)
+    def _patched(self, pos: ChainPosition, store: ChunkStore, key: ChunkKey, offset: int,
+                 data: memoryview) -> bytearray:
+        """Committed content with `data` written at `offset` (zeros fill any gap). A rotten,
+        truncated or missing committed copy is first repaired from another replica (we hold the
+        chunk's lock); without one the patch fails."""
+        _, old, problem = check_copy(store, key)
+        if problem:
+            log.error("chunk %s: committed copy is bad (%s)", key, problem)
+            if self.repairer is not None:
+                self.repairer.repair_held(pos.chain_id, pos.target_id, key, "append")  # raises if it cannot
+                _, old, problem = check_copy(store, key)
+            if problem:
                 raise ChainfsError(Reason.CHECKSUM_MISMATCH, f"committed data of chunk {key} is corrupt")
         end = offset + len(data)
         content = bytearray(max(len(old), end))

@@ -35,6 +35,7 @@ from chainfs.proto import meta_pb2, storage_pb2, storage_pb2_grpc
 from chainfs.storageserver.chunk_ids import ChunkKey, key_of
 from chainfs.storageserver.chunk_store import ChunkStore
 from chainfs.storageserver.locks import KeyedLocks
+from chainfs.storageserver.repair import ChunkRepairer, check_copy
 from chainfs.storageserver.replication import Replicator
 from chainfs.storageserver.metrics import record_resync
 from chainfs.storageserver.routing import SERVING, SYNCING, ChainPosition, ClusterRouting, fresh_position
@@ -56,12 +57,14 @@ def _same(a: storage_pb2.ChunkMeta, b: storage_pb2.ChunkMeta) -> bool:
 
 class Resyncer:
     def __init__(self, routing: ClusterRouting, replicator: Replicator, stores: Mapping[int, ChunkStore],
-                 channels: ChannelPool, poll: float = 0.1, locks: KeyedLocks | None = None) -> None:
+                 channels: ChannelPool, poll: float = 0.1, locks: KeyedLocks | None = None,
+                 repairer: ChunkRepairer | None = None) -> None:
         self.routing = routing
         self.replicator = replicator
         self.locks = locks or replicator.locks  # the node's chunk locks: resync never races a write
         self.stores = stores
         self.channels = channels
+        self.repairer = repairer  # our own copy is verified before it is sent, and repaired if bad
         self.poll = poll
         self._mu = threading.Lock()
         self._synced: dict[int, int] = {}            # our SYNCING target -> chain version of its sync-done
@@ -216,12 +219,20 @@ class Resyncer:
 
     def _send_chunk(self, stub: storage_pb2_grpc.StorageStub, pos: ChainPosition, store: ChunkStore,
                     key: ChunkKey, remote_has: bool) -> int:
-        got = store.read_committed(key)
-        if got is None:  # removed since the listing (garbage collection)
+        meta, data, problem = check_copy(store, key)
+        if problem:
+            # Sending a rotten copy would fail the successor's CRC check on every retry: repair
+            # ours from another serving replica (the head, say) first.
+            log.error("chain %d: our copy of %s is bad (%s); repairing it before the sync", pos.chain_id, key, problem)
+            if self.repairer is not None:
+                self.repairer.repair_held(pos.chain_id, pos.target_id, key, "resync")
+                meta, data, problem = check_copy(store, key)
+            if problem:
+                raise ChainfsError(Reason.CHECKSUM_MISMATCH, f"chunk {key} is bad here and was not repaired")
+        if meta is None or not meta.version:  # removed since the listing (garbage collection)
             if remote_has:
                 self._sync_call(stub, pos, remove=[key.to_proto()])
             return 0
-        meta, data = got
         header = storage_pb2.WriteHeader(
             chain_id=pos.chain_id, chain_version=pos.chain_version, chunk=key.to_proto(), offset=0,
             length=len(data), replace=True, data_crc=meta.crc, chunk_size=config.MAX_CHUNK_SIZE,

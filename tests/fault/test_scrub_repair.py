@@ -1,0 +1,151 @@
+"""Bad replicas found and repaired (issue 12): `fsck --verify-data` names each bad replica and exits
+1, `--repair` mends them (exit 0, the replica's bytes equal its peers'); a background scrub pass
+repairs rot by itself; a returning target whose predecessor's copy is rotten finishes resync with
+good bytes; an append onto a rotten chunk repairs it instead of failing."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chainfs.cluster.process import wait_for
+from chainfs.common.scrape import scrape
+from chainfs.proto import meta_pb2 as mpb
+
+from tests.fault.harness import CHUNK, WAIT, client, make_cluster, node_index, the_chain, wait_state
+
+pytestmark = pytest.mark.fault
+
+BAD_AT = 1000  # inside a chunk's first block, away from its last byte (which plain fsck probes)
+
+
+def replica_file(chain: mpb.ChainInfo, inode: mpb.Inode, index: int, replica: int) -> Path:
+    """The committed chunk file of one replica (chain position) of one chunk."""
+    shard = Path(chain.targets[replica].path) / "chunks" / f"{inode.id % 256:02x}"
+    name = f"{inode.id:016x}-{index:08x}.v"
+    (path,) = [p for p in shard.iterdir() if p.name.startswith(name) and not p.name.endswith(".new")]
+    return path
+
+
+def rot(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[BAD_AT] ^= 0xFF
+    path.write_bytes(raw)
+
+
+def fsck_cli(url: str, *flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "chainfs.cli.main", "fsck", url, *flags],
+                          capture_output=True, text=True, timeout=120)
+
+
+def replicas_agree(chain: mpb.ChainInfo, inode: mpb.Inode, index: int, data: bytes) -> bool:
+    want = data[index * CHUNK:(index + 1) * CHUNK]
+    try:
+        return all(replica_file(chain, inode, index, r).read_bytes() == want for r in range(len(chain.targets)))
+    except (OSError, ValueError):
+        return False
+
+
+def test_fsck_verify_data_names_bad_replicas_and_repair_mends_them(tmp_path: Path) -> None:
+    with make_cluster(tmp_path / "c", scrub_mib_s=0) as cluster:
+        c = client(cluster)
+        c.mkdir("/v", layout=mpb.Layout(chunk_size=CHUNK, stripe_width=1))
+        data = random.Random(1).randbytes(3 * CHUNK + 77)
+        inode = c.write_file("/v/f", data)
+        chain = the_chain(cluster)
+        rot(replica_file(chain, inode, 0, 1))                  # bit rot in the middle replica
+        with open(replica_file(chain, inode, 1, 2), "r+b") as f:  # the tail's chunk 1 truncated
+            f.truncate(BAD_AT)
+        replica_file(chain, inode, 2, 0).unlink()              # the head's chunk 2 deleted
+        bad = {(0, 1), (1, 2), (2, 0)}  # (chunk index, replica)
+
+        done = fsck_cli(cluster.url, "--verify-data")
+        assert done.returncode == 1, done.stdout + done.stderr
+        for index, replica in bad:
+            t = chain.targets[replica]
+            assert (f"chain {chain.chain_id} chunk {inode.id}:{index}: target {t.target_id} on node {t.node_id} "
+                    "cannot serve it") in done.stdout, done.stdout
+        assert done.stdout.count("cannot serve it") == len(bad), done.stdout
+
+        done = fsck_cli(cluster.url, "--repair")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.count(": repaired") == len(bad), done.stdout
+        for index in range(4):
+            assert replicas_agree(chain, inode, index, data), f"chunk {index} differs between replicas"
+        for replica in range(3):
+            assert c.read_file("/v/f", replica=replica) == data
+        done = fsck_cli(cluster.url, "--verify-data")
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_scrub_repairs_rot_by_itself(tmp_path: Path) -> None:
+    with make_cluster(tmp_path / "c", scrub_mib_s=512, scrub_interval=0.5) as cluster:
+        c = client(cluster)
+        c.mkdir("/s", layout=mpb.Layout(chunk_size=CHUNK, stripe_width=1))
+        data = random.Random(2).randbytes(2 * CHUNK)
+        inode = c.write_file("/s/f", data)
+        chain = the_chain(cluster)
+        victim = chain.targets[2]
+        rot(replica_file(chain, inode, 1, 2))
+        wait_for(lambda: replicas_agree(chain, inode, 1, data), WAIT, "the scrub to repair the tail's chunk 1",
+                 interval=0.2)
+        node = next(n for n in cluster.routing().nodes if n.node_id == victim.node_id)
+        samples = scrape(node.metrics_address)
+        assert samples.total("chainfs_chunk_repairs_total", cause="scrub", result="ok") >= 1
+        assert samples.total("chainfs_scrub_bad_chunks_total", target=str(victim.target_id)) >= 1
+        assert samples.total("chainfs_scrub_passes_total") >= 1
+        assert c.read_file("/s/f", replica=2) == data
+        done = fsck_cli(cluster.url, "--verify-data")
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_resync_from_a_rotten_predecessor_finishes_with_good_bytes(tmp_path: Path) -> None:
+    """The tail misses an overwrite; then its predecessor's copy of the new chunk rots. When the
+    tail returns, its predecessor repairs its own copy from the head before sending it."""
+    with make_cluster(tmp_path / "c", scrub_mib_s=0) as cluster:
+        c = client(cluster)
+        c.mkdir("/r", layout=mpb.Layout(chunk_size=CHUNK, stripe_width=1))
+        c.write_file("/r/f", b"old" * 1000)
+        returning = the_chain(cluster).targets[2]
+        index = node_index(cluster, returning.node_id)
+        cluster.kill_storage(index)
+        wait_state(cluster, returning.node_id, mpb.OFFLINE)
+        data = random.Random(3).randbytes(CHUNK + 500)
+        inode = c.write_file("/r/f", data)
+        chain = the_chain(cluster)
+        serving = [t for t in chain.targets if t.state == mpb.SERVING]
+        assert len(serving) == 2
+        predecessor = serving[-1]  # the returning target syncs from the last serving one
+        position = [t.target_id for t in chain.targets].index(predecessor.target_id)
+        rot(replica_file(chain, inode, 0, position))
+
+        cluster.restart_storage(index)
+        wait_state(cluster, returning.node_id, mpb.SERVING)
+        cluster.wait_healthy(WAIT)
+        chain = the_chain(cluster)
+        for i in range(2):
+            assert replicas_agree(chain, inode, i, data), f"chunk {i} differs between replicas"
+        for replica in range(3):
+            assert c.read_file("/r/f", replica=replica) == data
+        done = fsck_cli(cluster.url, "--verify-data")
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_append_onto_a_rotten_chunk_repairs_it(tmp_path: Path) -> None:
+    with make_cluster(tmp_path / "c", scrub_mib_s=0) as cluster:
+        c = client(cluster)
+        c.mkdir("/a", layout=mpb.Layout(chunk_size=CHUNK, stripe_width=1))
+        first = random.Random(4).randbytes(CHUNK // 2)
+        inode = c.write_file("/a/f", first)
+        chain = the_chain(cluster)
+        rot(replica_file(chain, inode, 0, 0))  # the head's copy, which an append patches
+        more = b"appended" * 100
+        c.write_file("/a/f", more, mode=mpb.APPEND)
+        for replica in range(3):
+            assert c.read_file("/a/f", replica=replica) == first + more
+        done = fsck_cli(cluster.url, "--verify-data")
+        assert done.returncode == 0, done.stdout + done.stderr
