@@ -3,8 +3,10 @@
 A benchmark, not a test. Why the baseline: the machine's speed drifts by 2x over minutes, so only
 ratios measured in the same run mean anything. The empty RPC is the metaserver's own gRPC health
 Check (same process, same thread pool, no store), so `ratio` says how much of an operation's cost
-is the metadata work rather than the RPC. Targets are interleaved round by round and each cell is
-the median over rounds. Each operation runs for `--seconds` with 1 and 16 client threads:
+is the metadata work rather than the RPC. Each backend's cell runs between two empty-RPC cells of
+the same thread count, and its ratio is to their mean (the machine's speed moves within seconds on
+a shared box); cells and ratios are medians over interleaved rounds. Each operation runs for
+`--seconds` with 1 and 16 client threads:
 
 - create: an empty file (one synced transaction); create+close: OpenWrite(REPLACE) + CloseWrite,
   how a file write starts and ends; stat: one path lookup; rename: a file within its directory;
@@ -43,8 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="benchmarks (not tests): figures beside a same-run baseline")
     bsub = bench.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
     meta = bsub.add_parser("meta", help="metadata ops/s: RocksDB vs etcd vs an empty unary RPC")
-    meta.add_argument("--seconds", type=float, default=1.5, help="per operation, target and round")
-    meta.add_argument("--rounds", type=int, default=3, help="interleaved rounds; cells are medians")
+    meta.add_argument("--seconds", type=float, default=0.75, help="per operation, target and round")
+    meta.add_argument("--rounds", type=int, default=5, help="interleaved rounds; cells are medians")
     meta.add_argument("--threads", default="1,16", help="client thread counts, comma-separated")
     meta.add_argument("--backends", default="rocksdb,etcd", help="metadata backends to measure")
     meta.add_argument("--dir", default=None, help="where the clusters live (default: a temp dir)")
@@ -155,14 +157,20 @@ def cmd_meta(args: argparse.Namespace) -> int:
         targets = {b: Target(b, c.address) for b, c in clusters.items()}
         for target in targets.values():
             target.prepare(max(threads))
-        first = next(iter(targets.values()))
-        cells = [(op, n, b) for op in OPS for n in threads for b in (*backends, "empty-rpc")]
+        empty = next(iter(targets.values())).empty_rpc()
         for r in range(args.rounds):
-            for op, n, b in cells:
-                target = first if b == "empty-rpc" else targets[b]
-                fn = target.empty_rpc() if b == "empty-rpc" else target.op(op)
-                rate = run_cell(fn, n, args.seconds)
-                results.setdefault(f"{op}|{n}", {}).setdefault(b, []).append(rate)
+            for op in OPS:
+                for n in threads:
+                    cell = results.setdefault(f"{op}|{n}", {})
+                    before = run_cell(empty, n, args.seconds)
+                    cell.setdefault("empty-rpc", []).append(before)
+                    for b in backends:  # empty, backend, empty, backend, ..., empty
+                        rate = run_cell(targets[b].op(op), n, args.seconds)
+                        after = run_cell(empty, n, args.seconds)
+                        cell.setdefault(b, []).append(rate)
+                        cell.setdefault(f"{b}_ratio", []).append(rate / ((before + after) / 2))
+                        cell["empty-rpc"].append(after)
+                        before = after
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
     finally:
         for cluster in clusters.values():
@@ -172,7 +180,7 @@ def cmd_meta(args: argparse.Namespace) -> int:
 
 
 def report(results: dict[str, dict[str, list[float]]], backends: list[str], json_path: str | None) -> None:
-    table = Table(title="chainfs bench meta: ops/s (median over rounds); ratio = ops/s / empty RPC/s")
+    table = Table(title="chainfs bench meta: ops/s and ratio to the empty RPCs around it (medians over rounds)")
     for col in ("op", "threads", *[f"{b} ops/s" for b in backends], "empty RPC/s", *[f"{b} ratio" for b in backends]):
         table.add_column(col, justify="right")
     out = []
@@ -181,9 +189,9 @@ def report(results: dict[str, dict[str, list[float]]], backends: list[str], json
         med = {b: statistics.median(v) for b, v in by.items()}
         base = med["empty-rpc"]
         table.add_row(op, n, *[f"{med[b]:,.0f}" for b in backends], f"{base:,.0f}",
-                      *[f"{med[b] / base:.2f}x" for b in backends])
+                      *[f"{med[f'{b}_ratio']:.2f}x" for b in backends])
         out.append({"op": op, "threads": int(n), "empty_rpc": base, "runs": by,
-                    **{b: med[b] for b in backends}, **{f"{b}_ratio": med[b] / base for b in backends}})
+                    **{b: med[b] for b in backends}, **{f"{b}_ratio": med[f"{b}_ratio"] for b in backends}})
     Console().print(table)
     if json_path:
         Path(json_path).write_text(json.dumps(out, indent=2))
