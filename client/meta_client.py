@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import itertools
-import os
 import threading
 import time
-import uuid
 from typing import Callable, Iterator, Sequence, TypeVar
 
 import grpc
@@ -18,7 +15,7 @@ from chainfs.common.rpc import ChannelPool
 from chainfs.proto import meta_pb2 as pb
 from chainfs.proto import meta_pb2_grpc as pb_grpc
 
-from chainfs.client.retry import call_with_retry
+from chainfs.client.retry import RequestIds, call_with_retry
 
 T = TypeVar("T")
 
@@ -49,9 +46,7 @@ class MetaClient:
         self.retry_deadline = retry_deadline
         self._current = 0
         self._stub_cache: tuple[grpc.Channel, pb_grpc.NamespaceStub, pb_grpc.ClusterManagerStub] | None = None
-        self._client_id = ""
-        self._client_pid = -1
-        self._seq = itertools.count(1)
+        self._request_ids = RequestIds()
 
     @property
     def current(self) -> str:
@@ -63,9 +58,7 @@ class MetaClient:
 
     def request_id(self) -> str:
         """A fresh id for one mutation; its retries reuse it, so the metaserver applies it once."""
-        if self._client_pid != os.getpid():  # a forked child is another client
-            self._client_id, self._client_pid = uuid.uuid4().hex, os.getpid()
-        return f"{self._client_id}:{next(self._seq)}"
+        return self._request_ids.next()
 
     def _stubs(self) -> tuple[pb_grpc.NamespaceStub, pb_grpc.ClusterManagerStub]:
         """The current metaserver's stubs, built once per channel: a stub builds a callable per

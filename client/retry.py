@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import time
+import uuid
 from typing import Callable, TypeVar
 
 import grpc
@@ -12,6 +15,21 @@ from chainfs.common.errors import ChainfsError, Reason, is_retryable, reason_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class RequestIds:
+    """`client id:sequence` ids for mutations: every retry of one carries the same id, so servers
+    apply it once. A forked child is another client, with an id of its own."""
+
+    def __init__(self) -> None:
+        self._client_id = ""
+        self._pid = -1
+        self._seq = itertools.count(1)
+
+    def next(self) -> str:
+        if self._pid != os.getpid():
+            self._client_id, self._pid = uuid.uuid4().hex, os.getpid()
+        return f"{self._client_id}:{next(self._seq)}"
 
 
 class Backoff:

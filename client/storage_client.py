@@ -9,11 +9,9 @@ another replica; every read is checked against its CRC32C.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import threading
-import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,7 +31,7 @@ from chainfs.proto import storage_pb2_grpc as spb_grpc
 
 from chainfs.client import data_path
 from chainfs.client.meta_client import RoutingCache
-from chainfs.client.retry import Backoff, failure_reason
+from chainfs.client.retry import Backoff, RequestIds, failure_reason
 
 log = logging.getLogger(__name__)
 
@@ -110,17 +108,13 @@ class StorageClient:
         self.short_circuit = short_circuit
         self.retry_deadline = retry_deadline
         self.timeout = timeout
-        self._client_id = ""
-        self._client_pid = -1
-        self._seq = itertools.count(1)
+        self._request_ids = RequestIds()
 
     def _stub(self, node_id: int) -> spb_grpc.StorageStub:
         return spb_grpc.StorageStub(CHANNELS.get(self.routing.node_address(node_id)))
 
     def request_id(self) -> str:
-        if self._client_pid != os.getpid():  # a forked child is another client
-            self._client_id, self._client_pid = uuid.uuid4().hex, os.getpid()
-        return f"{self._client_id}:{next(self._seq)}"
+        return self._request_ids.next()
 
     # ---- writes ----
 
