@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -71,6 +72,10 @@ class LazyPool:
 
 
 EXECUTOR = LazyPool("chunk-io")
+REPORTS = LazyPool("bad-copy-reports", workers=2)
+REPORT_EVERY = 30.0
+_REPORTED: dict[tuple[int, int, int], float] = {}  # (target, inode, index) -> when this process reported it
+_REPORTED_LOCK = threading.Lock()
 
 
 @dataclass
@@ -88,6 +93,7 @@ class _Pending:
     spec: ReadSpec
     prefer_tail: bool = False
     tried: set[int] = field(default_factory=set)
+    last: mpb.TargetInfo | None = None  # the replica of the latest try
 
 
 def serving_targets(chain: mpb.ChainInfo) -> list[mpb.TargetInfo]:
@@ -185,8 +191,10 @@ class StorageClient:
                     failed.update(errors)
             for i, reason in failed.items():
                 if not is_retryable(reason):
-                    if reason in _REPLICA_FAULTS and self._other_replica(todo[i]):
-                        continue
+                    if reason in _REPLICA_FAULTS:
+                        self._report_bad(todo[i])
+                        if self._other_replica(todo[i]):
+                            continue
                     s = todo[i].spec
                     raise make_exception(reason, f"read of chunk {s.inode}:{s.index} on chain {s.chain_id}")
                 if reason == Reason.PENDING:
@@ -198,6 +206,32 @@ class StorageClient:
                     reason = last_error.reason if isinstance(last_error, ChainfsError) else Reason.TIMEOUT
                     raise make_exception(reason, f"read of chunk {s.inode}:{s.index} gave up after retries")
                 self._refresh_quietly()
+
+    def _report_bad(self, pending: _Pending) -> None:
+        """Tells the node whose copy failed a read (bad bytes, a missing or short file) so that it
+        verifies and repairs it soon; in the background, each copy at most once every
+        REPORT_EVERY seconds, errors ignored."""
+        target, s = pending.last, pending.spec
+        if target is None:
+            return
+        entry = (target.target_id, s.inode, s.index)
+        now = time.monotonic()
+        with _REPORTED_LOCK:
+            if now - _REPORTED.get(entry, -REPORT_EVERY) < REPORT_EVERY:
+                return
+            if len(_REPORTED) >= 4096:
+                _REPORTED.clear()
+            _REPORTED[entry] = now
+        request = spb.RepairChunkRequest(chain_id=s.chain_id, chunk=spb.ChunkId(inode=s.inode, index=s.index),
+                                         suspect=True)
+
+        def send() -> None:
+            try:
+                self._stub(target.node_id).RepairChunk(request, timeout=self.timeout)
+            except (grpc.RpcError, ChainfsError, OSError) as exc:
+                log.debug("report of a bad copy to node %d failed: %s", target.node_id, exc)
+
+        REPORTS.get().submit(send)
 
     def _other_replica(self, pending: _Pending) -> bool:
         """After a replica-local failure, moves the read to a replica not yet tried."""
@@ -221,6 +255,7 @@ class StorageClient:
             fresh = [t for t in serving if t.target_id not in pending.tried] or serving
             target = fresh[-1] if pending.prefer_tail else self._preferred(fresh, s.index)
         pending.tried.add(target.target_id)
+        pending.last = target
         item = spb.ReadItem(chain_id=s.chain_id, chain_version=chain.version,
                             chunk=spb.ChunkId(inode=s.inode, index=s.index), offset=s.offset, length=s.length)
         return target.node_id, item

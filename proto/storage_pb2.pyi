@@ -211,12 +211,14 @@ class SyncReply(_message.Message):
     def __init__(self, removed: _Optional[int] = ...) -> None: ...
 
 class RepairChunkRequest(_message.Message):
-    __slots__ = ("chain_id", "chunk")
+    __slots__ = ("chain_id", "chunk", "suspect")
     CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    SUSPECT_FIELD_NUMBER: _ClassVar[int]
     chain_id: int
     chunk: ChunkId
-    def __init__(self, chain_id: _Optional[int] = ..., chunk: _Optional[_Union[ChunkId, _Mapping]] = ...) -> None: ...
+    suspect: bool
+    def __init__(self, chain_id: _Optional[int] = ..., chunk: _Optional[_Union[ChunkId, _Mapping]] = ..., suspect: _Optional[bool] = ...) -> None: ...
 
 class RepairChunkReply(_message.Message):
     __slots__ = ("repaired",)

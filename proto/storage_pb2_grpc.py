@@ -105,7 +105,8 @@ class StorageServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RepairChunk(self, request, context):
-        """Verify one chunk of this node's replica and repair it from a good replica (fsck --repair).
+        """Verify one chunk of this node's replica and repair it from a good replica (fsck --repair),
+        or queue it for that (a client's report of a bad read).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

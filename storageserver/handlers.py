@@ -20,6 +20,7 @@ from chainfs.storageserver.replication import Replicator
 if TYPE_CHECKING:
     from chainfs.storageserver.repair import ChunkRepairer
     from chainfs.storageserver.resync import Resyncer
+    from chainfs.storageserver.scrub import Scrubber
 
 
 class StreamBody:
@@ -60,9 +61,11 @@ class StreamBody:
 
 class StorageServicer(storage_pb2_grpc.StorageServicer):
     def __init__(self, replicator: Replicator, resyncer: "Resyncer | None" = None,
-                 reader: ChunkReader | None = None, repairer: "ChunkRepairer | None" = None) -> None:
+                 reader: ChunkReader | None = None, repairer: "ChunkRepairer | None" = None,
+                 scrubber: "Scrubber | None" = None) -> None:
         self.replicator = replicator
         self.repairer = repairer
+        self.scrubber = scrubber
         self.reader = reader or ChunkReader(replicator.routing, replicator.stores, replicator.message_bytes)
         self.resyncer = resyncer
 
@@ -106,6 +109,10 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
         pos = self.replicator.routing.position(request.chain_id)
         if pos is None:
             raise ChainfsError(Reason.STALE_ROUTING, f"no target of chain {request.chain_id} on this node")
+        if request.suspect:
+            if self.scrubber is not None:
+                self.scrubber.suspect(request.chain_id, pos.target_id, key)
+            return storage_pb2.RepairChunkReply()
         return storage_pb2.RepairChunkReply(
             repaired=self.repairer.repair(request.chain_id, pos.target_id, key, "rpc"))
 

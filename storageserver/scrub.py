@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 PAGE = 256
 DEFAULT_MIB_S = 16.0
 DEFAULT_INTERVAL = 600.0
+MAX_SUSPECTS = 1024
 
 
 class Scrubber:
@@ -42,7 +43,8 @@ class Scrubber:
         self.interval = interval
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._suspects: deque[tuple[int, int, ChunkKey]] = deque(maxlen=1024)
+        self._suspects: deque[tuple[int, int, ChunkKey]] = deque()
+        self._queued: set[tuple[int, int, ChunkKey]] = set()  # each suspect once, however often reported
         self._thread: threading.Thread | None = None
         self._budget_from = time.monotonic()
         self._spent = 0
@@ -63,10 +65,12 @@ class Scrubber:
             self._thread.join(timeout=5)
 
     def suspect(self, chain_id: int, target_id: int, key: ChunkKey) -> None:
-        """A read found this copy bad: verify and repair it soon (a bounded queue; drops are fine,
-        the next pass finds them)."""
-        if self.enabled:
-            self._suspects.append((chain_id, target_id, key))
+        """A read found this copy bad: verify and repair it soon (a bounded queue without repeats;
+        what does not fit, the next pass finds)."""
+        entry = (chain_id, target_id, key)
+        if self.enabled and entry not in self._queued and len(self._queued) < MAX_SUSPECTS:
+            self._queued.add(entry)
+            self._suspects.append(entry)
             self._wake.set()
 
     def _loop(self) -> None:
@@ -85,7 +89,9 @@ class Scrubber:
 
     def _drain_suspects(self) -> None:
         while self._suspects and not self._stop.is_set():
-            chain_id, target_id, key = self._suspects.popleft()
+            entry = self._suspects.popleft()
+            self._queued.discard(entry)
+            chain_id, target_id, key = entry
             try:
                 self.repairer.repair(chain_id, target_id, key, "read")
             except ChainfsError as exc:

@@ -86,7 +86,8 @@ class StorageNode:
         self.resyncer = Resyncer(self.routing, self.replicator, self.stores, self.channels, locks=self.locks,
                                  repairer=self.repairer)
         self.routing.local_state = self.resyncer.local_state
-        add_to_server(StorageServicer(self.replicator, self.resyncer, self.reader, self.repairer), self.server)
+        add_to_server(StorageServicer(self.replicator, self.resyncer, self.reader, self.repairer,
+                                      self.scrubber), self.server)
         self.data = DataServer(self.replicator, self.reader, host, data_port, self.data_dir / "data.sock")
         self.routing.endpoint = mpb.NodeInfo(data_address=f"{advertise_host}:{self.data.port}",
                                              host_id=local_host_id(), local_socket=self.data.local_socket)

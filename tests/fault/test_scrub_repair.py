@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from chainfs.client import ChainClient
 from chainfs.cluster.process import wait_for
 from chainfs.common.scrape import scrape
 from chainfs.proto import meta_pb2 as mpb
@@ -101,6 +102,24 @@ def test_scrub_repairs_rot_by_itself(tmp_path: Path) -> None:
         assert c.read_file("/s/f", replica=2) == data
         done = fsck_cli(cluster.url, "--verify-data")
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_bad_read_is_reported_and_the_copy_repaired(tmp_path: Path) -> None:
+    """A whole chunk goes out by sendfile unchecked by its node; the client that finds it bad
+    reads another replica and reports the copy, which the node repairs long before a scrub pass."""
+    with make_cluster(tmp_path / "c", scrub_mib_s=512, scrub_interval=3600) as cluster:
+        c = ChainClient(cluster.address, short_circuit=False, retry_deadline=30.0)
+        c.mkdir("/b", layout=mpb.Layout(chunk_size=CHUNK, stripe_width=1))
+        data = random.Random(5).randbytes(CHUNK)
+        inode = c.write_file("/b/f", data)
+        chain = the_chain(cluster)
+        rot(replica_file(chain, inode, 0, 0))  # chunk 0 is read from replica 0 first
+        assert c.read_file("/b/f") == data
+        wait_for(lambda: replicas_agree(chain, inode, 0, data), WAIT, "the reported copy to be repaired",
+                 interval=0.2)
+        node = next(n for n in cluster.routing().nodes if n.node_id == chain.targets[0].node_id)
+        assert scrape(node.metrics_address).total("chainfs_chunk_repairs_total", cause="read", result="ok") == 1
+        assert c.read_file("/b/f", replica=0) == data
 
 
 def test_resync_from_a_rotten_predecessor_finishes_with_good_bytes(tmp_path: Path) -> None:
