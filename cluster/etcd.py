@@ -32,6 +32,13 @@ def etcd_binary() -> str | None:
     return shutil.which(ETCD_BINARY)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -62,7 +69,8 @@ class EtcdCluster:
 
     def __init__(self, root: str | os.PathLike[str], members: int = 1, hosts: Sequence[str] | None = None,
                  heartbeat_ms: int = 50, election_ms: int = 500, start_timeout: float = 30.0,
-                 wrap: Callable[[int], list[str]] | None = None, members_state: list[dict] | None = None) -> None:
+                 wrap: Callable[[int], list[str]] | None = None, members_state: list[dict] | None = None,
+                 die_with_parent: bool = False) -> None:
         if members < 1:
             raise ValueError(f"etcd members must be >= 1, got {members}")
         if etcd_binary() is None:
@@ -73,6 +81,9 @@ class EtcdCluster:
         self.election_ms = election_ms
         self.start_timeout = start_timeout
         self.wrap = wrap or (lambda i: [])
+        # Tests: members die with the process that started them, even one killed before teardown
+        # (`chainfs cluster up` leaves them running on purpose, so it keeps the default).
+        self.die_with_parent = die_with_parent
         self.token = f"chainfs-{uuid.uuid4().hex[:12]}"
         self._procs: dict[int, subprocess.Popen] = {}
         if members_state is not None:
@@ -123,7 +134,8 @@ class EtcdCluster:
         Path(m.data_dir).parent.mkdir(parents=True, exist_ok=True)
         with open(m.log, "ab") as out:
             proc = subprocess.Popen(self._command(i), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True, close_fds=True)
+                                    start_new_session=True, close_fds=True,
+                                    preexec_fn=_die_with_parent if self.die_with_parent else None)
         self._procs[i] = proc
         m.pid = proc.pid
 

@@ -40,7 +40,7 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
     """One real single-member etcd for the session; each test takes its own key prefix."""
     if etcd_binary() is None:
         pytest.skip("etcd is not installed (scripts/install_sysdeps.sh installs etcd-server)")
-    with EtcdCluster(tmp_path_factory.mktemp("etcd"), members=1) as cluster:
+    with EtcdCluster(tmp_path_factory.mktemp("etcd"), members=1, die_with_parent=True) as cluster:
         yield cluster
 
 
