@@ -13,10 +13,13 @@ from pathlib import Path
 import pytest
 
 from chainfs.client import ChainClient
+from chainfs.cluster import LocalCluster
 from chainfs.cluster.process import wait_for
 from chainfs.common.scrape import scrape
 from chainfs.proto import meta_pb2 as mpb
 
+from tests import chunkfiles
+from tests.chunkfiles import replica_file
 from tests.fault.harness import CHUNK, WAIT, client, make_cluster, node_index, the_chain, wait_state
 
 pytestmark = pytest.mark.fault
@@ -24,18 +27,8 @@ pytestmark = pytest.mark.fault
 BAD_AT = 1000  # inside a chunk's first block, away from its last byte (which plain fsck probes)
 
 
-def replica_file(chain: mpb.ChainInfo, inode: mpb.Inode, index: int, replica: int) -> Path:
-    """The committed chunk file of one replica (chain position) of one chunk."""
-    shard = Path(chain.targets[replica].path) / "chunks" / f"{inode.id % 256:02x}"
-    name = f"{inode.id:016x}-{index:08x}.v"
-    (path,) = [p for p in shard.iterdir() if p.name.startswith(name) and not p.name.endswith(".new")]
-    return path
-
-
 def rot(path: Path) -> None:
-    raw = bytearray(path.read_bytes())
-    raw[BAD_AT] ^= 0xFF
-    path.write_bytes(raw)
+    chunkfiles.rot(path, BAD_AT)
 
 
 def fsck_cli(url: str, *flags: str) -> subprocess.CompletedProcess:
@@ -49,6 +42,18 @@ def replicas_agree(chain: mpb.ChainInfo, inode: mpb.Inode, index: int, data: byt
         return all(replica_file(chain, inode, index, r).read_bytes() == want for r in range(len(chain.targets)))
     except (OSError, ValueError):
         return False
+
+
+def assert_healed(cluster: LocalCluster, c: ChainClient, path: str, data: bytes) -> None:
+    """Every replica's copy of every chunk of `path` equals its peers', reads back from every
+    replica, and fsck --verify-data finds nothing."""
+    chain, inode = the_chain(cluster), c.stat(path)
+    for index in range(-(-len(data) // CHUNK)):
+        assert replicas_agree(chain, inode, index, data), f"chunk {index} differs between replicas"
+    for replica in range(len(chain.targets)):
+        assert c.read_file(path, replica=replica) == data
+    done = fsck_cli(cluster.url, "--verify-data")
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_fsck_verify_data_names_bad_replicas_and_repair_mends_them(tmp_path: Path) -> None:
@@ -75,12 +80,7 @@ def test_fsck_verify_data_names_bad_replicas_and_repair_mends_them(tmp_path: Pat
         done = fsck_cli(cluster.url, "--repair")
         assert done.returncode == 0, done.stdout + done.stderr
         assert done.stdout.count(": repaired") == len(bad), done.stdout
-        for index in range(4):
-            assert replicas_agree(chain, inode, index, data), f"chunk {index} differs between replicas"
-        for replica in range(3):
-            assert c.read_file("/v/f", replica=replica) == data
-        done = fsck_cli(cluster.url, "--verify-data")
-        assert done.returncode == 0, done.stdout + done.stderr
+        assert_healed(cluster, c, "/v/f", data)
 
 
 def test_scrub_repairs_rot_by_itself(tmp_path: Path) -> None:
@@ -99,9 +99,7 @@ def test_scrub_repairs_rot_by_itself(tmp_path: Path) -> None:
         assert samples.total("chainfs_chunk_repairs_total", cause="scrub", result="ok") >= 1
         assert samples.total("chainfs_scrub_bad_chunks_total", target=str(victim.target_id)) >= 1
         assert samples.total("chainfs_scrub_passes_total") >= 1
-        assert c.read_file("/s/f", replica=2) == data
-        done = fsck_cli(cluster.url, "--verify-data")
-        assert done.returncode == 0, done.stdout + done.stderr
+        assert_healed(cluster, c, "/s/f", data)
 
 
 def test_a_bad_read_is_reported_and_the_copy_repaired(tmp_path: Path) -> None:
@@ -145,13 +143,7 @@ def test_resync_from_a_rotten_predecessor_finishes_with_good_bytes(tmp_path: Pat
         cluster.restart_storage(index)
         wait_state(cluster, returning.node_id, mpb.SERVING)
         cluster.wait_healthy(WAIT)
-        chain = the_chain(cluster)
-        for i in range(2):
-            assert replicas_agree(chain, inode, i, data), f"chunk {i} differs between replicas"
-        for replica in range(3):
-            assert c.read_file("/r/f", replica=replica) == data
-        done = fsck_cli(cluster.url, "--verify-data")
-        assert done.returncode == 0, done.stdout + done.stderr
+        assert_healed(cluster, c, "/r/f", data)
 
 
 def test_append_onto_a_rotten_chunk_repairs_it(tmp_path: Path) -> None:
@@ -164,7 +156,4 @@ def test_append_onto_a_rotten_chunk_repairs_it(tmp_path: Path) -> None:
         rot(replica_file(chain, inode, 0, 0))  # the head's copy, which an append patches
         more = b"appended" * 100
         c.write_file("/a/f", more, mode=mpb.APPEND)
-        for replica in range(3):
-            assert c.read_file("/a/f", replica=replica) == first + more
-        done = fsck_cli(cluster.url, "--verify-data")
-        assert done.returncode == 0, done.stdout + done.stderr
+        assert_healed(cluster, c, "/a/f", first + more)

@@ -17,6 +17,8 @@ from chainfs.client import ChainClient
 from chainfs.cluster import LocalCluster
 from chainfs.proto import meta_pb2 as mpb
 
+from tests.chunkfiles import replica_file, rot
+
 pytestmark = pytest.mark.integration
 
 CHUNK = 256 * 1024
@@ -29,18 +31,8 @@ RANGES = [(BAD_AT - 10, 100), (0, 1000), (50, 150), (0, CHUNK), (CHUNK - 500, 10
 
 
 def chunk_file(client: ChainClient, inode: mpb.Inode, index: int, replica: int) -> Path:
-    chain = client.routing.chain(inode.layout.chains[index % len(inode.layout.chains)])
-    target = chain.targets[replica]
-    shard = Path(target.path) / "chunks" / f"{inode.id % 256:02x}"
-    name = f"{inode.id:016x}-{index:08x}.v"
-    (path,) = [p for p in shard.iterdir() if p.name.startswith(name) and not p.name.endswith(".new")]
-    return path
-
-
-def rot(path: Path) -> None:
-    raw = bytearray(path.read_bytes())
-    raw[BAD_AT] ^= 0x5A
-    path.write_bytes(raw)
+    return replica_file(client.routing.chain(inode.layout.chains[index % len(inode.layout.chains)]),
+                        inode, index, replica)
 
 
 def truncate(path: Path) -> None:
@@ -52,7 +44,7 @@ def delete(path: Path) -> None:
     path.unlink()
 
 
-FAULTS: dict[str, Callable[[Path], None]] = {"rot": rot, "truncate": truncate, "delete": delete}
+FAULTS: dict[str, Callable[[Path], None]] = {"rot": lambda path: rot(path, BAD_AT), "truncate": truncate, "delete": delete}
 
 
 @pytest.fixture(scope="module")
