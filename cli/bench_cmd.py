@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -49,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     meta.add_argument("--rounds", type=int, default=5, help="interleaved rounds; cells are medians")
     meta.add_argument("--threads", default="1,16", help="client thread counts, comma-separated")
     meta.add_argument("--backends", default="rocksdb,etcd", help="metadata backends to measure")
-    meta.add_argument("--dir", default=None, help="where the clusters live (default: a temp dir)")
+    meta.add_argument("--dir", default=None, help="where the clusters live (kept; default: a temp dir, removed)")
     meta.add_argument("--json", default=None, help="also write the figures here")
     meta.set_defaults(func=cmd_meta)
     bench_kv_cmd.register(bsub)
@@ -175,6 +176,8 @@ def cmd_meta(args: argparse.Namespace) -> int:
     finally:
         for cluster in clusters.values():
             cluster.stop()
+        if not args.dir:
+            shutil.rmtree(root, ignore_errors=True)
     report(results, backends, args.json)
     return 0
 
