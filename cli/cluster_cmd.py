@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="metadata store: embedded RocksDB, or an etcd cluster started alongside")
     up.add_argument("--metaservers", type=int, default=1, help="metaservers over one etcd (etcd backend)")
     up.add_argument("--etcd-members", type=int, default=1, help="etcd members to start (etcd backend)")
+    up.add_argument("--scrub-mib-s", type=float, default=16.0,
+                    help="MiB/s each storage node's background scrub verifies (0 turns it off)")
+    up.add_argument("--scrub-interval", type=float, default=600.0, help="seconds between scrub passes")
     up.add_argument("--netns", action="store_true",
                     help="run each server in its own network namespace on a private bridge (root only)")
     up.set_defaults(func=cmd_up)
@@ -79,7 +82,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                            targets_per_node=args.targets_per_node, port=args.port,
                            heartbeat_timeout=args.heartbeat_timeout, start_timeout=args.timeout,
                            meta_backend=args.meta_backend, metaservers=args.metaservers,
-                           etcd_members=args.etcd_members, netns=args.netns)
+                           etcd_members=args.etcd_members, netns=args.netns, scrub_mib_s=args.scrub_mib_s,
+                           scrub_interval=args.scrub_interval)
     cluster.start()
     print(cluster.url)
     return 0

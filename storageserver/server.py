@@ -145,6 +145,13 @@ class StorageNode:
         log.info("storage node %d stopped", self.routing.node_id)
 
 
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """The storage server's options; pass a (sub)parser to add them to it."""
     if parser is None:
@@ -166,9 +173,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--no-rejoin-wait", action="store_true",
                         help="after a restart, heartbeat at once instead of waiting to be marked offline "
                              "(only for managers without failure detection)")
-    parser.add_argument("--scrub-mib-s", type=float, default=DEFAULT_MIB_S,
+    parser.add_argument("--scrub-mib-s", type=_non_negative, default=DEFAULT_MIB_S,
                         help="MiB per second the background scrub reads and verifies (0 turns it off)")
-    parser.add_argument("--scrub-interval", type=float, default=DEFAULT_INTERVAL,
+    parser.add_argument("--scrub-interval", type=_non_negative, default=DEFAULT_INTERVAL,
                         help="seconds between the starts of scrub passes over every chunk")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
     return parser
