@@ -128,8 +128,9 @@ class ChainfsConnector(KVConnectorBase_V1):
         self.block_tokens = self.namespace.block_tokens
         self.store = open_store(self.settings, self.namespace)
         self.breaker = Breaker(self.settings.backoff_s)
-        # one set per engine: with the worker in the engine-core process (the CPU build's `uni`
-        # executor) the scheduler's counters land in the worker's stats file too
+        # one set per engine and process: when the scheduler and the worker share a process
+        # (VLLM_ENABLE_V1_MULTIPROCESSING=0) the scheduler's counters (lookups, local and external
+        # tokens) land in the worker's stats file too; otherwise that file has the worker's only
         self.counters = _COUNTERS.setdefault(str(tc.engine_id), Counters())
         self._num_blocks = kv_cache_config.num_blocks if kv_cache_config is not None else 0
         # scheduler side
