@@ -6,13 +6,11 @@ import uuid
 from typing import Iterator
 
 import fsspec
-import numpy as np
 import pytest
 
-from chainfs.kvcache import KVBlockStore, Namespace
+from chainfs.kvcache import Namespace
 
-B = 8
-SHAPE = (2, 2, 2, B, 4)  # (layers, K/V, kv heads, tokens, head_dim)
+from kvblocks import B
 
 
 @pytest.fixture()
@@ -30,16 +28,3 @@ def fs_root(request: pytest.FixtureRequest, tmp_path) -> Iterator[tuple[fsspec.A
         yield fs, root
         if fs.exists(root):
             fs.rm(root, recursive=True)
-
-
-def block_for(key_seed: int) -> np.ndarray:
-    """A block whose content is a function of one integer, so readers can verify what they got."""
-    return np.random.default_rng(key_seed).standard_normal(SHAPE).astype(np.float32)
-
-
-def tokens(n: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, n)
-
-
-def open_store(fs: fsspec.AbstractFileSystem, root: str, ns: Namespace, **kw) -> KVBlockStore:
-    return KVBlockStore(fs, root, ns, **kw)

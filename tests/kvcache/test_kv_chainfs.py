@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("chainfs.client.fs")
 
 from chainfs.kvcache import KVBlockStore, Namespace, block_keys  # noqa: E402
-from conftest import B, block_for, tokens  # noqa: E402
+from kvblocks import B, block_for, tokens  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import fsspec
 import numpy as np
 
 from chainfs.kvcache import KVBlockStore, Namespace, blockformat
-from conftest import B, SHAPE, block_for, open_store, tokens
+from kvblocks import B, SHAPE, block_for, open_store, tokens
 
 BLOCK_FILE = blockformat.HEADER_SIZE + int(np.prod(SHAPE)) * 4
 

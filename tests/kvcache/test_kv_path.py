@@ -13,7 +13,7 @@ import pytest
 
 from chainfs.cluster import LocalCluster
 from chainfs.kvcache import KVBlockStore, Namespace
-from conftest import B, SHAPE, block_for, tokens
+from kvblocks import B, SHAPE, block_for, tokens
 from metacount import meta_rpcs  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ import numpy as np
 from chainfs.kvcache import KVBlockStore, Namespace, block_keys
 from chainfs.kvcache import blockformat
 
-from conftest import B, tokens
+from kvblocks import B, tokens
 
 
 def test_salt_changes_every_key_and_no_salt_is_the_plain_chain(ns: Namespace) -> None:

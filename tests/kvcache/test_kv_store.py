@@ -8,7 +8,7 @@ import numpy as np
 
 from chainfs.cluster.process import wait_for
 from chainfs.kvcache import KVBlockStore, Namespace, block_keys
-from conftest import B, block_for, open_store, tokens
+from kvblocks import B, block_for, open_store, tokens
 
 
 def fill(store: KVBlockStore, toks: np.ndarray, seed: int = 0) -> list[np.ndarray]:
