@@ -15,7 +15,7 @@ DEFAULT_REPLICATION = 3
 MAX_CHUNK_INDEX = (1 << 31) - 1
 MAX_FILE_SIZE = 1 << 50  # 1 PiB
 
-# Chunk data travels in stream messages of this size (DESIGN: 256 KiB to 1 MiB).
+# Chunk data travels in gRPC stream messages of this size (256 KiB to 1 MiB; docs/architecture.md).
 STREAM_MESSAGE_BYTES = 1 * MiB
 # Largest gRPC message either end accepts; bigger ones are refused with RESOURCE_EXHAUSTED.
 MAX_MESSAGE_BYTES = 8 * MiB

@@ -17,7 +17,7 @@ from chainfs.loadtest.stats import Tally, write_csv
 from chainfs.loadtest.vllm_engines import tiers
 from chainfs.loadtest.workload import Request
 
-# DeepSeek's published prices per million input tokens (see DESIGN.md, "Figures worth knowing").
+# DeepSeek's published prices per million input tokens, on a cache hit and on a miss.
 PRICE_HIT_PER_M = 0.14
 PRICE_MISS_PER_M = 0.55
 

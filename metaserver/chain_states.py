@@ -1,4 +1,6 @@
-"""3FS's target state transition table, as a pure function over one chain (DESIGN rules 6-8).
+"""3FS's target state transition table, as a pure function over one chain.
+
+See docs/architecture.md, "Failures: detection, chain reconfiguration, resync".
 
 Why pure: the table is the heart of failure handling and must be testable without a store, a
 clock or processes. The cluster manager feeds it each target's public state and local state (what

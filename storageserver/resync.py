@@ -1,4 +1,4 @@
-"""Resync of a returning target (DESIGN rule 7, after 3FS "Data recovery").
+"""Resync of a returning target (docs/architecture.md, "Resync"; after 3FS "Data recovery").
 
 Both ends live here:
 

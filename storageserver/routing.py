@@ -5,7 +5,7 @@ it a fake. `ClusterRouting` is the real one: it registers with the cluster manag
 and target ids in `<data dir>/node.json` so a restart comes back as the same node), heartbeats every
 `config.HEARTBEAT_INTERVAL`, installs newer routing tables, and fences itself (treats its targets as
 offline: no reads, no writes) when the manager has been unreachable for half the heartbeat timeout
-(DESIGN rule 6).
+(docs/architecture.md, "Self-fencing").
 
 The fence is a lease: it runs from the moment the last successful heartbeat was SENT, never from
 when its reply arrived (a reply that sat in a socket while the process was SIGSTOPped must not
