@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import BinaryIO, Sequence
+from typing import BinaryIO, Callable, Sequence
 
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.proto import storage_pb2
@@ -81,18 +81,28 @@ def send_frame(sock: socket.socket, op: int, header: bytes,
     send_all(sock, parts)
 
 
-def send_all(sock: socket.socket, parts: list[bytes | bytearray | memoryview]) -> None:
-    """`sendmsg` until every part is out (the kernel may take less than all of them at once)."""
+def send_all(sock: socket.socket, parts: list[bytes | bytearray | memoryview],
+             on_timeout: Callable[[], None] | None = None) -> None:
+    """`sendmsg` until every part is out (the kernel may take less than all of them at once).
+
+    With `on_timeout`, a send that times out (the peer is not reading) calls it and tries again;
+    it raises to give up. Without it, the timeout propagates.
+    """
     views = [memoryview(p).cast("B") for p in parts]
     while views:
-        sent = sock.sendmsg(views[:64])
+        try:
+            sent = sock.sendmsg(views[:64])
+        except socket.timeout:
+            if on_timeout is None:
+                raise
+            on_timeout()
+            continue
         while sent:
-            if sent >= len(views[0]):
-                sent -= len(views[0])
+            step = min(sent, len(views[0]))
+            views[0] = views[0][step:]
+            sent -= step
+            if not len(views[0]):
                 views.pop(0)
-            else:
-                views[0] = views[0][sent:]
-                sent = 0
         while views and not len(views[0]):
             views.pop(0)
 

@@ -109,21 +109,7 @@ class CutThrough:
 
     def _send(self, parts: list) -> None:
         assert self._sock is not None
-        views = [memoryview(p).cast("B") for p in parts]
-        while views:
-            try:
-                sent = self._sock.sendmsg(views)
-            except socket.timeout:
-                self._check_waiting()
-                continue
-            while sent:
-                step = min(sent, len(views[0]))
-                views[0] = views[0][step:]
-                sent -= step
-                if not len(views[0]):
-                    views.pop(0)
-            while views and not len(views[0]):
-                views.pop(0)
+        wire.send_all(self._sock, parts, on_timeout=self._check_waiting)
 
     def _check_waiting(self) -> None:
         if not self.still_current():
