@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 CONNECTIONS = DataConnections()
 MAX_LOCAL_ITEMS = 250  # matches the node's limit of descriptors per message
+RECV_BUFFER = 256 << 10
 
 
 def _transport_error(exc: BaseException, address: str) -> ChainfsError:
@@ -56,23 +57,27 @@ def read_items(address: str, items: Sequence[spb.ReadItem], views: Sequence[memo
         with CONNECTIONS.connection(address, timeout) as sock:
             raw = spb.ReadRequest(items=items).SerializeToString()
             wire.send_frame(sock, wire.OP_READ, raw)
-            for _ in items:
-                op, header_len, payload_len = wire.recv_prefix(sock)
-                header_raw = wire.recv_header(sock, header_len)
-                if op == wire.OP_ERROR:
-                    raise wire.error_of(header_raw)
-                if op != wire.OP_ITEM:
-                    raise ChainfsError(Reason.INTERNAL, f"unexpected data frame {op} in a read reply")
-                header = spb.ReadItemHeader.FromString(header_raw)
-                if header.item >= len(items):
-                    raise ChainfsError(Reason.INTERNAL, f"reply for item {header.item} of {len(items)}")
-                view = views[header.item]
-                if payload_len > len(view) or payload_len != header.length:
-                    wire.recv_exact(sock, memoryview(bytearray(payload_len)))
-                    header.status = spb.CHECKSUM_MISMATCH
-                else:
-                    wire.recv_exact(sock, view[:payload_len])
-                yield header.item, header
+            # Small items arrive many to a segment: a buffered reader takes them in a few large
+            # recvs (and copies each out), large payloads still go straight into their views. The
+            # reply ends exactly at its last item, so nothing is left buffered for the next user.
+            with sock.makefile("rb", buffering=RECV_BUFFER) as stream:
+                for _ in items:
+                    op, header_len, payload_len = wire.read_prefix(stream)
+                    header_raw = wire.read_exact(stream, bytearray(header_len))
+                    if op == wire.OP_ERROR:
+                        raise wire.error_of(bytes(header_raw))
+                    if op != wire.OP_ITEM:
+                        raise ChainfsError(Reason.INTERNAL, f"unexpected data frame {op} in a read reply")
+                    header = spb.ReadItemHeader.FromString(bytes(header_raw))
+                    if header.item >= len(items):
+                        raise ChainfsError(Reason.INTERNAL, f"reply for item {header.item} of {len(items)}")
+                    view = views[header.item]
+                    if payload_len > len(view) or payload_len != header.length:
+                        wire.read_exact(stream, bytearray(payload_len))
+                        header.status = spb.CHECKSUM_MISMATCH
+                    else:
+                        wire.read_exact(stream, view[:payload_len])
+                    yield header.item, header
     except (OSError, ChainfsError) as exc:
         raise _transport_error(exc, address) from None
 

@@ -58,12 +58,33 @@ def recv_prefix(sock: socket.socket) -> tuple[int, int, int]:
     """Reads one frame prefix: (op, header length, payload length); validates the bounds."""
     raw = bytearray(PREFIX.size)
     recv_exact(sock, memoryview(raw))
+    return _check_prefix(raw)
+
+
+def _check_prefix(raw: bytearray | memoryview) -> tuple[int, int, int]:
     magic, op, _flags, _reserved, header_len, payload_len = PREFIX.unpack(raw)
     if magic != MAGIC:
         raise ChainfsError(Reason.INVALID_ARGUMENT, "not a chainfs data frame")
     if header_len > MAX_HEADER_BYTES or payload_len > MAX_PAYLOAD_BYTES:
         raise ChainfsError(Reason.TOO_LARGE, f"frame of {header_len}+{payload_len} bytes is too large")
     return op, header_len, payload_len
+
+
+def read_exact(stream: BinaryIO, buffer: bytearray | memoryview) -> bytearray | memoryview:
+    """Fills `buffer` from a buffered socket reader (`socket.makefile("rb")`), or raises PeerClosed."""
+    view = memoryview(buffer).cast("B")
+    got = 0
+    while got < len(view):
+        n = stream.readinto(view[got:])
+        if not n:
+            raise PeerClosed(f"connection closed after {got} of {len(view)} bytes")
+        got += n
+    return buffer
+
+
+def read_prefix(stream: BinaryIO) -> tuple[int, int, int]:
+    """`recv_prefix` from a buffered socket reader."""
+    return _check_prefix(read_exact(stream, bytearray(PREFIX.size)))
 
 
 def recv_header(sock: socket.socket, header_len: int) -> bytes:

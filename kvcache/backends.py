@@ -123,9 +123,11 @@ class ChainfsBackend(Backend):
         return [r if isinstance(r, Exception) else BlockRef(p, int(r.length), r)
                 for p, r in zip(paths, self.client.stat_many(paths))]
 
-    def read_many(self, refs: Sequence[BlockRef]) -> list[bytes | Exception]:
+    def read_many(self, refs: Sequence[BlockRef]) -> list[bytes | bytearray | Exception]:
         holes: set[int] = set()
-        data = self.client.read_ranges([(r.handle, 0, r.size) for r in refs], holes)
+        # Fresh buffers the caller owns (no copy into bytes: decode may keep them as the arrays).
+        data = [bytearray(r.size) for r in refs]
+        self.client.read_ranges_into([(r.handle, 0, r.size, memoryview(d)) for r, d in zip(refs, data)], holes)
         # A whole block never has sparse chunks: a hole means its file was removed and collected.
         return [FileNotFoundError(2, "block file was removed", r.path) if k in holes else d
                 for k, (r, d) in enumerate(zip(refs, data))]

@@ -89,11 +89,17 @@ class ChunkReader:
         newer than ours. Callers close every range they get.
         """
         refreshed = False
-        for i, item in enumerate(request.items):
-            pos = self.routing.position(item.chain_id)
+        positions: dict[int, ChainPosition | None] = {}  # per chain, once per request (a batch
+        for i, item in enumerate(request.items):         # names few chains, many chunks)
+            if item.chain_id in positions:
+                pos = positions[item.chain_id]
+            else:
+                pos = positions[item.chain_id] = self.routing.position(item.chain_id)
             if not refreshed and (pos is None or pos.chain_version < item.chain_version):
                 refreshed = True
                 pos = fresh_position(self.routing, item.chain_id, item.chain_version)
+                positions.clear()
+                positions[item.chain_id] = pos
             yield self._resolve_item(i, item, pos)
 
     def _resolve_item(self, i: int, item: storage_pb2.ReadItem, pos: ChainPosition | None) -> Resolved:
