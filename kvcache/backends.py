@@ -14,6 +14,7 @@ whose file vanished reports the block missing, never other bytes.
 
 from __future__ import annotations
 
+import mmap
 import os
 import uuid
 from dataclasses import dataclass
@@ -28,6 +29,33 @@ class BlockRef:
     path: str
     size: int
     handle: Any = None  # chainfs: the file's Inode (id, layout, length)
+
+
+HUGE_BATCH = 4 << 20  # a batch at least this big is read into one mapping backed by huge pages
+
+
+def batch_buffers(sizes: Sequence[int]) -> list[memoryview]:
+    """Writable buffers of `sizes` for one batched read, views of one allocation.
+
+    Why: first-touch page faults of fresh memory cost more than the read itself here (22 ms for
+    32 MiB in 4 KiB pages against under 5 ms in 2 MiB transparent huge pages), so a large batch
+    lands in one anonymous mapping advised MADV_HUGEPAGE. The mapping lives as long as any of
+    its views (or arrays made from them)."""
+    total = sum(sizes)
+    if total >= HUGE_BATCH and hasattr(mmap, "MADV_HUGEPAGE"):
+        area = mmap.mmap(-1, total, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        try:
+            area.madvise(mmap.MADV_HUGEPAGE)
+        except OSError:  # a kernel without transparent huge pages: plain pages still work
+            pass
+        whole = memoryview(area)
+    else:
+        whole = memoryview(bytearray(total))
+    out, at = [], 0
+    for size in sizes:
+        out.append(whole[at:at + size])
+        at += size
+    return out
 
 
 class Backend:
@@ -123,11 +151,11 @@ class ChainfsBackend(Backend):
         return [r if isinstance(r, Exception) else BlockRef(p, int(r.length), r)
                 for p, r in zip(paths, self.client.stat_many(paths))]
 
-    def read_many(self, refs: Sequence[BlockRef]) -> list[bytes | bytearray | Exception]:
+    def read_many(self, refs: Sequence[BlockRef]) -> list[bytes | memoryview | Exception]:
         holes: set[int] = set()
         # Fresh buffers the caller owns (no copy into bytes: decode may keep them as the arrays).
-        data = [bytearray(r.size) for r in refs]
-        self.client.read_ranges_into([(r.handle, 0, r.size, memoryview(d)) for r, d in zip(refs, data)], holes)
+        data = batch_buffers([r.size for r in refs])
+        self.client.read_ranges_into([(r.handle, 0, r.size, d) for r, d in zip(refs, data)], holes)
         # A whole block never has sparse chunks: a hole means its file was removed and collected.
         return [FileNotFoundError(2, "block file was removed", r.path) if k in holes else d
                 for k, (r, d) in enumerate(zip(refs, data))]

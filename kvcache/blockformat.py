@@ -83,7 +83,7 @@ def decode_header(data: bytes, key: bytes | None = None) -> BlockHeader:
     return BlockHeader(DTYPES[code], dims, tokens, plen, bkey, crc)
 
 
-def decode(data: bytes | bytearray, key: bytes | None = None, copy: bool = True) -> np.ndarray:
+def decode(data: bytes | bytearray | memoryview, key: bytes | None = None, copy: bool = True) -> np.ndarray:
     """The block's tensor, or CorruptBlock if anything about it is off (truncation included).
 
     `copy=False` (for a writable buffer the caller hands over, e.g. a fresh read buffer) returns a

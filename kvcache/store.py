@@ -211,7 +211,7 @@ class KVBlockStore:
                 self._forget(key)
             else:
                 try:
-                    arr = blockformat.decode(blob, key, copy=not isinstance(blob, bytearray))  # ours: no copy
+                    arr = blockformat.decode(blob, key, copy=isinstance(blob, bytes))  # else ours: kept
                 except CorruptBlock as exc:
                     self._corrupt(ref.path, key, exc)  # type: ignore[union-attr]
                 else:
