@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--scrub-mib-s", type=float, default=16.0,
                     help="MiB/s each storage node's background scrub verifies (0 turns it off)")
     up.add_argument("--scrub-interval", type=float, default=600.0, help="seconds between scrub passes")
+    up.add_argument("--tls", action="store_true",
+                    help="mutual TLS on every gRPC and data connection: a CA and certificates in DIR/tls, "
+                         "the clients' one found through ~/.config/chainfs/tls (docs/security.md)")
     up.add_argument("--netns", action="store_true",
                     help="run each server in its own network namespace on a private bridge (root only)")
     up.set_defaults(func=cmd_up)
@@ -83,7 +86,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                            heartbeat_timeout=args.heartbeat_timeout, start_timeout=args.timeout,
                            meta_backend=args.meta_backend, metaservers=args.metaservers,
                            etcd_members=args.etcd_members, netns=args.netns, scrub_mib_s=args.scrub_mib_s,
-                           scrub_interval=args.scrub_interval)
+                           scrub_interval=args.scrub_interval, tls=args.tls)
     cluster.start()
     print(cluster.url)
     return 0

@@ -11,6 +11,7 @@ from concurrent.futures import Future
 from typing import BinaryIO, Iterator, Mapping, Sequence
 
 from chainfs.common import config
+from chainfs.common.tls import TlsArg
 from chainfs.proto import meta_pb2 as mpb
 from chainfs.proto import storage_pb2 as spb
 
@@ -26,9 +27,11 @@ class ChainClient:
     """A client of one chainfs cluster, named by its metaserver address."""
 
     def __init__(self, address: str, meta_timeout: float = config.META_RPC_TIMEOUT,
-                 retry_deadline: float = 60.0, short_circuit: bool = True) -> None:
+                 retry_deadline: float = 60.0, short_circuit: bool = True, tls: TlsArg = None) -> None:
         self.address = address
-        self.meta = MetaClient(address, timeout=meta_timeout, retry_deadline=min(retry_deadline, 30.0))
+        # tls: a TlsConfig, a directory (ca.pem, client.pem, client.key) or False; None looks for
+        # one as credentials are looked for (common/tls.resolve).
+        self.meta = MetaClient(address, timeout=meta_timeout, retry_deadline=min(retry_deadline, 30.0), tls=tls)
         self.routing = RoutingCache(self.meta)
         # short_circuit: read committed chunk files of replicas on this machine directly.
         self.storage = StorageClient(self.routing, retry_deadline=retry_deadline, short_circuit=short_circuit)

@@ -12,6 +12,7 @@ from chainfs.common import config
 from chainfs.common.errors import ChainfsError, Reason, make_exception, to_exception
 from chainfs.common.paths import checked_path
 from chainfs.common.rpc import ChannelPool
+from chainfs.common.tls import TlsArg, register as register_tls, resolve as resolve_tls
 from chainfs.proto import meta_pb2 as pb
 from chainfs.proto import meta_pb2_grpc as pb_grpc
 
@@ -39,9 +40,12 @@ class MetaClient:
     manager call (all UNAVAILABLE / TIMEOUT, retried within the deadline)."""
 
     def __init__(self, address: str, timeout: float = config.META_RPC_TIMEOUT,
-                 retry_deadline: float = 30.0) -> None:
+                 retry_deadline: float = 30.0, tls: TlsArg = None) -> None:
         self.address = address
         self.addresses = split_addresses(address)
+        # TLS as found for this cluster (common/tls.resolve); its storage nodes get the same.
+        self.tls = resolve_tls(address, tls)
+        register_tls(self.addresses, self.tls)
         self.timeout = timeout
         self.retry_deadline = retry_deadline
         self._current = 0
@@ -266,6 +270,7 @@ class RoutingCache:
             return self._table
 
     def _install(self, table: pb.RoutingTable) -> None:
+        register_tls([a for n in table.nodes for a in (n.address, n.data_address)], self._meta.tls)
         self._table = table
         self._chains = {c.chain_id: c for c in table.chains}
         self._nodes = {n.node_id: n for n in table.nodes}

@@ -1,6 +1,7 @@
 """Pooled TCP connections to storage nodes' data services, shared by clients and forwarding nodes.
 
-One idle list per address per process, rebuilt after a fork (a socket inherited by a child must not
+Connections use TLS where `common.tls` says so for the address (handshake at connect, so a pooled
+connection is ready to use). One idle list per address per process, rebuilt after a fork (a socket inherited by a child must not
 be shared with the parent). A connection goes back to the pool only after a clean request/reply
 exchange; any failure closes it, so a broken or half-read stream is never reused.
 """
@@ -10,10 +11,11 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import threading
 from typing import Iterator
 
-from chainfs.common import wire
+from chainfs.common import tls, wire
 from chainfs.common.addresses import split_address
 from chainfs.common.errors import ChainfsError, Reason
 
@@ -82,7 +84,14 @@ class DataConnections:
         except OSError as exc:
             raise ChainfsError(Reason.UNAVAILABLE, f"cannot connect to data service {address}: {exc}") from exc
         wire.tune(sock)
-        return sock
+        try:
+            return tls.wrap_client(sock, address, host, self.connect_timeout)
+        except ssl.SSLError as exc:
+            sock.close()
+            raise ChainfsError(Reason.UNAVAILABLE, f"TLS handshake with data service {address} failed: {exc}") from exc
+        except OSError as exc:
+            sock.close()
+            raise ChainfsError(Reason.UNAVAILABLE, f"cannot connect to data service {address}: {exc}") from exc
 
     def close(self) -> None:
         with self._lock:

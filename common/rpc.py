@@ -11,6 +11,7 @@ from typing import Any, Callable, TypeVar
 
 import grpc
 
+from chainfs.common import tls
 from chainfs.common.config import GRPC_OPTIONS
 from chainfs.common.errors import ChainfsError, Reason, abort
 
@@ -72,20 +73,22 @@ def make_server(max_workers: int = 64) -> grpc.Server:
 
 
 def bind(server: grpc.Server, host: str, port: int) -> int:
-    """Binds host:port (port 0 picks a free one) and returns the bound port."""
-    bound = server.add_insecure_port(f"{host}:{port}")
+    """Binds host:port (port 0 picks a free one, TLS if the process has a config) and returns the
+    bound port."""
+    bound = tls.add_port(server, f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot bind {host}:{port}")
     return bound
 
 
 class ChannelPool:
-    """One channel per address per process, created lazily and rebuilt after a fork."""
+    """One channel per address per process, created lazily and rebuilt after a fork; TLS or not as
+    `common.tls` says for that address (a channel is rebuilt when that changes)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pid = os.getpid()
-        self._channels: dict[str, grpc.Channel] = {}
+        self._channels: dict[str, tuple[grpc.Channel, tls.TlsConfig | None]] = {}
 
     def get(self, address: str) -> grpc.Channel:
         with self._lock:
@@ -93,16 +96,16 @@ class ChannelPool:
                 # Channels inherited across fork must not be used (or closed) by the child.
                 self._channels = {}
                 self._pid = os.getpid()
-            channel = self._channels.get(address)
-            if channel is None:
-                channel = grpc.insecure_channel(address, options=GRPC_OPTIONS)
-                self._channels[address] = channel
-            return channel
+            cached = self._channels.get(address)
+            if cached is None or cached[1] != tls.for_address(address):
+                cached = tls.secure_or_insecure_channel(address, GRPC_OPTIONS)
+                self._channels[address] = cached
+            return cached[0]
 
     def close(self) -> None:
         with self._lock:
             if self._pid == os.getpid():
-                for channel in self._channels.values():
+                for channel, _ in self._channels.values():
                     channel.close()
             self._channels = {}
 

@@ -12,6 +12,7 @@ the conversation for each op and why this path beat gRPC with raw-bytes serializ
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 from typing import BinaryIO, Callable, Sequence
 
@@ -110,6 +111,9 @@ def send_all(sock: socket.socket, parts: list[bytes | bytearray | memoryview],
     it raises to give up. Without it, the timeout propagates.
     """
     views = [memoryview(p).cast("B") for p in parts]
+    if isinstance(sock, ssl.SSLSocket):
+        _send_all_tls(sock, views, on_timeout)
+        return
     while views:
         try:
             sent = sock.sendmsg(views[:64])
@@ -126,6 +130,43 @@ def send_all(sock: socket.socket, parts: list[bytes | bytearray | memoryview],
                 views.pop(0)
         while views and not len(views[0]):
             views.pop(0)
+
+
+TLS_COALESCE = 64 << 10  # smaller parts are joined before encryption: fewer, fuller TLS records
+
+
+def _send_all_tls(sock: ssl.SSLSocket, views: list[memoryview], on_timeout: Callable[[], None] | None) -> None:
+    """`send_all` on a TLS socket (which has no `sendmsg`): small parts are joined, big ones go as
+    they are. A timed-out TLS write must be retried with the same bytes (OpenSSL has taken part
+    of them), which the loop does after `on_timeout`."""
+    pending = bytearray()
+    chunks: list[memoryview] = []
+    for view in views:
+        if len(view) < TLS_COALESCE:
+            pending += view
+            continue
+        if pending:
+            chunks.append(memoryview(pending))
+            pending = bytearray()
+        chunks.append(view)
+    if pending:
+        chunks.append(memoryview(pending))
+    for chunk in chunks:
+        while len(chunk):
+            try:
+                sent = sock.send(chunk)
+            except socket.timeout:
+                if on_timeout is None:
+                    raise
+                on_timeout()
+                continue
+            chunk = chunk[sent:]
+
+
+def can_sendfile(sock: socket.socket) -> bool:
+    """Whether file bytes can go from the page cache to this socket: not through TLS, which must
+    encrypt them in user space (Python's SSLSocket.sendfile would fall back to 8 KiB sends)."""
+    return not isinstance(sock, ssl.SSLSocket)
 
 
 def send_file_range(sock: socket.socket, file: BinaryIO, offset: int, count: int) -> None:

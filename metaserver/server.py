@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from chainfs.common import config
 from chainfs.common.errors import ChainfsError
 from chainfs.common.metrics import MetricsEndpoint, server_registry, start_endpoint
+from chainfs.common import tls
 from chainfs.common.rpc import bind, make_server, serve_forever_until_signal, write_port_file
 from chainfs.metaserver.cluster_manager import ClusterManager
 from chainfs.metaserver.election import ManagerElection
@@ -223,6 +224,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                    help="seconds a removed file's chunks are kept for readers that still hold it")
     p.add_argument("--gc-rate", type=float, default=DEFAULT_GC_RATE,
                    help="at most this many chunk removal calls per second")
+    tls.add_server_args(p)
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
     return p
 
@@ -260,6 +262,7 @@ def run_server(args_list: list[str] | None = None, args: argparse.Namespace | No
         log.error("--replication must be >= 1")
         return 2
     try:
+        tls.configure_from_args(args)
         server = server_from_args(args)
     except ValueError as exc:
         log.error("%s", exc)

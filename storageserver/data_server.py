@@ -1,5 +1,6 @@
-"""The storage node's lean data service: chunk writes and reads over plain TCP, and short-circuit
-opens over a Unix socket (docs/architecture.md, "The data path").
+"""The storage node's lean data service: chunk writes and reads over TCP (mutual TLS when the
+process has a TLS config), and short-circuit opens over a Unix socket (docs/architecture.md,
+"The data path"; docs/security.md, "TLS").
 
 A thread per connection, blocking sockets: `recv_into`, `sendmsg` and `sendfile` release the GIL
 for the whole transfer, so the bytes move at socket speed while Python only parses headers. Each
@@ -11,13 +12,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import ssl
 import threading
 import time
 from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
-from chainfs.common import config, wire
+from chainfs.common import config, tls, wire
 from chainfs.common.checksum import BLOCK_BYTES
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.common.metrics import record_request
@@ -74,6 +76,7 @@ class DataServer:
         self._unix: socket.socket | None = None
         if local_socket is not None:
             self._unix = self._bind_unix(Path(local_socket))
+        self._tls = tls.server_wrapper()  # TCP connections only: the Unix socket stays local
         self._stopped = threading.Event()
         self._conns: set[socket.socket] = set()
         self._mu = threading.Lock()
@@ -112,7 +115,7 @@ class DataServer:
             conns = list(self._conns)
         for conn in conns:
             try:
-                conn.shutdown(socket.SHUT_RDWR)
+                socket.socket.shutdown(conn, socket.SHUT_RDWR)  # not SSLSocket's: it drops the TLS state
             except OSError:
                 pass
         if self.local_socket:
@@ -130,8 +133,31 @@ class DataServer:
                 self._conns.add(conn)
             threading.Thread(target=self._serve, args=(conn, local), daemon=True, name="data-conn").start()
 
+    def _handshake(self, conn: socket.socket) -> ssl.SSLSocket | None:
+        """The TLS side of an accepted connection, or None (closed) when its peer fails the
+        handshake: a plaintext client, or one without a certificate from the cluster's CA."""
+        assert self._tls is not None
+        conn.settimeout(config.STORAGE_RPC_TIMEOUT)
+        try:
+            wrapped = self._tls.wrap_socket(conn, server_side=True)
+        except (OSError, ValueError) as exc:
+            log.info("data connection refused: TLS handshake failed: %s", exc)
+            with self._mu:
+                self._conns.discard(conn)
+            conn.close()
+            return None
+        with self._mu:
+            self._conns.discard(conn)
+            self._conns.add(wrapped)
+        return wrapped
+
     def _serve(self, conn: socket.socket, local: bool) -> None:
         scratch = bytearray()
+        if self._tls is not None and not local:
+            wrapped = self._handshake(conn)
+            if wrapped is None:
+                return
+            conn = wrapped
         try:
             while not self._stopped.is_set():
                 conn.settimeout(None)  # an idle pooled connection may wait for its next request
@@ -246,9 +272,10 @@ class DataServer:
                         source.served()
                         continue
                 flush()
-                if source.whole_chunk and self._file_holds(source):
+                if source.whole_chunk and wire.can_sendfile(conn) and self._file_holds(source):
                     # The client checks these bytes against the stored CRC (sent as data_crc), so
                     # they can go from the page cache to the socket without passing through us.
+                    # Not under TLS: those bytes are read and encrypted here (the path below).
                     header.data_crc = source.meta.crc
                     head = header.SerializeToString()
                     wire.send_all(conn, [wire.pack_prefix(wire.OP_ITEM, len(head), source.length), head])

@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from chainfs.common import config
 from chainfs.common.errors import ChainfsError
 from chainfs.common.metrics import MetricsEndpoint, server_registry, start_endpoint
+from chainfs.common import tls
 from chainfs.common.rpc import ChannelPool, bind, make_server, write_port_file
 from chainfs.common.dataconn import DataConnections, local_host_id
 from chainfs.proto import meta_pb2 as mpb
@@ -177,6 +178,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         help="MiB per second the background scrub reads and verifies (0 turns it off)")
     parser.add_argument("--scrub-interval", type=_non_negative, default=DEFAULT_INTERVAL,
                         help="seconds between the starts of scrub passes over every chunk")
+    tls.add_server_args(parser)
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
     return parser
 
@@ -189,6 +191,11 @@ def run_server(argv: list[str] | None = None, args: argparse.Namespace | None = 
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s storage %(name)s: %(message)s",
     )
+    try:
+        tls.configure_from_args(args)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: Any) -> None:
