@@ -6,7 +6,9 @@ each figure is the median of its rounds. Ratios are what compare across runs:
 
 - network reads and writes against a raw TCP socket between two Python processes;
 - short-circuit reads against a page-cache read of the same bytes (readinto a reused buffer);
-- concurrent readers (separate client processes, and threads of one) against one reader.
+- concurrent readers (separate client processes, and threads of one) against one reader;
+- reads and writes of a cluster started with mutual TLS (`--tls`) against the same on a
+  plaintext cluster of the same shape (the `_tls` rows: what encryption costs).
 
 Network reads use `ChainClient.read_into` (the bytes land in one preallocated buffer);
 writes use `write_file` with an immutable `bytes` (whole chunks go out as slices of it).
@@ -38,6 +40,7 @@ BASELINES = {
     "tcp_read": "tcp_read", "tcp_write": "tcp_write", "grpc_read": "tcp_read", "grpc_write": "tcp_write",
     "pagecache_read": "pagecache_read", "read_network": "tcp_read", "read_short_circuit": "pagecache_read",
     "write_r1": "tcp_write", "write_r3": "tcp_write",
+    "read_network_tls": "read_network", "write_r3_tls": "write_r3",
     "readers_1": "readers_1", "readers_4": "readers_1", "readers_16": "readers_1",
     "readers_4_threads": "readers_1", "readers_16_threads": "readers_1",
 }
@@ -73,16 +76,20 @@ class IoBench:
         tcp, grpc_peer = Peer("tcp", self.tmp), Peer("grpc", self.tmp)
         r3 = LocalCluster(self.tmp / "r3", storage_nodes=3, replicas=3, fsync=True)
         r1 = LocalCluster(self.tmp / "r1", storage_nodes=3, replicas=1, fsync=True)
+        rt = LocalCluster(self.tmp / "tls", storage_nodes=3, replicas=3, fsync=True, tls=True)
         results: dict[str, list[float]] = {name: [] for name in BASELINES}
         try:
             r3.start()
             r1.start()
+            rt.start()
             net = ChainClient(r3.address, short_circuit=False)
             local = ChainClient(r3.address, short_circuit=True)
             one = ChainClient(r1.address, short_circuit=False)
-            for client in (net, one):
+            sec = ChainClient(rt.address, short_circuit=False)
+            for client in (net, one, sec):
                 client.mkdir("/bench", parents=True, layout=LAYOUT)
             net.write_file("/bench/blob", self.data)
+            sec.write_file("/bench/blob", self.data)
             net.write_file("/bench/readers", self.data[:self.reader_mib * MiB])
             block = self.data[:MiB]
             size = self.size_mib
@@ -95,9 +102,11 @@ class IoBench:
                     "grpc_write": lambda: _timed(lambda: grpc_peer.grpc_write(size, block), size),
                     "pagecache_read": lambda: _timed(self._page_read, size),
                     "read_network": lambda: _timed(lambda: self._read(net), size),
+                    "read_network_tls": lambda: _timed(lambda: self._read(sec), size),
                     "read_short_circuit": lambda: _timed(lambda: self._read(local), size),
                     "write_r1": lambda: _timed(lambda: one.write_file("/bench/w1", self.data), size),
                     "write_r3": lambda: _timed(lambda: net.write_file("/bench/w3", self.data), size),
+                    "write_r3_tls": lambda: _timed(lambda: sec.write_file("/bench/w3", self.data), size),
                     "readers_1": lambda: self._processes(r3.address, 1),
                     "readers_4": lambda: self._processes(r3.address, 4),
                     "readers_16": lambda: self._processes(r3.address, 16),
@@ -107,7 +116,7 @@ class IoBench:
                 for name, step in steps.items():
                     results[name].append(step())
         finally:
-            for stop in (r1.stop, r3.stop, tcp.stop, grpc_peer.stop):
+            for stop in (rt.stop, r1.stop, r3.stop, tcp.stop, grpc_peer.stop):
                 stop()
         return results
 
