@@ -34,7 +34,7 @@ from rich.table import Table
 
 from chainfs.bench import io as io_bench
 from chainfs.cli import bench_kv_cmd
-from chainfs.client.meta_client import CHANNELS, MetaClient
+from chainfs.client.rpc.meta_client import CHANNELS, MetaClient
 from chainfs.cluster import LocalCluster
 from chainfs.proto import meta_pb2 as mpb
 

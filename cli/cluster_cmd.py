@@ -17,7 +17,7 @@ from rich.console import Console
 
 from chainfs.cli import cluster_view
 from chainfs.cli.targets import human
-from chainfs.client.meta_client import MetaClient
+from chainfs.client.rpc.meta_client import MetaClient
 from chainfs.cluster import LocalCluster
 from chainfs.cluster.local import STATE_FILE
 from chainfs.common.scrape import scrape_all

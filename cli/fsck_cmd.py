@@ -11,8 +11,8 @@ import argparse
 import sys
 
 from chainfs.cli.targets import CONNECT_TIMEOUT
-from chainfs.client.fsck import fsck, repair
-from chainfs.client.meta_client import MetaClient
+from chainfs.client.fsck.check import fsck, repair
+from chainfs.client.rpc.meta_client import MetaClient
 from chainfs.client.url import parse_url
 
 

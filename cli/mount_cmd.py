@@ -1,6 +1,6 @@
 """`chainfs mount URL MOUNTPOINT` and `chainfs umount MOUNTPOINT`.
 
-The mount runs in its own process (`python -m chainfs.client.fuse_mount`), started in a new session
+The mount runs in its own process (`python -m chainfs.client.mount.fuse_mount`), started in a new session
 so it outlives the command; `mount` first checks that the metaserver answers (failing within a
 second, naming it), then returns once the mountpoint is live, or fails with the mount process's own
 error. `umount` never touches the mounted file system (a dead cluster would make a stat of it hang):
@@ -50,7 +50,7 @@ def fuse_available() -> str | None:
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    from chainfs.client.meta_client import MetaClient
+    from chainfs.client.rpc.meta_client import MetaClient
     from chainfs.client.url import parse_url
 
     url = parse_url(args.url)  # a malformed URL is the user's error, before any process starts
@@ -62,11 +62,11 @@ def cmd_mount(args: argparse.Namespace) -> int:
         raise RuntimeError(f"cannot mount: {why}")
     MetaClient(url.address).probe(CONNECT_TIMEOUT)
     if args.foreground:
-        from chainfs.client.fuse_mount import mount
+        from chainfs.client.mount.fuse_mount import mount
 
         mount(str(url), str(mountpoint), foreground=True, debug=args.debug)
         return 0
-    cmd = [sys.executable, "-m", "chainfs.client.fuse_mount", str(url), str(mountpoint)]
+    cmd = [sys.executable, "-m", "chainfs.client.mount.fuse_mount", str(url), str(mountpoint)]
     if args.debug:
         cmd.append("--debug")
     with tempfile.TemporaryFile() as errors:

@@ -20,7 +20,7 @@ from typing import Any
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
-from chainfs.client.fs import ChainFileSystem
+from chainfs.client.fsspec.fs import ChainFileSystem
 from chainfs.client.url import is_chainfs_url, parse_url
 
 CONNECT_TIMEOUT = 1.0  # seconds to reach the metaserver before the command names it and fails

@@ -38,7 +38,7 @@ class Watch:
     """The previous scrape of everything, so each view can show rates over the last interval."""
 
     def __init__(self, url: str, engines: list[str]) -> None:
-        from chainfs.client.meta_client import MetaClient
+        from chainfs.client.rpc.meta_client import MetaClient
         from chainfs.client.url import parse_url
 
         self.url = url

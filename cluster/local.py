@@ -23,7 +23,7 @@ from typing import Any
 from chainfs.common.config import DEFAULT_HOST
 from chainfs.proto import meta_pb2 as mpb
 
-from chainfs.client.meta_client import MetaClient
+from chainfs.client.rpc.meta_client import MetaClient
 from chainfs.cluster import certs
 from chainfs.cluster.etcd import EtcdCluster
 from chainfs.cluster.ha import HaMixin

@@ -169,7 +169,7 @@ def backend_for(fs: fsspec.AbstractFileSystem) -> Backend:
     if isinstance(fs, LocalFileSystem):
         return LocalBackend(fs)
     try:
-        from chainfs.client.fs import ChainFileSystem
+        from chainfs.client.fsspec.fs import ChainFileSystem
     except ImportError:  # pragma: no cover - the client is part of the same package
         return Backend(fs)
     return ChainfsBackend(fs) if isinstance(fs, ChainFileSystem) else Backend(fs)

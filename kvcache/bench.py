@@ -192,7 +192,7 @@ def summarize(times: dict[str, dict[str, dict[str, list[float]]]]) -> dict[str, 
 
 
 def _short_circuit_option() -> bool:
-    from chainfs.client.fs import ChainFileSystem
+    from chainfs.client.fsspec.fs import ChainFileSystem
 
     return "short_circuit" in inspect.signature(ChainFileSystem.__init__).parameters
 

@@ -2,7 +2,7 @@
 
 Why on the server: "no orphan inodes" needs every inode, which no client RPC lists; one scan under
 the namespace lock sees a consistent snapshot. The storage half (chunks against file sizes, replicas
-against each other) runs in the client (`chainfs.client.fsck`), with the lists returned here:
+against each other) runs in the client (`chainfs.client.fsck.check`), with the lists returned here:
 every linked file inode with its path, the unlinked inodes whose chunks may legitimately exist
 (OPEN write sessions and pending garbage collection; a closed session's record, kept only to answer a
 retried close, is neither: its inode is linked or has a GC record), and the linked files an open

@@ -24,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from chainfs.client import ChainClient, data_path
+from chainfs.client import ChainClient
+from chainfs.client.rpc import data_path
 from chainfs.cluster.process import wait_for
 from chainfs.common.config import MiB
 from chainfs.metaserver.server import MetaServer

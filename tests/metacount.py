@@ -12,7 +12,7 @@ from typing import Iterator
 import grpc
 import pytest
 
-from chainfs.client import meta_client
+from chainfs.client.rpc import meta_client
 
 
 class _Counter(grpc.UnaryUnaryClientInterceptor):

@@ -50,7 +50,7 @@ def test_engine_serves_while_store_fails_and_recovers(start_engine, tmp_path: Pa
 
 
 def test_two_engines_share_a_chainfs_store(start_engine, cluster) -> None:
-    pytest.importorskip("chainfs.client.fs")
+    pytest.importorskip("chainfs.client.fsspec.fs")
     cache = f"{cluster.url}/kvcache-procs"
     a = start_engine(cache, "--block-tokens", "16")
     b = start_engine(cache, "--block-tokens", "16")

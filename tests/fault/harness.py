@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from chainfs.client import ChainClient
-from chainfs.client.fsck import FsckReport, fsck
-from chainfs.client.storage_client import ReadSpec
+from chainfs.client.fsck.check import FsckReport, fsck
+from chainfs.client.rpc.storage_client import ReadSpec
 from chainfs.cluster import LocalCluster
 from chainfs.cluster.process import wait_for
 from chainfs.proto import meta_pb2 as mpb

@@ -16,7 +16,7 @@ from typing import Iterator
 import pytest
 
 from chainfs.client import ChainClient
-from chainfs.client.storage_client import ReadSpec
+from chainfs.client.rpc.storage_client import ReadSpec
 from chainfs.cluster import LocalCluster
 from chainfs.cluster.etcd import etcd_binary
 from chainfs.cluster.netns import netns_supported

@@ -8,7 +8,7 @@ from typing import Iterator
 
 import pytest
 
-from chainfs.client.fs import ChainFileSystem
+from chainfs.client.fsspec.fs import ChainFileSystem
 from chainfs.cluster import LocalCluster
 from tests.fsspec.mounting import mount_at, unmount
 

@@ -44,7 +44,7 @@ def unmount(mnt: Path) -> None:
 
 
 def mount_processes(mnt: Path) -> list[int]:
-    """Pids of `python -m chainfs.client.fuse_mount URL MNT` processes serving `mnt`."""
+    """Pids of `python -m chainfs.client.mount.fuse_mount URL MNT` processes serving `mnt`."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -52,6 +52,6 @@ def mount_processes(mnt: Path) -> list[int]:
                 argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"chainfs.client.fuse_mount" in argv and str(mnt).encode() in argv:
+            if b"chainfs.client.mount.fuse_mount" in argv and str(mnt).encode() in argv:
                 found.append(int(entry))
     return found

@@ -8,7 +8,7 @@ from typing import Iterator
 import fsspec.tests.abstract as abstract
 import pytest
 
-from chainfs.client.fs import ChainFileSystem
+from chainfs.client.fsspec.fs import ChainFileSystem
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ import pytest
 
 from chainfs.cli.main import build_parser
 from chainfs.cli.targets import CLI_RETRY_DEADLINE
-from chainfs.client.fs import ChainFileSystem
+from chainfs.client.fsspec.fs import ChainFileSystem
 from chainfs.cluster import LocalCluster
 
 pytestmark = pytest.mark.integration

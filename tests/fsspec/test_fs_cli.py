@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from chainfs.client.fs import ChainFileSystem
+from chainfs.client.fsspec.fs import ChainFileSystem
 from chainfs.cluster import LocalCluster
 
 pytestmark = pytest.mark.integration

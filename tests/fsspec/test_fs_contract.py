@@ -10,7 +10,7 @@ from datetime import datetime
 import fsspec
 import pytest
 
-from chainfs.client.fs import ChainFileSystem
+from chainfs.client.fsspec.fs import ChainFileSystem
 from chainfs.cluster import LocalCluster
 from chainfs.proto import meta_pb2 as mpb
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chainfs.client.fs import ChainFileSystem
+from chainfs.client.fsspec.fs import ChainFileSystem
 from chainfs.cluster import LocalCluster
 
 pd = pytest.importorskip("pandas")

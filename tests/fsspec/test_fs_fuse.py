@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from chainfs.cli.mount_cmd import fuse_available
-from chainfs.client.fs import ChainFileSystem
+from chainfs.client.fsspec.fs import ChainFileSystem
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(fuse_available() is not None, reason=f"FUSE unavailable: {fuse_available()}")]

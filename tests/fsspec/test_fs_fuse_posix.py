@@ -18,7 +18,7 @@ from typing import Iterator
 import pytest
 
 from chainfs.cli.mount_cmd import fuse_available, is_mounted
-from chainfs.client.fs import ChainFileSystem
+from chainfs.client.fsspec.fs import ChainFileSystem
 from chainfs.cluster import LocalCluster
 
 from tests.fsspec.mounting import chainfs, mount_at, unmount

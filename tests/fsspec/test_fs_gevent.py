@@ -18,7 +18,7 @@ SCRIPT = textwrap.dedent("""
     import sys
     import gevent
     import fsspec
-    from chainfs.client import fs_support
+    from chainfs.client.fsspec import clients, gevent_setup
 
     host, port = sys.argv[1], int(sys.argv[2])
 
@@ -31,8 +31,8 @@ SCRIPT = textwrap.dedent("""
     jobs = [gevent.spawn(work, i) for i in range(20)]
     gevent.joinall(jobs, timeout=120, raise_error=True)
     assert all(j.successful() for j in jobs)
-    assert fs_support._gevent_ready, "gRPC must run on gevent's hub after monkey-patching"
-    assert len(fs_support._clients) == 1, f"one shared client per cluster, got {len(fs_support._clients)}"
+    assert gevent_setup._gevent_ready, "gRPC must run on gevent's hub after monkey-patching"
+    assert len(clients._clients) == 1, f"one shared client per cluster, got {len(clients._clients)}"
     print("ok", len(jobs))
 """)
 

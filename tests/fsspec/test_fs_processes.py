@@ -13,7 +13,7 @@ import time
 import pytest
 
 from chainfs.client import ChainClient
-from chainfs.client.fs import ChainFileSystem
+from chainfs.client.fsspec.fs import ChainFileSystem
 from chainfs.cluster import LocalCluster
 from chainfs.proto import meta_pb2 as mpb
 

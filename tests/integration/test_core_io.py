@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from chainfs.client import ChainClient
-from chainfs.client.storage_client import ReadSpec
+from chainfs.client.rpc.storage_client import ReadSpec
 from chainfs.cluster import LocalCluster
 from chainfs.common.config import MiB
 from chainfs.proto import meta_pb2 as mpb

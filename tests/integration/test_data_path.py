@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from chainfs.client import ChainClient, data_path
-from chainfs.client.storage_client import ReadSpec
+from chainfs.client import ChainClient
+from chainfs.client.rpc import data_path
+from chainfs.client.rpc.storage_client import ReadSpec
 from chainfs.cluster import LocalCluster
 from chainfs.common import wire
 from chainfs.common.checksum import crc32c

@@ -13,8 +13,8 @@ import grpc
 import pytest
 
 from chainfs.client import ChainClient
-from chainfs.client.meta_client import CHANNELS, MetaClient
-from chainfs.client.placement import chain_of
+from chainfs.client.rpc.meta_client import CHANNELS, MetaClient
+from chainfs.client.rpc.placement import chain_of
 from chainfs.cluster import LocalCluster
 from chainfs.proto import meta_pb2 as mpb
 from chainfs.proto import meta_pb2_grpc as mpb_grpc

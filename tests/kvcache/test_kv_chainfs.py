@@ -8,7 +8,7 @@ import fsspec
 import numpy as np
 import pytest
 
-pytest.importorskip("chainfs.client.fs")
+pytest.importorskip("chainfs.client.fsspec.fs")
 
 from chainfs.kvcache import KVBlockStore, Namespace, block_keys  # noqa: E402
 from kvblocks import B, block_for, tokens  # noqa: E402

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_shared_beats_local_when_sessions_move_between_engines(tmp_path: Path) -> None:
-    pytest.importorskip("chainfs.client.fs")
+    pytest.importorskip("chainfs.client.fsspec.fs")
     qa = QAConfig(users=4, rounds=3, system_prompt_tokens=128, history_tokens=64, question_tokens=40,
                   answer_tokens=40, max_tokens=1, request_rate=8.0, turn_gap_s=0.2)
     cfg = RunConfig(scenarios=["none", "local", "shared"], engines=2, model="tiny", workload="qa", qa=qa,

@@ -16,7 +16,7 @@ TRACES = Path(__file__).resolve().parents[3] / "shared" / "traces"
 
 @pytest.mark.parametrize("name", ["mooncake_conversation.jsonl", "mooncake_synthetic.jsonl"])
 def test_shared_hit_rate_equals_offline_ideal(tmp_path: Path, name: str) -> None:
-    pytest.importorskip("chainfs.client.fs")
+    pytest.importorskip("chainfs.client.fsspec.fs")
     trace = TRACES / name
     if not trace.exists():
         pytest.skip(f"trace not found: {trace}")

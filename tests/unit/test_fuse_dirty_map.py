@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from chainfs.client.fuse_files import DirtyMap
+from chainfs.client.mount.fuse_files import DirtyMap
 
 
 def test_overlapping_and_adjacent_writes_merge_and_the_last_wins() -> None:

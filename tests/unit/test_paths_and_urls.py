@@ -6,7 +6,7 @@ import errno
 
 import pytest
 
-from chainfs.client.placement import chain_of, chunk_count, chunk_ranges
+from chainfs.client.rpc.placement import chain_of, chunk_count, chunk_ranges
 from chainfs.client.url import parse_url
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.common.paths import MAX_NAME_BYTES, normalize, split_path, validate_name

@@ -15,10 +15,11 @@ from chainfs.common.tls import TlsArg
 from chainfs.proto import meta_pb2 as mpb
 from chainfs.proto import storage_pb2 as spb
 
-from chainfs.client.meta_client import MetaClient, RoutingCache
-from chainfs.client.placement import chain_of, chunk_ranges
-from chainfs.client.storage_client import EXECUTOR, ReadSpec, StorageClient
-from chainfs.client.writer import ChunkWriter
+from chainfs.client.rpc.meta_client import MetaClient, RoutingCache
+from chainfs.client.rpc.placement import chain_of, chunk_ranges
+from chainfs.client.rpc.pools import EXECUTOR
+from chainfs.client.rpc.storage_client import ReadSpec, StorageClient
+from chainfs.client.files.writer import ChunkWriter
 
 READ_ROUND_BYTES = 64 * config.MiB  # bytes per batched read round (bounds one round's memory and time)
 

@@ -22,11 +22,12 @@ from chainfs.proto import meta_pb2 as mpb
 from chainfs.proto import storage_pb2 as spb
 from chainfs.proto import storage_pb2_grpc as spb_grpc
 
-from chainfs.client.chainclient import ChainClient
-from chainfs.client.meta_client import CHANNELS
-from chainfs.client.placement import chain_of, chunk_ranges
-from chainfs.client.retry import Backoff, failure_reason
-from chainfs.client.storage_client import EXECUTOR, head_of
+from chainfs.client.files.chainclient import ChainClient
+from chainfs.client.rpc.meta_client import CHANNELS
+from chainfs.client.rpc.placement import chain_of, chunk_ranges
+from chainfs.client.rpc.retry import Backoff, failure_reason
+from chainfs.client.rpc.pools import EXECUTOR
+from chainfs.client.rpc.storage_client import head_of
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from chainfs.common.tls import TlsArg, register as register_tls, resolve as reso
 from chainfs.proto import meta_pb2 as pb
 from chainfs.proto import meta_pb2_grpc as pb_grpc
 
-from chainfs.client.retry import RequestIds, call_with_retry
+from chainfs.client.rpc.retry import RequestIds, call_with_retry
 
 T = TypeVar("T")
 

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from chainfs.client.meta_client import MetaClient, RoutingCache
-from chainfs.client.placement import chain_of
-from chainfs.client.storage_client import CHANNELS, StorageClient
+from chainfs.client.rpc.meta_client import MetaClient, RoutingCache
+from chainfs.client.rpc.placement import chain_of
+from chainfs.client.rpc.storage_client import CHANNELS, StorageClient
 from chainfs.common.checksum import crc32c
 from chainfs.common.config import MiB
 from chainfs.proto import meta_pb2 as mpb

@@ -6,7 +6,7 @@ mount keeps a file's unwritten changes (a DirtyMap of byte ranges per chunk) and
 from storage with those changes laid over. A commit (close, fsync) writes the changed ranges and
 closes the file's session: a new or O_TRUNC'ed file is a REPLACE session (visible whole at the
 commit, as any chainfs write), an existing file an APPEND session on its own inode whose ranges are
-patched in place (client/file_edit.py). Whole chunks are written as soon as they are complete, so a
+patched in place (client/files/file_edit.py). Whole chunks are written as soon as they are complete, so a
 long sequential copy streams instead of piling up in memory. Attributes set while a session is open
 (cp -a sets times before close) are kept and applied right after its commit, which would
 otherwise stamp the time of the commit.
@@ -23,10 +23,10 @@ from concurrent.futures import Future
 from chainfs.common import config
 from chainfs.proto import meta_pb2 as mpb
 
-from chainfs.client.file_edit import cut, submit_range
-from chainfs.client.fs import ChainFileSystem
-from chainfs.client.fs_file import ReadAheadCache
-from chainfs.client.placement import chunk_ranges
+from chainfs.client.files.file_edit import cut, submit_range
+from chainfs.client.fsspec.fs import ChainFileSystem
+from chainfs.client.fsspec.fs_file import ReadAheadCache
+from chainfs.client.rpc.placement import chunk_ranges
 
 log = logging.getLogger(__name__)
 

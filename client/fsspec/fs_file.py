@@ -22,12 +22,12 @@ from fsspec.spec import AbstractBufferedFile
 from chainfs.common.config import MiB
 from chainfs.proto import meta_pb2 as mpb
 
-from chainfs.client.fs_support import to_inode
-from chainfs.client.storage_client import LazyPool
-from chainfs.client.writer import ChunkWriter
+from chainfs.client.fsspec.info import to_inode
+from chainfs.client.rpc.pools import LazyPool
+from chainfs.client.files.writer import ChunkWriter
 
 if TYPE_CHECKING:
-    from chainfs.client.fs import ChainFileSystem
+    from chainfs.client.fsspec.fs import ChainFileSystem
 
 log = logging.getLogger(__name__)
 

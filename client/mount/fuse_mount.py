@@ -5,7 +5,7 @@ any offset, truncate to any length, fsync, and mode, owner and times stored in t
 `cp -a` and `rsync -a` keep them). What a path's open handles share lives in `fuse_files.OpenFile`;
 a new or O_TRUNC'ed file is committed whole at its first close or fsync, an existing file is patched
 in place. `statfs` reports the cluster's disks (each counted once) divided by its replication.
-Symbolic and hard links are not supported (ENOTSUP). Run as `python -m chainfs.client.fuse_mount
+Symbolic and hard links are not supported (ENOTSUP). Run as `python -m chainfs.client.mount.fuse_mount
 URL MOUNTPOINT` (the CLI's `chainfs mount`).
 """
 
@@ -24,8 +24,8 @@ from fuse import FUSE, FuseOSError, Operations, fuse_get_context
 
 from chainfs.proto import meta_pb2 as mpb
 
-from chainfs.client.fs import ChainFileSystem
-from chainfs.client.fuse_files import OpenFile, carried_attrs
+from chainfs.client.fsspec.fs import ChainFileSystem
+from chainfs.client.mount.fuse_files import OpenFile, carried_attrs
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@
 Paths inside the filesystem are absolute ("/a/b"); URLs carry the metaserver's HOST:PORT. Instances
 hold only their options (so they pickle); the gRPC client behind them is shared by every instance of
 the same cluster in a process and rebuilt after a fork. Under gevent (locust), gRPC is switched to
-gevent-cooperative polling when monkey-patching is active (see `fs_support.init_gevent_if_patched`).
+gevent-cooperative polling when monkey-patching is active (see `gevent_setup.init_gevent_if_patched`).
 Each operation costs one metadata RPC where one suffices: `info_many`, multi-path `cat`, `cat_ranges`
 and multi-file `pipe` stat, open or close all their files in one batched call; reads of many ranges,
 across chunks and files, go out as one batched read per storage node.
@@ -30,11 +30,12 @@ from chainfs.common.addresses import split_address
 from chainfs.common.paths import checked_path
 from chainfs.proto import meta_pb2 as mpb
 
-from chainfs.client.chainclient import ChainClient
-from chainfs.client.fs_file import ChainFile
-from chainfs.client.fs_support import (ADDRESS_ENV, PROTOCOL, init_gevent_if_patched, join, shared_client,
-                                       to_datetime, to_info, to_inode)
-from chainfs.client.url import parse_url
+from chainfs.client.files.chainclient import ChainClient
+from chainfs.client.fsspec.fs_file import ChainFile
+from chainfs.client.fsspec.clients import PROTOCOL, shared_client
+from chainfs.client.fsspec.gevent_setup import init_gevent_if_patched
+from chainfs.client.fsspec.info import join, to_datetime, to_info, to_inode
+from chainfs.client.url import ADDRESS_ENV, parse_url
 
 log = logging.getLogger(__name__)
 

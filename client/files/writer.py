@@ -14,9 +14,10 @@ from concurrent.futures import Future
 from chainfs.common import config
 from chainfs.proto import meta_pb2 as mpb
 
-from chainfs.client.meta_client import MetaClient
-from chainfs.client.placement import chain_of
-from chainfs.client.storage_client import EXECUTOR, StorageClient
+from chainfs.client.rpc.meta_client import MetaClient
+from chainfs.client.rpc.placement import chain_of
+from chainfs.client.rpc.pools import EXECUTOR
+from chainfs.client.rpc.storage_client import StorageClient
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The storage RPC layer: chunk writes to chain heads and batched reads from replicas.
 
 Placement, retries and checks live here; the bytes travel over the lean data path
-(`client/data_path.py`), or gRPC for nodes that publish no data address. Retryable statuses (stale
+(`client/rpc/data_path.py`), or gRPC for nodes that publish no data address. Retryable statuses (stale
 routing, pending versions, targets not serving, peers down) refresh the routing table and try
 again within a deadline; a replica-local failure (bad checksum, I/O error) moves the read to
 another replica; every read is checked against its CRC32C.
@@ -14,7 +14,6 @@ import os
 import threading
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -30,9 +29,10 @@ from chainfs.proto import meta_pb2 as mpb
 from chainfs.proto import storage_pb2 as spb
 from chainfs.proto import storage_pb2_grpc as spb_grpc
 
-from chainfs.client import data_path
-from chainfs.client.meta_client import RoutingCache
-from chainfs.client.retry import Backoff, RequestIds, failure_reason
+from chainfs.client.rpc import data_path
+from chainfs.client.rpc.meta_client import RoutingCache
+from chainfs.client.rpc.pools import EXECUTOR, LazyPool
+from chainfs.client.rpc.retry import Backoff, RequestIds, failure_reason
 
 log = logging.getLogger(__name__)
 
@@ -49,29 +49,6 @@ _ITEM_REASON = {
 }
 
 
-class LazyPool:
-    """A process-wide thread pool, created on first use and rebuilt after a fork.
-
-    Work that waits on a pool must never run inside that same pool (it could starve), so each
-    level of fan-out (files, then chunks) has its own.
-    """
-
-    def __init__(self, name: str, workers: int = 16) -> None:
-        self.name = name
-        self.workers = workers
-        self._lock = threading.Lock()
-        self._pid = -1
-        self._pool: ThreadPoolExecutor | None = None
-
-    def get(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._pool is None or self._pid != os.getpid():
-                self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=self.name)
-                self._pid = os.getpid()
-            return self._pool
-
-
-EXECUTOR = LazyPool("chunk-io")
 REPORTS = LazyPool("bad-copy-reports", workers=2)
 REPORT_EVERY = 30.0
 _REPORTED: dict[tuple[int, int, int], float] = {}  # (target, inode, index) -> when this process reported it

@@ -1,0 +1,1 @@
+"""fsck: the namespace against the replicas, data verification, repair of bad copies."""

@@ -1,0 +1,1 @@
+"""The FUSE mount: a local file system over the fsspec filesystem."""
