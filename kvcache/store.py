@@ -317,14 +317,6 @@ class KVBlockStore:
             finally:
                 self._refresh_lock.release()
 
-    def disk_usage(self) -> int:
-        """Bytes of block files in the store right now (a listing; for tests and reports)."""
-        try:
-            listing = self.fs.find(self.dir, detail=True)
-        except FileNotFoundError:
-            return 0
-        return sum(int(i.get("size") or 0) for p, i in listing.items() if _KEY_NAME.match(p.rsplit("/", 1)[-1]))
-
     # -- failures -------------------------------------------------------------------------------
 
     def _corrupt(self, path: str, key: bytes, exc: Exception) -> None:

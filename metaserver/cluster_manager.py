@@ -412,13 +412,6 @@ class ClusterManager:
             log.info("chain %d now v%d: %s", chain_id, stored.version, [t.target_id for t in stored.targets])
             return self.chain_info(chain_id)
 
-    def set_target_state(self, target_id: int, state: int) -> pb.ChainInfo:
-        with self._lock:
-            target = self.targets.get(target_id)
-            if target is None or not target.chain_id:
-                raise ChainfsError(Reason.NOT_FOUND, f"target {target_id} is not in any chain")
-            return self.update_chain(target.chain_id, states={target_id: state})
-
 
 def _show(chain: list[tuple[int, int]]) -> str:
     return "[" + ", ".join(f"{tid}:{pb.TargetState.Name(state).lower()}" for tid, state in chain) + "]"

@@ -1,7 +1,7 @@
 """Layout rules: inheriting directory defaults, validating them, and picking a new file's chains.
 
-Why here and not in the namespace: the rules are pure functions of their inputs, easy to test,
-and the later GC / rebalancer can reuse them.
+Why here and not in the namespace: the rules are pure functions of their inputs, tested without a
+store, and the namespace's mkdir, create and SetLayout share them.
 """
 
 from __future__ import annotations

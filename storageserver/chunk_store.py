@@ -88,7 +88,7 @@ class ChunkStore:
         return self._chunks / f"{inode % 256:02x}" / name
 
     def chunk_path(self, key: ChunkKey, version: int) -> Path:
-        """The file of a committed version (tests corrupt it to check detection)."""
+        """The file of a committed version."""
         return self._file(key, version)
 
     # ---- metadata ----
@@ -201,7 +201,7 @@ class ChunkStore:
         else:
             self._write({key: record})
             if old:
-                unlink(self._file(key, old))
+                unlink(self.chunk_path(key, old))
         meta = storage_pb2.ChunkMeta()
         meta.CopyFrom(record.meta)
         return meta
@@ -211,9 +211,9 @@ class ChunkStore:
         committed one while readers are held off (startup recovery finishes an interrupted one)."""
         with self._swap(key):
             self._write({key: record})
-            os.replace(self._file(key, version, new=True), self._file(key, version))
+            os.replace(self._file(key, version, new=True), self.chunk_path(key, version))
             if self.fsync:
-                fsync_dir(self._file(key, version).parent)
+                fsync_dir(self.chunk_path(key, version).parent)
 
     def replace_committed(self, key: ChunkKey, version: int, data: bytes | bytearray | memoryview
                           ) -> storage_pb2.ChunkMeta:
@@ -256,7 +256,7 @@ class ChunkStore:
         pending = meta.pending_version
         unlink(self._file(key, pending, new=True))
         if pending != meta.version:
-            unlink(self._file(key, pending))
+            unlink(self.chunk_path(key, pending))
 
     def remove(self, key: ChunkKey) -> bool:
         """Deletes the chunk (metadata first, then its files); returns whether it existed."""
@@ -267,7 +267,7 @@ class ChunkStore:
         with self._swap(key):
             self._write({}, (key,))
             if record.meta.version:
-                unlink(self._file(key, record.meta.version))
+                unlink(self.chunk_path(key, record.meta.version))
             if record.meta.pending_version:
                 self._drop_pending_files(key, record.meta)
         return record.meta.version != 0
@@ -286,7 +286,7 @@ class ChunkStore:
             if meta is None or meta.version == 0:
                 return None
             try:
-                f: BinaryIO = open(self._file(key, meta.version), "rb")  # noqa: SIM115
+                f: BinaryIO = open(self.chunk_path(key, meta.version), "rb")  # noqa: SIM115
             except FileNotFoundError:
                 again = self.get_meta(key)
                 if again is not None and again.version == meta.version and self._epoch == epoch:
@@ -422,7 +422,7 @@ class ChunkStore:
                 if match[4]:
                     if meta is not None and meta.version == version and self._file_matches(path, meta):
                         log.info("%s: finishing the interrupted commit of %s", self.root, path.name)
-                        os.replace(path, self._file(key, version))
+                        os.replace(path, self.chunk_path(key, version))
                         continue
                 elif meta is not None and meta.version == version:
                     continue

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from chainfs.client import ChainClient
 from chainfs.proto import meta_pb2 as mpb
+from chainfs.proto import storage_pb2 as spb
 
 
 def replica_file(chain: mpb.ChainInfo, inode: mpb.Inode, index: int, replica: int) -> Path:
@@ -20,3 +22,13 @@ def rot(path: Path, at: int) -> None:
     raw = bytearray(path.read_bytes())
     raw[at] ^= 0xFF
     path.write_bytes(raw)
+
+
+def chunk_metas(client: ChainClient, path: str) -> dict[int, list[list[spb.ChunkMeta]]]:
+    """For each chain of the file: per replica (chain order), that replica's chunks of the file."""
+    inode = client.stat(path)
+    result: dict[int, list[list[spb.ChunkMeta]]] = {}
+    for chain_id in dict.fromkeys(inode.layout.chains):
+        chain = client.routing.chain(chain_id)
+        result[chain_id] = [client.storage.list_chunks(chain_id, r, inode.id) for r in range(len(chain.targets))]
+    return result

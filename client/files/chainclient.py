@@ -1,6 +1,6 @@
 """ChainClient: whole-file operations over the metadata and storage RPC layers.
 
-The fsspec filesystem, the CLI and the KV cache build on it.
+The fsspec filesystem builds on it, and through it the CLI, the FUSE mount and the KV cache.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import BinaryIO, Iterator, Mapping, Sequence
 from chainfs.common import config
 from chainfs.common.tls import TlsArg
 from chainfs.proto import meta_pb2 as mpb
-from chainfs.proto import storage_pb2 as spb
 
 from chainfs.client.rpc.meta_client import MetaClient, RoutingCache
 from chainfs.client.rpc.placement import chain_of, chunk_ranges
@@ -189,14 +188,3 @@ class ChainClient:
                     flush()
         if specs:
             flush()
-
-    # ---- inspection ----
-
-    def chunk_metas(self, path: str) -> dict[int, list[list[spb.ChunkMeta]]]:
-        """For each chain of the file: per replica (chain order), that replica's chunks of the file."""
-        inode = self.stat(path)
-        result: dict[int, list[list[spb.ChunkMeta]]] = {}
-        for chain_id in dict.fromkeys(inode.layout.chains):
-            chain = self.routing.chain(chain_id)
-            result[chain_id] = [self.storage.list_chunks(chain_id, r, inode.id) for r in range(len(chain.targets))]
-        return result

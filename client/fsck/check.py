@@ -1,4 +1,4 @@
-"""fsck: namespace invariants and replica comparison, chain by chain (issue 3, item 5).
+"""fsck: namespace invariants and replica comparison, chain by chain.
 
 The metaserver checks its own tables (CheckNamespace: every dentry points to an inode, no orphan
 inodes, layouts sane) and lists the linked files and the unlinked inodes whose chunks may still
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from chainfs.client.rpc.meta_client import MetaClient, RoutingCache
-from chainfs.client.rpc.placement import chain_of
+from chainfs.client.rpc.placement import chain_of, chunk_count
 from chainfs.client.rpc.storage_client import CHANNELS, StorageClient
 from chainfs.common.checksum import crc32c
 from chainfs.common.config import MiB
@@ -147,7 +147,7 @@ def _check_file_chunks(inode: mpb.Inode, path: str, held: dict[Key, tuple[int, i
     size = inode.layout.chunk_size
     if not inode.length or size <= 0 or not inode.layout.chains:
         return  # a bad layout is reported by the metaserver's check
-    count = -(-inode.length // size)
+    count = chunk_count(inode.length, size)
     missing: list[int] = []
     for index in range(count):
         chain_id = chain_of(inode.layout, index)

@@ -36,4 +36,5 @@ def chain_of(layout: pb.Layout, index: int) -> int:
 
 
 def chunk_count(length: int, chunk_size: int) -> int:
+    """How many chunks a file of `length` bytes has (the last may be short)."""
     return -(-length // chunk_size)

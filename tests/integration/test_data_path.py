@@ -20,6 +20,7 @@ from chainfs.common.checksum import crc32c
 from chainfs.common.config import MiB
 from chainfs.common.addresses import split_address
 from chainfs.proto import meta_pb2 as mpb
+from tests.chunkfiles import chunk_metas
 from chainfs.proto import storage_pb2 as spb
 
 pytestmark = pytest.mark.integration
@@ -179,7 +180,7 @@ def test_a_cut_through_forward_that_dies_halfway_commits_nothing(client: ChainCl
             break
         assert time.monotonic() < deadline, f"replicas still hold something: {statuses}"
         time.sleep(0.05)
-    metas = client.chunk_metas(f"{sc_dir}/f")
+    metas = chunk_metas(client, f"{sc_dir}/f")
     assert all(not replica for per_replica in metas.values() for replica in per_replica)
 
 

@@ -11,6 +11,7 @@ import pytest
 from chainfs.client import ChainClient
 from chainfs.cluster import LocalCluster
 from chainfs.proto import meta_pb2 as mpb
+from tests.chunkfiles import chunk_metas
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +50,7 @@ def test_storage_sigkill_restart_keeps_chunks(own_cluster: LocalCluster) -> None
     client.mkdir("/s", layout=mpb.Layout(chunk_size=256 * 1024, stripe_width=2))
     data = random.Random(2).randbytes(5_000_000)
     client.write_file("/s/f", data)
-    metas_before = client.chunk_metas("/s/f")
+    metas_before = chunk_metas(client, "/s/f")
 
     own_cluster.kill_storage(1)
     own_cluster.restart_storage(1)
@@ -58,4 +59,4 @@ def test_storage_sigkill_restart_keeps_chunks(own_cluster: LocalCluster) -> None
     client = ChainClient(own_cluster.address)
     for replica in range(3):
         assert client.read_file("/s/f", replica=replica) == data
-    assert client.chunk_metas("/s/f") == metas_before
+    assert chunk_metas(client, "/s/f") == metas_before

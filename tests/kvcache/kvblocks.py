@@ -10,6 +10,7 @@ import fsspec
 import numpy as np
 
 from chainfs.kvcache import KVBlockStore, Namespace
+from chainfs.kvcache.store import _KEY_NAME
 
 B = 8
 SHAPE = (2, 2, 2, B, 4)  # (layers, K/V, kv heads, tokens, head_dim)
@@ -26,3 +27,12 @@ def tokens(n: int, seed: int = 0) -> np.ndarray:
 
 def open_store(fs: fsspec.AbstractFileSystem, root: str, ns: Namespace, **kw) -> KVBlockStore:
     return KVBlockStore(fs, root, ns, **kw)
+
+
+def disk_usage(store: KVBlockStore) -> int:
+    """Bytes of block files in the store right now (a listing)."""
+    try:
+        listing = store.fs.find(store.dir, detail=True)
+    except FileNotFoundError:
+        return 0
+    return sum(int(i.get("size") or 0) for p, i in listing.items() if _KEY_NAME.match(p.rsplit("/", 1)[-1]))

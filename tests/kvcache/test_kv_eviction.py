@@ -9,7 +9,7 @@ import fsspec
 import numpy as np
 
 from chainfs.kvcache import KVBlockStore, Namespace, blockformat
-from kvblocks import B, SHAPE, block_for, open_store, tokens
+from kvblocks import B, SHAPE, block_for, disk_usage, open_store, tokens
 
 BLOCK_FILE = blockformat.HEADER_SIZE + int(np.prod(SHAPE)) * 4
 
@@ -23,7 +23,7 @@ def test_lru_evicts_least_recently_accessed(tmp_path, ns: Namespace) -> None:
     store.store(seqs[3], [block_for(3)])
     hits = [store.lookup(s).hit_blocks for s in seqs]
     assert hits == [1, 0, 1, 1] and store.stats.evictions == 1
-    assert store.disk_usage() <= 3 * BLOCK_FILE
+    assert disk_usage(store) <= 3 * BLOCK_FILE
 
 
 def test_capacity_holds_under_writes_while_readers_never_see_corrupt_blocks(tmp_path, ns: Namespace) -> None:
@@ -54,7 +54,7 @@ def test_capacity_holds_under_writes_while_readers_never_see_corrupt_blocks(tmp_
         for rounds in range(2):
             for s, seq in enumerate(seqs):
                 writer.store(seq, [block_for(1000 * s), block_for(1000 * s + 1)])
-                usage.append(writer.disk_usage())
+                usage.append(disk_usage(writer))
     finally:
         stop.set()
         for t in threads:

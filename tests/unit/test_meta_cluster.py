@@ -145,7 +145,7 @@ def test_update_chain_bumps_chain_and_routing(store: MetaStore, clock: Clock) ->
     assert updated.version == 2 and cm.routing_version == v + 1
     assert [t.target_id for t in updated.targets] == order[1:] + [head]
     assert updated.targets[-1].state == pb.OFFLINE
-    again = cm.set_target_state(head, pb.SYNCING)
+    again = cm.update_chain(1, states={head: pb.SYNCING})
     assert again.version == 3 and again.targets[-1].state == pb.SYNCING
     expect(Reason.INVALID_ARGUMENT, cm.update_chain, 1, order=[head])
     expect(Reason.INVALID_ARGUMENT, cm.update_chain, 1, states={999: pb.OFFLINE})
