@@ -128,10 +128,9 @@ def forget(addresses: Iterable[str]) -> None:
 
 
 def for_address(address: str) -> TlsConfig | None:
-    with _lock:
-        if address in _by_address:
-            return _by_address[address]
-        return _process
+    """Looked up on every call (ChannelPool.get): one dict read, no lock (writers swap whole
+    entries, which a reader sees before or after)."""
+    return _by_address.get(address, _process)
 
 
 def resolve(address: str, explicit: TlsArg = None) -> TlsConfig | None:
