@@ -8,6 +8,11 @@ MiB = 1 << 20
 DEFAULT_CHUNK_SIZE = 4 * MiB
 MIN_CHUNK_SIZE = 4096
 MAX_CHUNK_SIZE = 64 * MiB
+
+
+def is_power_of_two(n: int) -> bool:
+    """Chunk sizes are powers of two, so an offset splits into chunk index and offset by shifts."""
+    return n > 0 and not n & (n - 1)
 DEFAULT_STRIPE_WIDTH = 4
 DEFAULT_REPLICATION = 3
 # A file's chunk index fits 31 bits on storage (chunk ids are validated there), and no file is

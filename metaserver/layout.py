@@ -6,11 +6,19 @@ store, and the namespace's mkdir, create and SetLayout share them.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Protocol, Sequence
 
 from chainfs.common import config
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.proto import meta_pb2 as pb
+
+
+class ChainSource(Protocol):
+    """Where new files get their chains from (the cluster manager)."""
+
+    def chain_lengths(self) -> Sequence[tuple[int, int]]:
+        """(chain id, number of targets) of every chain, sorted by chain id."""
+        ...
 
 
 def merge_layout(base: pb.Layout, override: pb.Layout | None) -> pb.Layout:
@@ -32,7 +40,7 @@ def merge_layout(base: pb.Layout, override: pb.Layout | None) -> pb.Layout:
 
 def validate_layout(layout: pb.Layout, path: str) -> pb.Layout:
     cs = layout.chunk_size
-    if cs & (cs - 1) or not config.MIN_CHUNK_SIZE <= cs <= config.MAX_CHUNK_SIZE:
+    if not config.is_power_of_two(cs) or not config.MIN_CHUNK_SIZE <= cs <= config.MAX_CHUNK_SIZE:
         raise ChainfsError(
             Reason.INVALID_ARGUMENT,
             f"chunk_size {cs} must be a power of two in "

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Callable, Iterable, Sequence
 
 from chainfs.common import config
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.common.paths import MAX_DEPTH, split_path
 from chainfs.metaserver import request_ids
 from chainfs.metaserver.extent_check import ChunkExtentCheck
-from chainfs.metaserver.layout import default_layout, merge_layout, pick_chains, validate_layout
+from chainfs.metaserver.layout import ChainSource, default_layout, merge_layout, pick_chains, validate_layout
 from chainfs.metaserver.records import GcRecord
 from chainfs.metaserver.attrs import AttrsMixin
 from chainfs.metaserver.sessions import SessionsMixin
@@ -33,14 +33,6 @@ log = logging.getLogger(__name__)
 
 DIR_MODE = 0o755
 FILE_MODE = 0o644
-
-
-class ChainSource(Protocol):
-    """Where new files get their chains from (the cluster manager)."""
-
-    def chain_lengths(self) -> Sequence[tuple[int, int]]:
-        """(chain id, number of targets) of every chain, sorted by chain id."""
-        ...
 
 
 def show(parts: list[str]) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from chainfs.common import config
 from chainfs.common.paths import MAX_DEPTH
 from chainfs.metaserver.namespace import Namespace
 from chainfs.metaserver.records import GcRecord, SessionRecord
@@ -91,7 +92,7 @@ def _path(inode_id: int, named: dict[int, tuple[int, str]]) -> str:
 
 def _check_file(inode: pb.Inode, known_chains: set[int] | None, problems: list[str]) -> None:
     size = inode.layout.chunk_size
-    if size <= 0 or size & (size - 1):
+    if not config.is_power_of_two(size):
         problems.append(f"file inode {inode.id}: chunk size {size} is not a power of two")
     if not inode.layout.chains:
         problems.append(f"file inode {inode.id}: layout has no chains")

@@ -48,7 +48,7 @@ def key_of(chunk: storage_pb2.ChunkId) -> ChunkKey:
 
 
 def validate_chunk_size(chunk_size: int) -> None:
-    if chunk_size <= 0 or chunk_size & (chunk_size - 1) or chunk_size > config.MAX_CHUNK_SIZE:
+    if not config.is_power_of_two(chunk_size) or chunk_size > config.MAX_CHUNK_SIZE:
         raise ChainfsError(
             Reason.INVALID_ARGUMENT,
             f"chunk size {chunk_size} is not a power of two <= {config.MAX_CHUNK_SIZE}",
