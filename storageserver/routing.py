@@ -31,6 +31,7 @@ from typing import Callable, Protocol, Sequence
 import grpc
 
 from chainfs.common import config
+from chainfs.common.chains import head_target
 from chainfs.common.errors import ChainfsError, Reason, is_retryable, reason_of
 from chainfs.common.rpc import ChannelPool
 from chainfs.proto import meta_pb2, meta_pb2_grpc
@@ -90,7 +91,7 @@ def compute_position(routing: meta_pb2.RoutingTable, chain_id: int, local_target
     active = state in _ACTIVE
     pred = next((t for t in reversed(targets[:at]) if t.state in _ACTIVE), None)
     succ = next((t for t in targets[at + 1:] if t.state in _ACTIVE), None)
-    head = next((t for t in targets if t.state == SERVING), None)
+    head = head_target(targets)
     address = data_address = ""
     if succ is not None:
         node = next((n for n in routing.nodes if n.node_id == succ.node_id), None)

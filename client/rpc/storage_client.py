@@ -20,6 +20,7 @@ from typing import Iterator
 import grpc
 
 from chainfs.common import config
+from chainfs.common.chains import head_target, serving_targets
 from chainfs.common.checksum import crc32c
 from chainfs.common.errors import ChainfsError, Reason, is_retryable, make_exception, reason_of
 from chainfs.common.dataconn import local_host_id
@@ -73,15 +74,11 @@ class _Pending:
     last: mpb.TargetInfo | None = None  # the replica of the latest try
 
 
-def serving_targets(chain: mpb.ChainInfo) -> list[mpb.TargetInfo]:
-    return [t for t in chain.targets if t.state == mpb.SERVING]
-
-
 def head_of(chain: mpb.ChainInfo) -> mpb.TargetInfo:
-    serving = serving_targets(chain)
-    if not serving:
+    head = head_target(chain.targets)
+    if head is None:
         raise ChainfsError(Reason.NOT_SERVING, f"chain {chain.chain_id} has no serving target")
-    return serving[0]
+    return head
 
 
 class StorageClient:
@@ -213,7 +210,7 @@ class StorageClient:
     def _other_replica(self, pending: _Pending) -> bool:
         """After a replica-local failure, moves the read to a replica not yet tried."""
         chain = self.routing.chain(pending.spec.chain_id)
-        untried = [t for t in serving_targets(chain) if t.target_id not in pending.tried]
+        untried = [t for t in serving_targets(chain.targets) if t.target_id not in pending.tried]
         if not untried or pending.spec.replica is not None:
             return False
         return True
@@ -226,7 +223,7 @@ class StorageClient:
                 raise ChainfsError(Reason.INVALID_ARGUMENT, f"chain {s.chain_id} has no replica {s.replica}")
             target = chain.targets[s.replica]
         else:
-            serving = serving_targets(chain)
+            serving = serving_targets(chain.targets)
             if not serving:
                 raise ChainfsError(Reason.NOT_SERVING, f"chain {s.chain_id} has no serving target")
             fresh = [t for t in serving if t.target_id not in pending.tried] or serving
