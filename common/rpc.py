@@ -14,6 +14,7 @@ import grpc
 from chainfs.common import tls
 from chainfs.common.config import GRPC_OPTIONS
 from chainfs.common.errors import ChainfsError, Reason, abort
+from chainfs.common.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -112,12 +113,7 @@ class ChannelPool:
 
 def write_port_file(path: str, port: int) -> None:
     """Publishes a server's bound port atomically (tmp + rename), once it serves."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(f"{port}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomically(path, f"{port}\n")
 
 
 def serve_forever_until_signal(server: grpc.Server, on_stop: Callable[[], None] | None = None) -> None:

@@ -32,6 +32,7 @@ import grpc
 
 from chainfs.common import config
 from chainfs.common.chains import head_target
+from chainfs.common.files import write_atomically
 from chainfs.common.errors import ChainfsError, Reason, is_retryable, reason_of
 from chainfs.common.rpc import ChannelPool
 from chainfs.proto import meta_pb2, meta_pb2_grpc
@@ -130,20 +131,6 @@ def fresh_position(routing: RoutingView, chain_id: int, chain_version: int = 0) 
     return pos
 
 
-def _write_json_atomically(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class ClusterRouting:
     """Registration, heartbeats and the routing table of one storage node."""
 
@@ -205,10 +192,10 @@ class ClusterRouting:
         log.info("loaded identity: node %d, targets %s", self.node_id, self.target_ids)
 
     def _save_identity(self) -> None:
-        _write_json_atomically(self._identity_path(), {
+        write_atomically(self._identity_path(), json.dumps({
             "node_id": self.node_id,
             "targets": dict(zip(self.target_paths, self.target_ids)),
-        })
+        }, indent=1, sort_keys=True), sync_dir=True)
 
     # ---- registration ----
 
