@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-WRITE_MODES = (pb.REPLACE, pb.CREATE_NEW, pb.APPEND)
+SESSION_MODES = (pb.REPLACE, pb.CREATE_NEW, pb.APPEND)  # what OpenWrite accepts
 
 
 class SessionsMixin:
@@ -59,7 +59,7 @@ class SessionsMixin:
         client_id: str = "",
         request_id: str = "",
     ) -> pb.WriteSession:
-        if mode not in WRITE_MODES:
+        if mode not in SESSION_MODES:
             raise ChainfsError(Reason.INVALID_ARGUMENT, f"unknown write mode {mode}: {path}")
         with self._lock:
             txn = self.store.txn()

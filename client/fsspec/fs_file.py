@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_WINDOW = 64 * MiB
-WRITE_MODES = {"wb": mpb.REPLACE, "xb": mpb.CREATE_NEW, "ab": mpb.APPEND}
+OPEN_MODES = {"wb": mpb.REPLACE, "xb": mpb.CREATE_NEW, "ab": mpb.APPEND}  # fsspec open mode -> session mode
 
 # Prefetches run here, not in the chunk-I/O pool: a prefetch waits on chunk reads submitted to that
 # pool, and must never hold one of its workers while doing so.
@@ -115,7 +115,7 @@ class ChainFile(AbstractBufferedFile):
                  cache_options: dict | None = None, **kwargs: Any) -> None:
         self._writer: ChunkWriter | None = None
         self._committed = False
-        if mode not in ("rb", *WRITE_MODES):
+        if mode not in ("rb", *OPEN_MODES):
             raise NotImplementedError(f"mode {mode!r} is not supported (use rb, wb, ab or xb)")
         if mode == "rb":
             info = kwargs.pop("details", None) or fs.info(path)
@@ -138,7 +138,7 @@ class ChainFile(AbstractBufferedFile):
         else:
             # Open the session now: `xb` must fail at open, and the path is claimed from here on.
             try:
-                self._writer = fs.client.open_writer(path, WRITE_MODES[mode], parents=True)
+                self._writer = fs.client.open_writer(path, OPEN_MODES[mode], parents=True)
             except BaseException:
                 self.closed = True  # nothing to flush or commit
                 raise
