@@ -42,9 +42,14 @@ def split_path(path: str) -> list[str]:
     return parts
 
 
+def join_parts(parts: list[str]) -> str:
+    """The path of split components: '/' or '/a/b'."""
+    return "/" + "/".join(parts)
+
+
 def normalize(path: str) -> str:
     """The canonical form of a path: '/' or '/a/b'."""
-    return "/" + "/".join(split_path(path))
+    return join_parts(split_path(path))
 
 
 def validate_name(name: str) -> str:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable
 
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.metaserver.extent_check import check_length_bound
-from chainfs.common.paths import split_path
+from chainfs.common.paths import join_parts, split_path
 from chainfs.metaserver.store import Store, retry_conflicts
 from chainfs.proto import meta_pb2 as pb
 
@@ -39,7 +39,7 @@ class AttrsMixin:
         first (a shrink must not leave old bytes for a later extension to expose), then publishes it.
         """
         parts = split_path(path)
-        where = "/" + "/".join(parts)
+        where = join_parts(parts)
         if mode is not None and not 0 <= mode <= 0o7777:
             raise ChainfsError(Reason.INVALID_ARGUMENT, f"mode {mode:o} is not a permission mask: {where}")
         for name, value in (("atime_ns", atime_ns), ("mtime_ns", mtime_ns), ("length", length)):

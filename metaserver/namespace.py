@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Sequence
 
 from chainfs.common import config
 from chainfs.common.errors import ChainfsError, Reason
-from chainfs.common.paths import MAX_DEPTH, split_path
+from chainfs.common.paths import MAX_DEPTH, join_parts, split_path
 from chainfs.metaserver import request_ids
 from chainfs.metaserver.extent_check import ChunkExtentCheck
 from chainfs.metaserver.layout import ChainSource, default_layout, merge_layout, pick_chains, validate_layout
@@ -33,10 +33,6 @@ log = logging.getLogger(__name__)
 
 DIR_MODE = 0o755
 FILE_MODE = 0o644
-
-
-def show(parts: list[str]) -> str:
-    return "/" + "/".join(parts)
 
 
 class Namespace(SessionsMixin, AttrsMixin):
@@ -179,7 +175,7 @@ class Namespace(SessionsMixin, AttrsMixin):
     def mkdir(self, path: str, parents: bool = False, layout: pb.Layout | None = None,
               request_id: str = "") -> pb.Inode:
         parts = split_path(path)
-        where = show(parts)
+        where = join_parts(parts)
         with self._lock:
             txn = self.store.txn()
             first = request_ids.replay(txn, request_id, "mkdir")
@@ -209,7 +205,7 @@ class Namespace(SessionsMixin, AttrsMixin):
     ) -> pb.Inode:
         """An empty file; an existing file is returned unchanged unless `exclusive` (O_CREAT, no O_TRUNC)."""
         parts = split_path(path)
-        where = show(parts)
+        where = join_parts(parts)
         if not parts:
             raise ChainfsError(Reason.IS_A_DIRECTORY, f"is a directory: {where}")
         with self._lock:
@@ -239,7 +235,7 @@ class Namespace(SessionsMixin, AttrsMixin):
         cached = self.store.resolve(parts)  # etcd: one round trip when the path's dentries are cached
         if cached is not None:
             return cached
-        return self._walk(self.store.reader(), parts, show(parts))
+        return self._walk(self.store.reader(), parts, join_parts(parts))
 
     def stat_many(self, paths: Sequence[str]) -> list[pb.Inode | ChainfsError]:
         """Each path's inode or the error a single stat would raise, in order.
@@ -253,7 +249,7 @@ class Namespace(SessionsMixin, AttrsMixin):
         for path in paths:
             try:
                 parts = split_path(path)
-                where = show(parts)
+                where = join_parts(parts)
                 if not path:
                     raise ChainfsError(Reason.INVALID_ARGUMENT, "path is required")
                 if () not in dirs:
@@ -277,7 +273,7 @@ class Namespace(SessionsMixin, AttrsMixin):
         reader = self.store.reader()
         directory = self.store.resolve(parts)  # etcd: one round trip when the dentries are cached
         if directory is None or directory.type != pb.DIRECTORY:
-            directory = self._walk_dir(reader, parts, show(parts))
+            directory = self._walk_dir(reader, parts, join_parts(parts))
         limit = config.DEFAULT_LIST_LIMIT if limit <= 0 else min(limit, config.MAX_LIST_LIMIT)
         page: list[tuple[str, int]] = []
         more = False
@@ -293,7 +289,7 @@ class Namespace(SessionsMixin, AttrsMixin):
     @retry_conflicts
     def rename(self, src: str, dst: str, request_id: str = "") -> None:
         sp, dp = split_path(src), split_path(dst)
-        s_where, d_where = show(sp), show(dp)
+        s_where, d_where = join_parts(sp), join_parts(dp)
         if not sp:
             raise ChainfsError(Reason.INVALID_ARGUMENT, f"cannot rename the root: {s_where}")
         if not dp:
@@ -352,7 +348,7 @@ class Namespace(SessionsMixin, AttrsMixin):
     @retry_conflicts
     def remove(self, path: str, recursive: bool = False, request_id: str = "") -> None:
         parts = split_path(path)
-        where = show(parts)
+        where = join_parts(parts)
         if not parts:
             raise ChainfsError(Reason.INVALID_ARGUMENT, f"cannot remove the root: {where}")
         with self._lock:
@@ -401,7 +397,7 @@ class Namespace(SessionsMixin, AttrsMixin):
     def set_layout(self, path: str, layout: pb.Layout) -> pb.Inode:
         """New defaults for files created later in a directory (existing files keep theirs)."""
         parts = split_path(path)
-        where = show(parts)
+        where = join_parts(parts)
         with self._lock:
             txn = self.store.txn()
             inode = self._walk(txn, parts, where)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 
 from chainfs.common import config
-from chainfs.common.paths import MAX_DEPTH
+from chainfs.common.paths import MAX_DEPTH, join_parts
 from chainfs.metaserver.namespace import Namespace
 from chainfs.metaserver.records import GcRecord, SessionRecord
 from chainfs.metaserver.store import P_DENTRY, P_GC, P_INODE, P_SESSION, ROOT_ID
@@ -82,7 +82,7 @@ def _path(inode_id: int, named: dict[int, tuple[int, str]]) -> str:
     cur = inode_id
     for _ in range(MAX_DEPTH + 1):
         if cur == ROOT_ID:
-            return "/" + "/".join(reversed(parts))
+            return join_parts(parts[::-1])
         if cur not in named:
             break
         cur, name = named[cur]

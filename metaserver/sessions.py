@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.metaserver import request_ids
 from chainfs.metaserver.extent_check import ChunkExtentCheck, check_length_bound
-from chainfs.common.paths import split_path
+from chainfs.common.paths import join_parts, split_path
 from chainfs.metaserver.records import SessionRecord
 from chainfs.metaserver.store import C_SESSION, P_SESSION, Store, Txn, retry_conflicts, session_key
 from chainfs.proto import meta_pb2 as pb
@@ -104,7 +104,7 @@ class SessionsMixin:
               client_id: str, now: int) -> pb.WriteSession:
         """A session's records, added to `txn` (the caller commits it)."""
         parts = split_path(path)
-        where = "/" + "/".join(parts)
+        where = join_parts(parts)
         if not path:
             raise ChainfsError(Reason.INVALID_ARGUMENT, "path is required")
         if not parts:
