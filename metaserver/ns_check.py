@@ -17,7 +17,7 @@ from chainfs.common import config
 from chainfs.common.paths import MAX_DEPTH, join_parts
 from chainfs.metaserver.namespace import Namespace
 from chainfs.metaserver.records import GcRecord, SessionRecord
-from chainfs.metaserver.store import P_DENTRY, P_GC, P_INODE, P_SESSION, ROOT_ID
+from chainfs.metaserver.store import P_GC, P_INODE, P_SESSION, ROOT_ID
 from chainfs.proto import meta_pb2 as pb
 
 
@@ -29,8 +29,7 @@ def check_namespace(ns: Namespace, known_chains: set[int] | None = None) -> pb.N
     with ns._lock:
         snap = ns.store.txn()
         inodes = {i.id: i for i in (pb.Inode.FromString(raw) for _, raw in snap.scan(P_INODE))}
-        dentries = [(int.from_bytes(key[1:9], "big"), key[9:].decode("utf-8", "replace"),
-                     int.from_bytes(value, "big")) for key, value in snap.scan(P_DENTRY)]
+        dentries = list(snap.dentries())
         sessions = [SessionRecord.from_bytes(raw) for _, raw in snap.scan(P_SESSION)]
         gc = [GcRecord.from_bytes(raw) for _, raw in snap.scan(P_GC)]
     root = inodes.get(ROOT_ID)

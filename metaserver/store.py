@@ -152,6 +152,13 @@ class _Reader:
         for key, value in self.scan(prefix, after):
             yield key[len(prefix):].decode("utf-8"), int.from_bytes(value, "big")
 
+    def dentries(self) -> Iterator[tuple[int, str, int]]:
+        """(parent id, name, child id) of every directory entry (a whole-table scan, for checks)."""
+        for key, value in self.scan(P_DENTRY):
+            parent = key[len(P_DENTRY):len(P_DENTRY) + 8]
+            yield (int.from_bytes(parent, "big"), key[len(P_DENTRY) + 8:].decode("utf-8", "replace"),
+                   int.from_bytes(value, "big"))
+
     def has_children(self, parent_id: int) -> bool:
         return next(self.children(parent_id), None) is not None
 
