@@ -16,9 +16,10 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Sequence
 
 from chainfs.cli import (bench_cmd, cluster_cmd, copy_cmd, engine_cmd, file_cmd, fsck_cmd, loadtest_cmd,
-                         model_cmd, mount_cmd, server_cmd, sync_cmd, targets, top_cmd)
+                         model_cmd, mount_cmd, server_cmd, sync_cmd, targets, top_cmd, user_cmd)
 from chainfs.cli.parser import Parser
 from chainfs.cli.targets import UsageError
+from chainfs.common.auth import ENV_TOKEN_FILE
 
 
 def package_version() -> str:
@@ -36,9 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--no-short-circuit", action="store_true",
                         help="read every chunk over the network, even from replicas on this machine")
+    parser.add_argument("--token-file", default=None,
+                        help="the token to present (default: $CHAINFS_TOKEN_FILE, then "
+                             "~/.config/chainfs/credentials, which `cluster up` writes)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (file_cmd, copy_cmd, sync_cmd, mount_cmd, cluster_cmd, server_cmd, engine_cmd, loadtest_cmd,
-                   fsck_cmd, bench_cmd, model_cmd, top_cmd):
+                   fsck_cmd, bench_cmd, model_cmd, top_cmd, user_cmd):
         module.register(sub)
     return parser
 
@@ -53,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     targets.SHORT_CIRCUIT = not args.no_short_circuit
+    if args.token_file:  # the explicit token wins over the environment and the credentials file
+        os.environ[ENV_TOKEN_FILE] = os.path.abspath(args.token_file)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

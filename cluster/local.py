@@ -4,7 +4,8 @@
 directory: `cluster.json` (addresses, ports, metrics ports and current pids), `pids` (every server
 process ever started here, one `pid module port-file` line each, so `down` stops restarted ones
 too), `logs/`, `meta/`, `storage-<i>/`, with the etcd backend `etcd/` (the etcd members), and with
-`tls=True` `tls/` (the CA and every process's certificate, `certs.py`).
+`tls=True` `tls/` (the CA and every process's certificate, `certs.py`), and `auth/` (the cluster
+secret, mode 0600, and the tokens of its nodes and of its root user, `auth_files.py`).
 With `meta_backend="etcd"` any number of metaservers share one etcd cluster (`metaservers=`,
 `etcd_members=`); `address` lists them all ("h:p1,h:p2,..."); see `ha.py` for those parts.
 """
@@ -24,7 +25,7 @@ from chainfs.common.config import DEFAULT_HOST
 from chainfs.proto import meta_pb2 as mpb
 
 from chainfs.client.rpc.meta_client import MetaClient
-from chainfs.cluster import certs
+from chainfs.cluster import auth_files, certs
 from chainfs.cluster.etcd import EtcdCluster
 from chainfs.cluster.ha import HaMixin
 from chainfs.cluster.netns import NetnsLab
@@ -67,6 +68,7 @@ class ClusterState:
     scrub_mib_s: float = 16.0       # each storage node's background scrub rate (0 = off)
     scrub_interval: float = 600.0   # seconds between scrub passes
     tls: bool = False               # mutual TLS everywhere, certificates in tls/ (cluster/certs.py)
+    auth: bool = True               # every call carries a token signed with auth/secret (auth_files.py)
 
     @property
     def meta(self) -> ServerState:
@@ -98,7 +100,7 @@ class ClusterState:
             etcd_prefix=data.get("etcd_prefix", "/chainfs"),
             netns_tag=data.get("netns_tag", ""), netns_hosts=data.get("netns_hosts", 0),
             scrub_mib_s=data.get("scrub_mib_s", 16.0), scrub_interval=data.get("scrub_interval", 600.0),
-            tls=data.get("tls", False),
+            tls=data.get("tls", False), auth=data.get("auth", True),
         )
 
 
@@ -110,7 +112,8 @@ class LocalCluster(HaMixin):
                  heartbeat_timeout: float = 5.0, start_timeout: float = 60.0, gc_interval: float = 2.0,
                  gc_grace: float = 30.0, fsync: bool = True, meta_backend: str = "rocksdb",
                  metaservers: int = 1, etcd_members: int = 1, netns: bool = False,
-                 scrub_mib_s: float = 16.0, scrub_interval: float = 600.0, tls: bool = False) -> None:
+                 scrub_mib_s: float = 16.0, scrub_interval: float = 600.0, tls: bool = False,
+                 auth: bool = True) -> None:
         if storage_nodes < 1:
             raise ValueError(f"storage_nodes must be >= 1, got {storage_nodes}")
         if not 1 <= replicas <= storage_nodes:
@@ -138,7 +141,7 @@ class LocalCluster(HaMixin):
         self.state = ClusterState(
             host=host, replicas=replicas, targets_per_node=targets_per_node,
             heartbeat_timeout=heartbeat_timeout, gc_interval=gc_interval, gc_grace=gc_grace,
-            meta_backend=meta_backend, scrub_mib_s=scrub_mib_s, scrub_interval=scrub_interval, tls=tls,
+            meta_backend=meta_backend, scrub_mib_s=scrub_mib_s, scrub_interval=scrub_interval, tls=tls, auth=auth,
             metas=[ServerState(port=port if i == 0 else 0, data_dir=str(self.root / ("meta" if i == 0 else f"meta-{i}")),
                                log=str(self.root / "logs" / ("meta.log" if i == 0 else f"meta-{i}.log")))
                    for i in range(metaservers)],
@@ -156,6 +159,11 @@ class LocalCluster(HaMixin):
     def tls_dir(self) -> Path | None:
         """The CA and the clients' certificate (`TlsConfig.from_dir`), when the cluster uses TLS."""
         return self.root / certs.TLS_DIR if self.state.tls else None
+
+    @property
+    def root_token(self) -> str | None:
+        """The token of this cluster's root user (what its clients find in the credentials file)."""
+        return auth_files.root_token(self.root) if self.state.auth else None
 
     def _meta_addresses(self) -> list[str]:
         return [a for a in self.address.split(",") if not a.endswith(":0")]
@@ -189,10 +197,14 @@ class LocalCluster(HaMixin):
                 self.etcd = EtcdCluster(self.root / "etcd", members=self.etcd_members, hosts=etcd_hosts,
                                         wrap=etcd_wrap).start()
                 self.state.etcd = [asdict(m) for m in self.etcd.members]
+            if self.state.auth:
+                auth_files.ensure(self.root)
             for i in range(len(self.state.metas)):
                 self._start_meta(i)
             if self.state.tls:
                 certs.publish(self.root, self._meta_addresses())
+            if self.state.auth:
+                auth_files.publish(self.root, self._meta_addresses())
             for i in range(self.storage_nodes):
                 self._start_storage(i)
             self.wait_healthy(self.start_timeout)
@@ -217,6 +229,7 @@ class LocalCluster(HaMixin):
                 "--gc-interval", str(self.state.gc_interval), "--gc-grace", str(self.state.gc_grace)]
         if self.state.tls:
             args += certs.server_args(self.root, self._meta_name(i), self.state.host_of(meta))
+        args += auth_files.server_args(self.root, self._meta_name(i)) if self.state.auth else ["--insecure"]
         if self.state.meta_backend == "etcd":
             args += ["--meta-backend", "etcd", "--etcd", ",".join(self._etcd().endpoints),
                      "--etcd-prefix", self.state.etcd_prefix]
@@ -243,6 +256,7 @@ class LocalCluster(HaMixin):
             args.append("--no-fsync")
         if self.state.tls:
             args += certs.server_args(self.root, f"storage-{i}", self.state.host_of(node))
+        args += auth_files.server_args(self.root, f"storage-{i}") if self.state.auth else ["--insecure"]
         proc = self._spawn(STORAGE_MODULE, args, node, port_file)
         self._procs[f"storage-{i}"] = proc
         node.pid = proc.pid
@@ -291,6 +305,8 @@ class LocalCluster(HaMixin):
         self._procs.clear()
         if self.state.tls:
             certs.withdraw(self.root, self._meta_addresses())
+        if self.state.auth:
+            auth_files.withdraw(self.root, self._meta_addresses())
         if self.state.etcd:
             self._etcd().stop()
         if self.state.netns_tag:
@@ -330,6 +346,8 @@ class LocalCluster(HaMixin):
                 started.append(self._meta_name(i))
         if self.state.tls:
             certs.publish(self.root, self._meta_addresses())
+        if self.state.auth:
+            auth_files.publish(self.root, self._meta_addresses())
         for i in range(self.storage_nodes):
             if not running[f"storage-{i}"]:
                 self._start_storage(i)
@@ -353,8 +371,8 @@ class LocalCluster(HaMixin):
     def routing(self) -> mpb.RoutingTable:
         # Several metaservers: time to move past the standbys to the elected manager.
         deadline = 0.0 if len(self.state.metas) == 1 else 5.0
-        return MetaClient(self.address, timeout=2.0, retry_deadline=deadline, tls=self.tls_dir or False
-                          ).routing(0).routing
+        return MetaClient(self.address, timeout=2.0, retry_deadline=deadline, tls=self.tls_dir or False,
+                          token=self.root_token or False).routing(0).routing
 
     def is_healthy(self) -> bool:
         try:
@@ -427,7 +445,7 @@ class LocalCluster(HaMixin):
                       targets_per_node=state.targets_per_node, host=state.host,
                       heartbeat_timeout=state.heartbeat_timeout, meta_backend=state.meta_backend,
                       metaservers=len(state.metas), etcd_members=max(1, len(state.etcd)),
-                      netns=bool(state.netns_tag), tls=state.tls)
+                      netns=bool(state.netns_tag), tls=state.tls, auth=state.auth)
         cluster.state = state
         return cluster
 

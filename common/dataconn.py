@@ -15,7 +15,7 @@ import ssl
 import threading
 from typing import Iterator
 
-from chainfs.common import tls, wire
+from chainfs.common import auth, tls, wire
 from chainfs.common.addresses import split_address
 from chainfs.common.errors import ChainfsError, Reason
 
@@ -41,9 +41,14 @@ class DataConnections:
         self._idle: dict[str, list[socket.socket]] = {}
 
     @contextlib.contextmanager
-    def connection(self, address: str, timeout: float) -> Iterator[socket.socket]:
-        """A connected socket for one exchange; returned to the pool only if the block succeeds."""
-        sock = self._take(address) or self._connect(address)
+    def connection(self, address: str, timeout: float, token: str | None = None) -> Iterator[socket.socket]:
+        """A connected socket for one exchange, authenticated with `token` (None: the one
+        `common.auth` has for the address); returned to the pool only if the block succeeds.
+        Connections are pooled per address and token: one never serves another identity."""
+        if token is None:
+            token = auth.token_for(address)
+        key = f"{address}|{token or ''}"
+        sock = self._take(key) or self._connect(address, token)
         sock.settimeout(timeout)
         ok = False
         try:
@@ -51,7 +56,7 @@ class DataConnections:
             ok = True
         finally:
             if ok:
-                self._give(address, sock)
+                self._give(key, sock)
             else:
                 sock.close()
 
@@ -75,7 +80,7 @@ class DataConnections:
             self._idle = {}  # the parent's sockets: leave them to the parent
             self._pid = os.getpid()
 
-    def _connect(self, address: str) -> socket.socket:
+    def _connect(self, address: str, token: str | None) -> socket.socket:
         try:
             host, port = split_address(address)
             sock = socket.create_connection((host, port), timeout=self.connect_timeout)
@@ -85,7 +90,14 @@ class DataConnections:
             raise ChainfsError(Reason.UNAVAILABLE, f"cannot connect to data service {address}: {exc}") from exc
         wire.tune(sock)
         try:
-            return tls.wrap_client(sock, address, host, self.connect_timeout)
+            sock = tls.wrap_client(sock, address, host, self.connect_timeout)
+            if token:
+                sock.settimeout(self.connect_timeout)
+                wire.authenticate(sock, token)
+            return sock
+        except ChainfsError:
+            sock.close()
+            raise
         except ssl.SSLError as exc:
             sock.close()
             raise ChainfsError(Reason.UNAVAILABLE, f"TLS handshake with data service {address} failed: {exc}") from exc

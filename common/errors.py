@@ -26,6 +26,7 @@ class Reason(str, enum.Enum):
     INVALID_ARGUMENT = "invalid_argument"
     NAME_TOO_LONG = "name_too_long"
     PERMISSION_DENIED = "permission_denied"
+    UNAUTHENTICATED = "unauthenticated"
     TOO_LARGE = "too_large"
     NO_SPACE = "no_space"
     CHECKSUM_MISMATCH = "checksum_mismatch"
@@ -60,6 +61,9 @@ RULES: dict[Reason, _Rule] = {
     Reason.INVALID_ARGUMENT: _Rule(grpc.StatusCode.INVALID_ARGUMENT, ValueError, None),
     Reason.NAME_TOO_LONG: _Rule(grpc.StatusCode.INVALID_ARGUMENT, OSError, errno.ENAMETOOLONG),
     Reason.PERMISSION_DENIED: _Rule(grpc.StatusCode.PERMISSION_DENIED, PermissionError, errno.EACCES),
+    # No token, or one this cluster did not sign (or expired): PermissionError, like a denial,
+    # its message says which (`common.auth`).
+    Reason.UNAUTHENTICATED: _Rule(grpc.StatusCode.UNAUTHENTICATED, PermissionError, errno.EACCES),
     Reason.TOO_LARGE: _Rule(grpc.StatusCode.RESOURCE_EXHAUSTED, OSError, errno.EFBIG),
     Reason.NO_SPACE: _Rule(grpc.StatusCode.RESOURCE_EXHAUSTED, OSError, errno.ENOSPC),
     Reason.CHECKSUM_MISMATCH: _Rule(grpc.StatusCode.DATA_LOSS, OSError, errno.EIO),
@@ -85,6 +89,7 @@ _CODE_FALLBACK: dict[grpc.StatusCode, Reason] = {
     grpc.StatusCode.NOT_FOUND: Reason.NOT_FOUND,
     grpc.StatusCode.ALREADY_EXISTS: Reason.EXISTS,
     grpc.StatusCode.PERMISSION_DENIED: Reason.PERMISSION_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED: Reason.UNAUTHENTICATED,
     grpc.StatusCode.DATA_LOSS: Reason.CHECKSUM_MISMATCH,
 }
 

@@ -11,7 +11,7 @@ from typing import Any, Callable, TypeVar
 
 import grpc
 
-from chainfs.common import tls
+from chainfs.common import auth, tls
 from chainfs.common.config import GRPC_OPTIONS
 from chainfs.common.errors import ChainfsError, Reason, abort
 from chainfs.common.files import write_atomically
@@ -62,14 +62,15 @@ def stream_handler(func: F) -> F:
 
 
 def make_server(max_workers: int = 64) -> grpc.Server:
-    """A gRPC server whose every RPC is timed and counted (`common.metrics.RpcMetrics`)."""
+    """A gRPC server whose every RPC is timed and counted (`common.metrics.RpcMetrics`) and, when
+    the process has a cluster secret, checked for a token (`common.auth.ServerAuth`)."""
     from chainfs.common.metrics import RpcMetrics  # prometheus_client loads only in servers
 
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         options=GRPC_OPTIONS,
         maximum_concurrent_rpcs=max_workers * 4,
-        interceptors=[RpcMetrics()],
+        interceptors=[RpcMetrics(), auth.ServerAuth()],
     )
 
 
@@ -84,30 +85,37 @@ def bind(server: grpc.Server, host: str, port: int) -> int:
 
 class ChannelPool:
     """One channel per address per process, created lazily and rebuilt after a fork; TLS or not as
-    `common.tls` says for that address (a channel is rebuilt when that changes)."""
+    `common.tls` says for that address, its calls carrying the token `common.auth` gives that
+    address (a channel is rebuilt when either changes)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pid = os.getpid()
-        self._channels: dict[str, tuple[grpc.Channel, tls.TlsConfig | None]] = {}
+        self._channels: dict[str, tuple[grpc.Channel, grpc.Channel, tls.TlsConfig | None, str | None]] = {}
 
-    def get(self, address: str) -> grpc.Channel:
+    def get(self, address: str, token: str | None = None) -> grpc.Channel:
+        """The channel to `address` whose calls carry `token` (None: the one `common.auth` has for
+        that address); clients with different tokens in one process get different channels."""
         with self._lock:
             if self._pid != os.getpid():
                 # Channels inherited across fork must not be used (or closed) by the child.
                 self._channels = {}
                 self._pid = os.getpid()
-            cached = self._channels.get(address)
-            if cached is None or cached[1] != tls.for_address(address):
-                cached = tls.secure_or_insecure_channel(address, GRPC_OPTIONS)
-                self._channels[address] = cached
+            if token is None:
+                token = auth.token_for(address)
+            key = f"{address}|{token or ''}"
+            cached = self._channels.get(key)
+            if cached is None or cached[2] != tls.for_address(address) or cached[3] != token:
+                raw, cfg = tls.secure_or_insecure_channel(address, GRPC_OPTIONS)
+                cached = (auth.with_token(raw, token), raw, cfg, token)
+                self._channels[key] = cached
             return cached[0]
 
     def close(self) -> None:
         with self._lock:
             if self._pid == os.getpid():
-                for channel, _ in self._channels.values():
-                    channel.close()
+                for _, raw, _, _ in self._channels.values():
+                    raw.close()
             self._channels = {}
 
 

@@ -30,25 +30,27 @@ log = logging.getLogger(__name__)
 KEYS = ("ca", "cert", "key")
 
 
-def path() -> Path:
+def path(name: str = "tls") -> Path:
+    """`~/.config/chainfs/NAME` (under `$XDG_CONFIG_HOME` when set): this file, and the
+    credentials file (`common.credentials`) beside it."""
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(base) / "chainfs" / "tls"
+    return Path(base) / "chainfs" / name
 
 
-def _read(p: Path) -> configparser.ConfigParser:
+def read(p: Path) -> configparser.ConfigParser:
     parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read_string(p.read_text())
     except FileNotFoundError:
         pass
     except (OSError, configparser.Error) as exc:
-        log.warning("ignoring unreadable TLS profiles %s: %s", p, exc)
+        log.warning("ignoring unreadable %s: %s", p, exc)
     return parser
 
 
 def lookup(address: str) -> TlsConfig | None:
     """The profile of metaserver `address`, or None (none, or its files no longer exist)."""
-    section = _read(path())
+    section = read(path())
     if not section.has_section(address):
         return None
     files = [section.get(address, k, fallback="") for k in KEYS]
@@ -58,14 +60,15 @@ def lookup(address: str) -> TlsConfig | None:
 
 
 @contextlib.contextmanager
-def _editing() -> Iterator[configparser.ConfigParser]:
-    p = path()
+def editing(name: str = "tls") -> Iterator[configparser.ConfigParser]:
+    """The INI file `path(name)` under an exclusive lock, written back (mode 0600) on exit."""
+    p = path(name)
     p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(p.with_name("tls.lock"), "a") as lock:
+    with open(p.with_name(f"{name}.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # several clusters start at once in a test run
-        parser = _read(p)
+        parser = read(p)
         yield parser
-        tmp = p.with_name(f"tls.tmp.{os.getpid()}")
+        tmp = p.with_name(f"{name}.tmp.{os.getpid()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             parser.write(f)
@@ -75,7 +78,7 @@ def _editing() -> Iterator[configparser.ConfigParser]:
 def save(addresses: Iterable[str], directory: str | os.PathLike[str], name: str = "client") -> None:
     """Points every address at DIR/ca.pem, DIR/NAME.pem and DIR/NAME.key."""
     d = Path(directory).resolve()
-    with _editing() as parser:
+    with editing() as parser:
         for address in addresses:
             if not parser.has_section(address):
                 parser.add_section(address)
@@ -88,7 +91,7 @@ def remove(addresses: Iterable[str], directory: str | os.PathLike[str]) -> None:
     if not path().exists():
         return
     d = str(Path(directory).resolve())
-    with _editing() as parser:
+    with editing() as parser:
         for address in addresses:
             if parser.has_section(address) and parser.get(address, "ca", fallback="").startswith(d + os.sep):
                 parser.remove_section(address)

@@ -26,6 +26,8 @@ PREFIX = struct.Struct("<IBBHII")
 OP_WRITE = 1        # header WriteHeader, payload the chunk bytes; reply OP_OK(WriteReply)
 OP_READ = 2         # header ReadRequest; reply one OP_ITEM(ReadItemHeader, bytes) per item
 OP_OPEN_LOCAL = 3   # Unix socket only: header ReadRequest; reply OP_OK(LocalOpenReply) + fds
+OP_AUTH = 4         # first frame of a TCP connection to a node with a secret: header the token
+                    # (ASCII, `common.auth`); reply OP_OK() or OP_ERROR and the node closes
 # Replies.
 OP_OK = 16
 OP_ITEM = 17
@@ -101,6 +103,17 @@ def send_frame(sock: socket.socket, op: int, header: bytes,
     parts: list[bytes | bytearray | memoryview] = [pack_prefix(op, len(header), length), header]
     parts.extend(p for p in payload if len(p))
     send_all(sock, parts)
+
+
+def authenticate(sock: socket.socket, token: str) -> None:
+    """Presents `token` on a new data connection and waits for the node's verdict."""
+    send_frame(sock, OP_AUTH, token.encode("ascii"))
+    op, header_len, payload_len = recv_prefix(sock)
+    header = recv_header(sock, header_len)
+    if op == OP_ERROR:
+        raise error_of(header)
+    if op != OP_OK or payload_len:
+        raise ChainfsError(Reason.INTERNAL, f"unexpected reply op {op} to the data authentication")
 
 
 def send_all(sock: socket.socket, parts: list[bytes | bytearray | memoryview],

@@ -154,12 +154,13 @@ class ClusterManager:
 
     def register(
         self, node_id: int, address: str, targets: Sequence[tuple[int, str]],
-        endpoint: pb.NodeInfo | None = None,
+        endpoint: pb.NodeInfo | None = None, owner: str = "",
     ) -> tuple[int, list[int], pb.RoutingTable]:
         """Adds or refreshes a node and its targets (id 0 = new); returns ids and the routing table.
 
         A returning node keeps its node and target ids; an id this manager never handed out (its
-        store was wiped) is accepted and the counters skip past it.
+        store was wiped) is accepted and the counters skip past it. `owner` (the caller's node token
+        name, "" without auth) binds the node: a node owned by another name is refused.
         """
         if not address:
             raise ChainfsError(Reason.INVALID_ARGUMENT, "register: address is required")
@@ -169,12 +170,17 @@ class ClusterManager:
         with self._lock, self._mutate() as txn:
             changed = False
             node = self.nodes.get(node_id) if node_id else None
+            if node is not None:
+                _check_owner(node, owner)
             if node is None:
                 if node_id:
                     txn.reserve(C_NODE, node_id)
                 else:
                     node_id = txn.allocate(C_NODE)
-                node = pb.NodeInfo(node_id=node_id, address=address)
+                node = pb.NodeInfo(node_id=node_id, address=address, owner=owner)
+                changed = True
+            elif owner and not node.owner:
+                node.owner = owner  # registered before auth was on: the first node token claims it
                 changed = True
             elif node.address != address:
                 log.info("node %d moved: %s -> %s", node_id, node.address, address)
@@ -254,13 +260,15 @@ class ClusterManager:
         return created
 
     def heartbeat(
-        self, node_id: int, address: str, targets: Sequence[pb.TargetInfo], routing_version: int
+        self, node_id: int, address: str, targets: Sequence[pb.TargetInfo], routing_version: int,
+        owner: str = "",
     ) -> pb.HeartbeatReply:
         """Marks a node alive, records its targets' local states, and hands back a newer routing."""
         with self._lock:
             node = self.nodes.get(node_id)
             if node is None:
                 raise ChainfsError(Reason.NOT_FOUND, f"unknown storage node {node_id}: register first")
+            _check_owner(node, owner)
             if address and address != node.address:
                 with self._mutate() as txn:
                     log.info("node %d moved: %s -> %s", node_id, node.address, address)
@@ -421,4 +429,11 @@ def _stored_node(node: pb.NodeInfo) -> bytes:
     """What the table keeps of a node: its identity and endpoints, not its liveness."""
     return pb.NodeInfo(node_id=node.node_id, address=node.address, data_address=node.data_address,
                        host_id=node.host_id, local_socket=node.local_socket,
-                       metrics_address=node.metrics_address).SerializeToString()
+                       metrics_address=node.metrics_address, owner=node.owner).SerializeToString()
+
+
+def _check_owner(node: pb.NodeInfo, owner: str) -> None:
+    """A node speaks only for itself: `owner` must be the name the node registered with."""
+    if owner and node.owner and owner != node.owner:
+        raise ChainfsError(Reason.PERMISSION_DENIED,
+                           f"node {node.node_id} belongs to {node.owner}; {owner} cannot speak for it")

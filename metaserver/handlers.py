@@ -11,7 +11,8 @@ import logging
 
 import grpc
 
-from chainfs.common import config
+from chainfs.common import auth, config
+from chainfs.common.addresses import split_address
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.common.rpc import handler
 from chainfs.metaserver.cluster_manager import ClusterManager
@@ -19,6 +20,27 @@ from chainfs.metaserver.namespace import Namespace
 from chainfs.metaserver.ns_check import check_namespace
 from chainfs.proto import meta_pb2 as pb
 from chainfs.proto import meta_pb2_grpc as pb_grpc
+
+MAX_HOST_CHARS = 253
+
+
+def check_address(field: str, text: str) -> None:
+    """INVALID_ARGUMENT unless `text` is HOST:PORT with a plausible host (a junk registration would
+    form chains nobody can reach)."""
+    try:
+        host, _ = split_address(text)
+    except ValueError as exc:
+        raise ChainfsError(Reason.INVALID_ARGUMENT, f"register: {field}: {exc}") from None
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if len(bare) > MAX_HOST_CHARS or not bare or any(c.isspace() or c in "/@?#[]" for c in bare) or (
+            ":" in bare and not host.startswith("[")):
+        raise ChainfsError(Reason.INVALID_ARGUMENT, f"register: {field}: malformed host in {text!r}")
+
+
+def _owner(context: grpc.ServicerContext) -> str:
+    """The node token name of the caller ("" when this metaserver checks no tokens)."""
+    ident = auth.identity_of(context)
+    return ident.name if ident is not None else ""
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +160,16 @@ class ClusterManagerServicer(pb_grpc.ClusterManagerServicer):
     @handler
     def Register(self, request: pb.RegisterRequest, context: grpc.ServicerContext) -> pb.RegisterReply:
         self.cluster.require_active()
+        check_address("address", request.address)
+        if request.data_address:
+            check_address("data_address", request.data_address)
+        if request.metrics_address:
+            check_address("metrics_address", request.metrics_address)
         targets = [(t.target_id, t.path) for t in request.targets]
         endpoint = pb.NodeInfo(data_address=request.data_address, host_id=request.host_id,
                                local_socket=request.local_socket, metrics_address=request.metrics_address)
-        node_id, target_ids, routing = self.cluster.register(request.node_id, request.address, targets, endpoint)
+        node_id, target_ids, routing = self.cluster.register(request.node_id, request.address, targets, endpoint,
+                                                              owner=_owner(context))
         return pb.RegisterReply(node_id=node_id, target_ids=target_ids, routing=routing)
 
     @handler
@@ -149,7 +177,10 @@ class ClusterManagerServicer(pb_grpc.ClusterManagerServicer):
         self.cluster.require_active()
         if not request.node_id:
             raise ChainfsError(Reason.INVALID_ARGUMENT, "heartbeat: node_id is required")
-        return self.cluster.heartbeat(request.node_id, request.address, request.targets, request.routing_version)
+        if request.address:
+            check_address("address", request.address)
+        return self.cluster.heartbeat(request.node_id, request.address, request.targets, request.routing_version,
+                                      owner=_owner(context))
 
     @handler
     def GetRouting(self, request: pb.RoutingRequest, context: grpc.ServicerContext) -> pb.RoutingReply:

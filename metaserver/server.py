@@ -23,7 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from chainfs.common import config
 from chainfs.common.errors import ChainfsError
 from chainfs.common.metrics import MetricsEndpoint, server_registry, start_endpoint
-from chainfs.common import tls
+from chainfs.common import auth, tls
 from chainfs.common.rpc import bind, make_server, serve_forever_until_signal, write_port_file
 from chainfs.metaserver.cluster_manager import ClusterManager
 from chainfs.metaserver.election import ManagerElection
@@ -225,6 +225,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--gc-rate", type=float, default=DEFAULT_GC_RATE,
                    help="at most this many chunk removal calls per second")
     tls.add_server_args(p)
+    auth.add_server_args(p)
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
     return p
 
@@ -263,8 +264,9 @@ def run_server(args_list: list[str] | None = None, args: argparse.Namespace | No
         return 2
     try:
         tls.configure_from_args(args)
+        auth.configure_from_args(args, "meta")
         server = server_from_args(args)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         log.error("%s", exc)
         return 2
     try:

@@ -330,7 +330,7 @@ class TargetInfo(_message.Message):
     def __init__(self, target_id: _Optional[int] = ..., node_id: _Optional[int] = ..., chain_id: _Optional[int] = ..., state: _Optional[_Union[TargetState, str]] = ..., path: _Optional[str] = ..., local_state: _Optional[_Union[LocalTargetState, str]] = ..., capacity_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., device: _Optional[int] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "address", "alive", "last_heartbeat_ns", "data_address", "host_id", "local_socket", "metrics_address")
+    __slots__ = ("node_id", "address", "alive", "last_heartbeat_ns", "data_address", "host_id", "local_socket", "metrics_address", "owner")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ALIVE_FIELD_NUMBER: _ClassVar[int]
@@ -339,6 +339,7 @@ class NodeInfo(_message.Message):
     HOST_ID_FIELD_NUMBER: _ClassVar[int]
     LOCAL_SOCKET_FIELD_NUMBER: _ClassVar[int]
     METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     address: str
     alive: bool
@@ -347,7 +348,8 @@ class NodeInfo(_message.Message):
     host_id: str
     local_socket: str
     metrics_address: str
-    def __init__(self, node_id: _Optional[int] = ..., address: _Optional[str] = ..., alive: _Optional[bool] = ..., last_heartbeat_ns: _Optional[int] = ..., data_address: _Optional[str] = ..., host_id: _Optional[str] = ..., local_socket: _Optional[str] = ..., metrics_address: _Optional[str] = ...) -> None: ...
+    owner: str
+    def __init__(self, node_id: _Optional[int] = ..., address: _Optional[str] = ..., alive: _Optional[bool] = ..., last_heartbeat_ns: _Optional[int] = ..., data_address: _Optional[str] = ..., host_id: _Optional[str] = ..., local_socket: _Optional[str] = ..., metrics_address: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class ChainInfo(_message.Message):
     __slots__ = ("chain_id", "version", "targets")

@@ -38,7 +38,7 @@ def main(rounds: int = 7, files: int = 64) -> None:
         child = mp.get_context("spawn").Process(target=_metaserver, args=(tmp, child_conn))
         child.start()
         address = conn.recv()
-        procs = [spawn("chainfs.storageserver", ["--data-dir", str(root / f"s{i}"), "--meta", address,
+        procs = [spawn("chainfs.storageserver", ["--insecure", "--data-dir", str(root / f"s{i}"), "--meta", address,
                                                  "--targets", "2", "--no-fsync"], root / f"s{i}.log")
                  for i in range(3)]
         try:

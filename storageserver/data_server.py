@@ -19,7 +19,7 @@ from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
-from chainfs.common import config, tls, wire
+from chainfs.common import auth, config, tls, wire
 from chainfs.common.checksum import BLOCK_BYTES
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.common.metrics import record_request
@@ -159,6 +159,8 @@ class DataServer:
                 return
             conn = wrapped
         try:
+            if auth.secret() is not None and not local and not self._authenticate(conn):
+                return
             while not self._stopped.is_set():
                 conn.settimeout(None)  # an idle pooled connection may wait for its next request
                 try:
@@ -194,6 +196,27 @@ class DataServer:
             with self._mu:
                 self._conns.discard(conn)
             conn.close()
+
+    def _authenticate(self, conn: socket.socket) -> bool:
+        """The connection's first frame must be OP_AUTH with a token this cluster signed (the
+        Unix socket needs none: its mode 0600 admits only this node's user)."""
+        conn.settimeout(config.STORAGE_RPC_TIMEOUT)
+        try:
+            op, header_len, payload_len = wire.recv_prefix(conn)
+        except wire.PeerClosed:
+            return False
+        if op != wire.OP_AUTH or payload_len:
+            wire.send_error(conn, ChainfsError(Reason.UNAUTHENTICATED, "data connection without a token "
+                                                                       "(first frame must be OP_AUTH)"))
+            return False
+        try:
+            auth.check(wire.recv_header(conn, header_len).decode("ascii", "replace"))
+        except ChainfsError as exc:
+            log.info("data connection refused: %s", exc.message)
+            wire.send_error(conn, exc)
+            return False
+        wire.send_frame(conn, wire.OP_OK, b"")
+        return True
 
     @staticmethod
     def _parse(message: type, raw: bytes):  # type: ignore[no-untyped-def]

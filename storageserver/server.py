@@ -22,7 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from chainfs.common import config
 from chainfs.common.errors import ChainfsError
 from chainfs.common.metrics import MetricsEndpoint, server_registry, start_endpoint
-from chainfs.common import tls
+from chainfs.common import auth, tls
 from chainfs.common.rpc import ChannelPool, bind, make_server, write_port_file
 from chainfs.common.dataconn import DataConnections, local_host_id
 from chainfs.proto import meta_pb2 as mpb
@@ -179,6 +179,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--scrub-interval", type=_non_negative, default=DEFAULT_INTERVAL,
                         help="seconds between the starts of scrub passes over every chunk")
     tls.add_server_args(parser)
+    auth.add_server_args(parser)
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
     return parser
 
@@ -193,7 +194,9 @@ def run_server(argv: list[str] | None = None, args: argparse.Namespace | None = 
     )
     try:
         tls.configure_from_args(args)
-    except ValueError as exc:
+        # Without --token-file, a node names itself by its data directory (one node per directory).
+        auth.configure_from_args(args, f"storage:{os.path.realpath(args.data_dir)}")
+    except (ValueError, OSError) as exc:
         log.error("%s", exc)
         return 2
     stop = threading.Event()

@@ -27,11 +27,15 @@ class ChainClient:
     """A client of one chainfs cluster, named by its metaserver address."""
 
     def __init__(self, address: str, meta_timeout: float = config.META_RPC_TIMEOUT,
-                 retry_deadline: float = 60.0, short_circuit: bool = True, tls: TlsArg = None) -> None:
+                 retry_deadline: float = 60.0, short_circuit: bool = True, tls: TlsArg = None,
+                 token: str | None = None) -> None:
         self.address = address
         # tls: a TlsConfig, a directory (ca.pem, client.pem, client.key) or False; None looks for
         # one as credentials are looked for (common/tls.resolve).
-        self.meta = MetaClient(address, timeout=meta_timeout, retry_deadline=min(retry_deadline, 30.0), tls=tls)
+        # token: this cluster's token; None looks for one (common/auth.resolve: $CHAINFS_TOKEN_FILE,
+        # then ~/.config/chainfs/credentials).
+        self.meta = MetaClient(address, timeout=meta_timeout, retry_deadline=min(retry_deadline, 30.0), tls=tls,
+                               token=token)
         self.routing = RoutingCache(self.meta)
         # short_circuit: read committed chunk files of replicas on this machine directly.
         self.storage = StorageClient(self.routing, retry_deadline=retry_deadline, short_circuit=short_circuit)

@@ -62,7 +62,7 @@ def remove_chunks_from(client: ChainClient, inode: mpb.Inode, from_index: int) -
                 head = head_of(chain)
                 request = spb.RemoveChunksRequest(chain_id=chain_id, chain_version=chain.version, inode=inode.id,
                                                   from_index=from_index, request_id=client.storage.request_id())
-                stub = spb_grpc.StorageStub(CHANNELS.get(client.routing.node_address(head.node_id)))
+                stub = spb_grpc.StorageStub(CHANNELS.get(client.routing.node_address(head.node_id), client.routing.token))
                 stub.RemoveChunks(request, timeout=client.storage.timeout)
                 break
             except (grpc.RpcError, ChainfsError) as exc:

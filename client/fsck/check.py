@@ -204,7 +204,7 @@ def _probe(storage: StorageClient, chain: mpb.ChainInfo, target: mpb.TargetInfo,
     """Reads the last byte of every chunk one replica lists (with `pace`: every chunk whole,
     verified); returns (and reports) those it cannot serve. PENDING (an update in flight at a
     non-tail replica) is not a failure."""
-    stub = spb_grpc.StorageStub(CHANNELS.get(storage.routing.node_address(target.node_id)))
+    stub = spb_grpc.StorageStub(CHANNELS.get(storage.routing.node_address(target.node_id), storage.routing.token))
     bad: set[Key] = set()
     where = f"target {target.target_id} on node {target.node_id}"
 
@@ -267,7 +267,7 @@ def repair(address: str, bad: list[BadReplica], timeout: float = 30.0) -> list[t
     out: list[tuple[BadReplica, str]] = []
     for b in bad:
         try:
-            stub = spb_grpc.StorageStub(CHANNELS.get(routing.node_address(b.node_id)))
+            stub = spb_grpc.StorageStub(CHANNELS.get(routing.node_address(b.node_id), routing.token))
             reply = stub.RepairChunk(spb.RepairChunkRequest(chain_id=b.chain_id,
                                                             chunk=spb.ChunkId(inode=b.inode, index=b.index)),
                                      timeout=timeout)

@@ -52,7 +52,7 @@ class ChainFileSystem(AbstractFileSystem):
                  retry_deadline: float = 30.0, block_size: int | None = None,
                  lease_renew_s: float = config.WRITE_SESSION_LEASE / 3, list_page_size: int = 0,
                  meta_timeout: float = config.META_RPC_TIMEOUT, short_circuit: bool = True,
-                 tls: str | bool | None = None, **kwargs: Any) -> None:
+                 tls: str | bool | None = None, token: str | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("use_listings_cache", False)  # fresh listings: other clients write too
         super().__init__(**kwargs)
         init_gevent_if_patched()
@@ -63,6 +63,7 @@ class ChainFileSystem(AbstractFileSystem):
         self.list_page_size = int(list_page_size)  # 0: the server's page size
         self.short_circuit = bool(short_circuit)   # read local replicas' chunk files directly
         self.tls = str(tls) if tls not in (None, True, False) else tls  # a TLS dir; None: look it up
+        self.token = token or None  # a token; None: look it up (common/auth.resolve)
         if block_size:
             self.blocksize = int(block_size)
 
@@ -71,7 +72,8 @@ class ChainFileSystem(AbstractFileSystem):
     @property
     def client(self) -> ChainClient:
         """The process-wide client of this cluster (created on first use, rebuilt after fork)."""
-        return shared_client(self.address, self.retry_deadline, self.meta_timeout, self.short_circuit, self.tls)
+        return shared_client(self.address, self.retry_deadline, self.meta_timeout, self.short_circuit, self.tls,
+                             self.token)
 
     @property
     def fsid(self) -> str:

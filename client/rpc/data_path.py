@@ -36,10 +36,10 @@ def _transport_error(exc: BaseException, address: str) -> ChainfsError:
 
 
 def write_chunk(address: str, header: spb.WriteHeader, data: bytes | bytearray | memoryview,
-                timeout: float) -> spb.WriteReply:
+                timeout: float, token: str | None = None) -> spb.WriteReply:
     """One OP_WRITE: the header and the caller's bytes in one gathered send, then the reply."""
     try:
-        with CONNECTIONS.connection(address, timeout) as sock:
+        with CONNECTIONS.connection(address, timeout, token) as sock:
             raw = header.SerializeToString()
             wire.send_all(sock, [wire.pack_prefix(wire.OP_WRITE, len(raw), len(data)), raw, data])
             return wire.recv_write_reply(sock)
@@ -48,13 +48,13 @@ def write_chunk(address: str, header: spb.WriteHeader, data: bytes | bytearray |
 
 
 def read_items(address: str, items: Sequence[spb.ReadItem], views: Sequence[memoryview],
-               timeout: float) -> Iterator[tuple[int, spb.ReadItemHeader]]:
+               timeout: float, token: str | None = None) -> Iterator[tuple[int, spb.ReadItemHeader]]:
     """One OP_READ for a batch: yields (position, header) with the bytes already in views[position].
 
     A reply longer than its view (never sent by a correct node) is reported as CHECKSUM_MISMATCH.
     """
     try:
-        with CONNECTIONS.connection(address, timeout) as sock:
+        with CONNECTIONS.connection(address, timeout, token) as sock:
             raw = spb.ReadRequest(items=items).SerializeToString()
             wire.send_frame(sock, wire.OP_READ, raw)
             # Small items arrive many to a segment: a buffered reader takes them in a few large

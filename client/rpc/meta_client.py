@@ -12,6 +12,7 @@ from chainfs.common import config
 from chainfs.common.errors import ChainfsError, Reason, make_exception, to_exception
 from chainfs.common.paths import checked_path
 from chainfs.common.rpc import ChannelPool
+from chainfs.common import auth
 from chainfs.common.tls import TlsArg, register as register_tls, resolve as resolve_tls
 from chainfs.proto import meta_pb2 as pb
 from chainfs.proto import meta_pb2_grpc as pb_grpc
@@ -40,12 +41,17 @@ class MetaClient:
     manager call (all UNAVAILABLE / TIMEOUT, retried within the deadline)."""
 
     def __init__(self, address: str, timeout: float = config.META_RPC_TIMEOUT,
-                 retry_deadline: float = 30.0, tls: TlsArg = None) -> None:
+                 retry_deadline: float = 30.0, tls: TlsArg = None,
+                 token: auth.TokenArg = None) -> None:
         self.address = address
         self.addresses = split_addresses(address)
         # TLS as found for this cluster (common/tls.resolve); its storage nodes get the same.
         self.tls = resolve_tls(address, tls)
         register_tls(self.addresses, self.tls)
+        # The token as found for this cluster (common/auth.resolve); its storage nodes get the same.
+        self.token = auth.resolve(address, token)
+        if not token:  # a found token is this cluster's default; an explicit one stays this client's
+            auth.register(self.addresses, self.token)
         self.timeout = timeout
         self.retry_deadline = retry_deadline
         self._current = 0
@@ -67,7 +73,7 @@ class MetaClient:
     def _stubs(self) -> tuple[pb_grpc.NamespaceStub, pb_grpc.ClusterManagerStub]:
         """The current metaserver's stubs, built once per channel: a stub builds a callable per
         method, which cost about as much as a whole stat round trip when done on every call."""
-        channel = CHANNELS.get(self.current)  # a new channel after a fork or a failover
+        channel = CHANNELS.get(self.current, self.token)  # a new channel after a fork or a failover
         cached = self._stub_cache
         if cached is None or cached[0] is not channel:
             cached = (channel, pb_grpc.NamespaceStub(channel), pb_grpc.ClusterManagerStub(channel))
@@ -204,7 +210,7 @@ class MetaClient:
     def probe(self, timeout: float) -> None:
         """Fails within `timeout` seconds, naming the address, when no metaserver can be reached
         (the first one that answers becomes the current one)."""
-        futures = [grpc.channel_ready_future(CHANNELS.get(a)) for a in self.addresses]
+        futures = [grpc.channel_ready_future(CHANNELS.get(a, self.token)) for a in self.addresses]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for k, fut in enumerate(futures):
@@ -270,10 +276,18 @@ class RoutingCache:
             return self._table
 
     def _install(self, table: pb.RoutingTable) -> None:
-        register_tls([a for n in table.nodes for a in (n.address, n.data_address)], self._meta.tls)
+        nodes = [a for n in table.nodes for a in (n.address, n.data_address)]
+        register_tls(nodes, self._meta.tls)
+        if auth.token_for(self._meta.addresses[0]) == self._meta.token:
+            auth.register(nodes, self._meta.token)
         self._table = table
         self._chains = {c.chain_id: c for c in table.chains}
         self._nodes = {n.node_id: n for n in table.nodes}
+
+    @property
+    def token(self) -> str | None:
+        """The token this client presents to the cluster's storage nodes (its metaserver's)."""
+        return self._meta.token
 
     def chain(self, chain_id: int) -> pb.ChainInfo:
         self.table()

@@ -91,7 +91,7 @@ class StorageClient:
         self._request_ids = RequestIds()
 
     def _stub(self, node_id: int) -> spb_grpc.StorageStub:
-        return spb_grpc.StorageStub(CHANNELS.get(self.routing.node_address(node_id)))
+        return spb_grpc.StorageStub(CHANNELS.get(self.routing.node_address(node_id), self.routing.token))
 
     def request_id(self) -> str:
         return self._request_ids.next()
@@ -115,7 +115,7 @@ class StorageClient:
                 )
                 node = self.routing.node(head.node_id)
                 if node.data_address:
-                    return data_path.write_chunk(node.data_address, header, data, self.timeout).meta
+                    return data_path.write_chunk(node.data_address, header, data, self.timeout, self.routing.token).meta
                 reply = self._stub(head.node_id).Write(write_requests(header, data), timeout=self.timeout)
                 return reply.meta
             except (grpc.RpcError, ChainfsError) as exc:
@@ -279,7 +279,7 @@ class StorageClient:
         items = [item for _, item, _ in batch]
         views = [view for _, _, view in batch]
         if node.data_address:
-            return data_path.read_items(node.data_address, items, views, self.timeout)
+            return data_path.read_items(node.data_address, items, views, self.timeout, self.routing.token)
         replies = self._stub(node.node_id).Read(spb.ReadRequest(items=items), timeout=self.timeout)
         return _receive_stream(replies, views)
 
