@@ -84,7 +84,7 @@ def wait_for_port(proc: subprocess.Popen, port_file: Path, deadline_s: float = 2
 def start(data: Path, port_file: Path, log: Path) -> subprocess.Popen:
     if port_file.exists():
         port_file.unlink()
-    cmd = [sys.executable, "-m", "chainfs.metaserver", "--data-dir", str(data), "--port", "0",
+    cmd = [sys.executable, "-m", "chainfs.metaserver", "--insecure", "--data-dir", str(data), "--port", "0",
            "--port-file", str(port_file), "--log-level", "INFO"]
     with open(log, "ab") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)

@@ -104,7 +104,7 @@ def start(data_dir: Path, meta: str) -> tuple[subprocess.Popen, Path]:
     port_file = data_dir.with_name(data_dir.name + ".port")
     port_file.unlink(missing_ok=True)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "chainfs.storageserver", "--data-dir", str(data_dir), "--meta", meta,
+        [sys.executable, "-m", "chainfs.storageserver", "--insecure", "--data-dir", str(data_dir), "--meta", meta,
          "--targets", "1", "--port-file", str(port_file), "--log-level", "WARNING",
          "--no-rejoin-wait"],  # the fake manager has no failure detection to mark us offline
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
