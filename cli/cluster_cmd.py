@@ -20,6 +20,7 @@ from chainfs.cli.targets import human
 from chainfs.client.rpc.meta_client import MetaClient
 from chainfs.cluster import LocalCluster
 from chainfs.cluster.local import STATE_FILE
+from chainfs.common import credentials
 from chainfs.common.scrape import scrape_all
 from chainfs.proto import meta_pb2 as mpb
 
@@ -45,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--scrub-mib-s", type=float, default=16.0,
                     help="MiB/s each storage node's background scrub verifies (0 turns it off)")
     up.add_argument("--scrub-interval", type=float, default=600.0, help="seconds between scrub passes")
+    up.add_argument("--insecure", action="store_true",
+                    help="no tokens: every local process may call every server (default: a secret in "
+                         "DIR/auth, a root token in ~/.config/chainfs/credentials; docs/security.md)")
     up.add_argument("--tls", action="store_true",
                     help="mutual TLS on every gRPC and data connection: a CA and certificates in DIR/tls, "
                          "the clients' one found through ~/.config/chainfs/tls (docs/security.md)")
@@ -86,9 +90,12 @@ def cmd_up(args: argparse.Namespace) -> int:
                            heartbeat_timeout=args.heartbeat_timeout, start_timeout=args.timeout,
                            meta_backend=args.meta_backend, metaservers=args.metaservers,
                            etcd_members=args.etcd_members, netns=args.netns, scrub_mib_s=args.scrub_mib_s,
-                           scrub_interval=args.scrub_interval, tls=args.tls)
+                           scrub_interval=args.scrub_interval, tls=args.tls, auth=not args.insecure)
     cluster.start()
     print(cluster.url)
+    if cluster.state.auth:
+        print(f"root token saved for {cluster.address} in {credentials.path()} "
+              f"(more users: chainfs user add NAME --dir {args.dir})", file=sys.stderr)
     return 0
 
 

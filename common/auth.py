@@ -308,6 +308,14 @@ def authorize_paths(method: str, ident: Identity, request: Any) -> None:
                                    f"token of {ident.name} is limited to {ident.prefix}: {path}")
 
 
+def check_forward(header: Any, ident: Identity | None) -> None:
+    """A write header carrying a head's pending version (`version`, `from_target`) is a forward
+    along a chain: only a node may send one (a client would overwrite a replica behind the head)."""
+    if ident is not None and not ident.is_node and (header.version or header.from_target):
+        raise ChainfsError(Reason.PERMISSION_DENIED, f"forwarded writes need a node token, not the "
+                                                     f"user token of {ident.name}")
+
+
 class ServerAuth(grpc.ServerInterceptor):
     """Refuses calls without a valid token (UNAUTHENTICATED) and calls outside the token's rights
     (PERMISSION_DENIED), before the handler runs; installed by `common.rpc.make_server` and a

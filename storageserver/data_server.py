@@ -159,8 +159,11 @@ class DataServer:
                 return
             conn = wrapped
         try:
-            if auth.secret() is not None and not local and not self._authenticate(conn):
-                return
+            ident: auth.Identity | None = None  # no checks (no secret) or the local socket
+            if auth.secret() is not None and not local:
+                ident = self._authenticate(conn)
+                if ident is None:
+                    return
             while not self._stopped.is_set():
                 conn.settimeout(None)  # an idle pooled connection may wait for its next request
                 try:
@@ -171,7 +174,7 @@ class DataServer:
                 header = wire.recv_header(conn, header_len)
                 started = time.perf_counter()
                 if op == wire.OP_WRITE and not local:
-                    scratch, failure = self._write(conn, header, payload_len, scratch)
+                    scratch, failure = self._write(conn, header, payload_len, scratch, ident)
                     record_request(SERVICE, "Write", time.perf_counter() - started, failure)
                 elif op == wire.OP_READ and not local and not payload_len:
                     scratch = self._read(conn, header, scratch)
@@ -197,26 +200,26 @@ class DataServer:
                 self._conns.discard(conn)
             conn.close()
 
-    def _authenticate(self, conn: socket.socket) -> bool:
+    def _authenticate(self, conn: socket.socket) -> auth.Identity | None:
         """The connection's first frame must be OP_AUTH with a token this cluster signed (the
         Unix socket needs none: its mode 0600 admits only this node's user)."""
         conn.settimeout(config.STORAGE_RPC_TIMEOUT)
         try:
             op, header_len, payload_len = wire.recv_prefix(conn)
         except wire.PeerClosed:
-            return False
+            return None
         if op != wire.OP_AUTH or payload_len:
             wire.send_error(conn, ChainfsError(Reason.UNAUTHENTICATED, "data connection without a token "
                                                                        "(first frame must be OP_AUTH)"))
-            return False
+            return None
         try:
-            auth.check(wire.recv_header(conn, header_len).decode("ascii", "replace"))
+            ident = auth.check(wire.recv_header(conn, header_len).decode("ascii", "replace"))
         except ChainfsError as exc:
             log.info("data connection refused: %s", exc.message)
             wire.send_error(conn, exc)
-            return False
+            return None
         wire.send_frame(conn, wire.OP_OK, b"")
-        return True
+        return ident
 
     @staticmethod
     def _parse(message: type, raw: bytes):  # type: ignore[no-untyped-def]
@@ -225,13 +228,14 @@ class DataServer:
         except DecodeError as exc:
             raise ChainfsError(Reason.INVALID_ARGUMENT, f"malformed {message.__name__}: {exc}") from None
 
-    def _write(self, conn: socket.socket, raw: bytes, payload_len: int, scratch: bytearray
-               ) -> tuple[bytearray, Reason | None]:
+    def _write(self, conn: socket.socket, raw: bytes, payload_len: int, scratch: bytearray,
+               ident: auth.Identity | None = None) -> tuple[bytearray, Reason | None]:
         """Serves one OP_WRITE; returns the connection's scratch buffer (grown for patches) and the
         reason it failed, if it did."""
         body = SocketBody(conn, payload_len)
         try:
             header = self._parse(storage_pb2.WriteHeader, raw)
+            auth.check_forward(header, ident)
             if header.length != payload_len:
                 raise ChainfsError(Reason.INVALID_ARGUMENT,
                                    f"header announces {header.length} bytes, frame carries {payload_len}")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import grpc
 
+from chainfs.common import auth
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.common.rpc import handler, stream_handler
 from chainfs.proto import storage_pb2, storage_pb2_grpc
@@ -75,6 +76,7 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("body") != "header":
             raise ChainfsError(Reason.INVALID_ARGUMENT, "a write stream starts with its header")
+        auth.check_forward(first.header, auth.identity_of(context))
         body = StreamBody(request_iterator, first.header.length)
         return self.replicator.write(first.header, body, context.time_remaining())
 

@@ -40,8 +40,8 @@ class _CountingPool:
         self._pool, self._counter = pool, counter
         self._wrapped: dict[int, grpc.Channel] = {}
 
-    def get(self, address: str) -> grpc.Channel:
-        channel = self._pool.get(address)
+    def get(self, address: str, token: str | None = None) -> grpc.Channel:
+        channel = self._pool.get(address, token)
         wrapped = self._wrapped.get(id(channel))
         if wrapped is None:
             wrapped = self._wrapped[id(channel)] = grpc.intercept_channel(channel, self._counter)

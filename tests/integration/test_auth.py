@@ -207,3 +207,27 @@ def test_user_add_cli_end_to_end(cluster: LocalCluster, tmp_path: Path) -> None:
     env["CHAINFS_TOKEN_FILE"] = str(token_file)
     got = subprocess.run([*cli, "cat", f"{url}/bob/f"], capture_output=True, text=True, timeout=60, env=env)
     assert got.stdout == "hi", got.stderr
+
+
+def test_user_tokens_cannot_forward_writes(cluster: LocalCluster) -> None:
+    """A forward (a head's pending version) from a user token is refused on both write paths."""
+    table = cluster.routing()
+    chain = table.chains[0]
+    node = {n.node_id: n for n in table.nodes}[chain.targets[-1].node_id]
+    header = storage_pb2.WriteHeader(chain_id=chain.chain_id, chain_version=chain.version,
+                                     chunk=storage_pb2.ChunkId(inode=999999, index=0), length=1,
+                                     chunk_size=1 << 20, version=7, from_target=chain.targets[0].target_id)
+    host, port = split_address(node.data_address)
+    with socket.create_connection((host, port), timeout=5) as sock:
+        wire.authenticate(sock, cluster.root_token or "")
+        raw = header.SerializeToString()
+        sock.sendall(wire.pack_prefix(wire.OP_WRITE, len(raw), 1) + raw + b"x")
+        op, header_len, _ = wire.recv_prefix(sock)
+        assert op == wire.OP_ERROR
+        assert wire.error_of(wire.recv_header(sock, header_len)).reason.value == "permission_denied"
+    with grpc.insecure_channel(node.address) as channel:
+        stream = channel.stream_unary("/chainfs.Storage/Write", lambda m: m.SerializeToString(), lambda b: b)
+        with pytest.raises(grpc.RpcError) as err:
+            stream(iter([storage_pb2.WriteRequest(header=header), storage_pb2.WriteRequest(data=b"x")]),
+                   timeout=5, metadata=(("authorization", f"Bearer {cluster.root_token}"),))
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -9,6 +9,7 @@ import pytest
 
 from chainfs.client import ChainClient
 from chainfs.cluster import LocalCluster
+from chainfs.common import auth
 from chainfs.common.checksum import crc32c
 from chainfs.common.config import MAX_MESSAGE_BYTES
 from chainfs.common.errors import Reason, reason_of, to_exception
@@ -35,7 +36,7 @@ def test_oversize_message_is_refused_with_a_clear_status(cluster: LocalCluster) 
 def _head(client: ChainClient) -> tuple[mpb.ChainInfo, spb_grpc.StorageStub]:
     chain = client.routing.refresh().chains[0]
     address = client.routing.node_address(chain.targets[0].node_id)
-    return chain, spb_grpc.StorageStub(grpc.insecure_channel(address))
+    return chain, spb_grpc.StorageStub(auth.with_token(grpc.insecure_channel(address), client.routing.token))
 
 
 @pytest.mark.parametrize("change", [

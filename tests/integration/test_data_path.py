@@ -163,6 +163,7 @@ def test_a_cut_through_forward_that_dies_halfway_commits_nothing(client: ChainCl
                              replace=True, data_crc=crc32c(data), chunk_size=CHUNK, request_id="cut:1")
     raw = header.SerializeToString()
     with socket.create_connection(split_address(head.data_address)) as sock:
+        wire.authenticate(sock, client.routing.token or "")
         sock.sendall(wire.pack_prefix(wire.OP_WRITE, len(raw), len(data)) + raw + data[:len(data) // 2])
         time.sleep(0)  # the head is forwarding the first half down the chain now
     # The head and its successors saw half a chunk: every replica must end with nothing, not even
@@ -190,6 +191,7 @@ def test_data_port_refuses_garbage_and_keeps_serving(client: ChainClient, sc_dir
                  wire.pack_prefix(99, 0, 0)):
         with socket.create_connection(split_address(node.data_address), timeout=60) as sock:
             try:
+                wire.authenticate(sock, client.routing.token or "")  # the garbage reaches the frame parser
                 sock.sendall(junk)
                 sock.shutdown(socket.SHUT_WR)
                 while sock.recv(65536):

@@ -1,0 +1,68 @@
+"""What authentication costs: a cluster with tokens (the default) beside one started `--insecure`,
+same shape, both up at once, measurements interleaved round by round; medians and their ratios.
+
+    .venv/bin/python scripts/bench_auth.py [--rounds 7] [--mib 32]
+
+Rows: `stat` calls per second from one thread on one warm channel (metadata), network reads
+(`read_into`, no short circuit) and 3-replica writes (`write_file`) in MiB/s. The ratio is
+auth / insecure (1.00x: no cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from chainfs.client import ChainClient
+from chainfs.cluster import LocalCluster
+from chainfs.common.config import MiB
+
+
+def stat_rate(client: ChainClient, seconds: float = 0.5) -> float:
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        client.stat("/bench/blob")
+        n += 1
+    return n / (time.perf_counter() - t0)
+
+
+def timed_mib(fn, mib: float) -> float:  # type: ignore[no-untyped-def]
+    t0 = time.perf_counter()
+    fn()
+    return mib / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--mib", type=int, default=32)
+    args = p.parse_args()
+    data = os.urandom(args.mib * MiB)
+    buf = memoryview(bytearray(len(data)))
+    with tempfile.TemporaryDirectory(prefix="bench-auth-") as tmp:
+        with LocalCluster(Path(tmp) / "auth", fsync=True) as on, \
+                LocalCluster(Path(tmp) / "insecure", fsync=True, auth=False) as off:
+            clients = {"auth": ChainClient(on.address, short_circuit=False),
+                       "insecure": ChainClient(off.address, short_circuit=False)}
+            for c in clients.values():
+                c.write_file("/bench/blob", data)
+            rows: dict[str, dict[str, list[float]]] = {k: {"auth": [], "insecure": []}
+                                                       for k in ("stat_per_s", "read_MiB_s", "write_r3_MiB_s")}
+            for _ in range(args.rounds):
+                for mode, c in clients.items():
+                    rows["stat_per_s"][mode].append(stat_rate(c))
+                    rows["read_MiB_s"][mode].append(timed_mib(lambda: c.read_into("/bench/blob", buf), args.mib))
+                    rows["write_r3_MiB_s"][mode].append(
+                        timed_mib(lambda: c.write_file("/bench/w", data), args.mib))
+    print(f"{'row':16} {'auth':>9} {'insecure':>9} {'ratio':>7}   ({args.rounds} rounds, medians)")
+    for name, by in rows.items():
+        a, i = statistics.median(by["auth"]), statistics.median(by["insecure"])
+        print(f"{name:16} {a:9.1f} {i:9.1f} {a / i:6.2f}x")
+
+
+if __name__ == "__main__":
+    main()
