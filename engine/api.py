@@ -18,6 +18,9 @@ MAX_N = 16
 MAX_PROMPTS = 64
 MAX_STOP = 4
 MAX_LOGPROBS = 20
+MAX_DEPTH = 32           # nesting of a body's JSON: OpenAI's deepest field (messages' content parts) is 4
+MAX_SEED = 2**63 - 1     # numpy's generators take non-negative seeds; choice j uses seed + j
+MAX_SALT = 256           # characters of a cache_salt
 
 
 class BadRequest(ValueError):
@@ -51,6 +54,8 @@ class GenerationRequest:
     echo: bool
     stream: bool
     include_usage: bool
+    cache_salt: str | None = None  # vLLM's field: seeds the first block's hash (tenant isolation)
+    tenant: str = "default"        # the caller's metrics label (engine/tenants.py), never a key
 
 
 def parse_completion(body: bytes, config: ModelConfig, served: str | None = None) -> GenerationRequest:
@@ -89,9 +94,9 @@ def _common(data: dict[str, Any], kind: str, prompts: list[list[int]], logprobs:
             extra_stop: tuple[str, ...]) -> GenerationRequest:
     model = data.get("model")
     names = {config.name, served or config.name}
+    if model is not None and not isinstance(model, str):
+        raise BadRequest("model must be a string", "model")
     if model is not None and model not in names:
-        if not isinstance(model, str):
-            raise BadRequest("model must be a string", "model")
         raise ModelNotFound(model)
     max_tokens = next((data[k] for k in max_keys if data.get(k) is not None), DEFAULT_MAX_TOKENS)
     if not _is_int(max_tokens) or max_tokens < 0:
@@ -101,8 +106,8 @@ def _common(data: dict[str, Any], kind: str, prompts: list[list[int]], logprobs:
     if top_p <= 0:
         raise BadRequest("top_p must be in (0, 1]", "top_p")
     seed = data.get("seed")
-    if seed is not None and not _is_int(seed):
-        raise BadRequest(f"seed must be an integer, got {seed!r}", "seed")
+    if seed is not None and (not _is_int(seed) or not 0 <= seed <= MAX_SEED - MAX_N):
+        raise BadRequest(f"seed must be an integer in [0, 2**63 - {MAX_N}], got {seed!r}", "seed")
     n = data.get("n", 1)
     if n is None:
         n = 1
@@ -113,23 +118,46 @@ def _common(data: dict[str, Any], kind: str, prompts: list[list[int]], logprobs:
     options = data.get("stream_options")
     if options is not None and (not isinstance(options, dict) or not stream):
         raise BadRequest("stream_options must be an object, and only with stream: true", "stream_options")
-    include_usage = bool((options or {}).get("include_usage", False))
+    include_usage = _bool(options or {}, "include_usage")
+    salt = data.get("cache_salt")
+    if salt is not None and (not isinstance(salt, str) or not 0 < len(salt) <= MAX_SALT or "\0" in salt):
+        raise BadRequest(f"cache_salt must be a non-empty string of at most {MAX_SALT} characters, "
+                         "without NUL", "cache_salt")
     for p in prompts:
         if len(p) + max_tokens > config.max_context:
             raise BadRequest(f"prompt ({len(p)} tokens) plus max_tokens ({max_tokens}) exceeds the "
                              f"model's context of {config.max_context} tokens", max_keys[0])
     return GenerationRequest(kind, served or config.name, prompts, max_tokens, float(temperature), float(top_p),
-                             seed, n, stop + extra_stop, logprobs, echo, stream, include_usage)
+                             seed, n, stop + extra_stop, logprobs, echo, stream, include_usage, salt)
 
 
 def _object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object. The C decoder guards its own recursion (RecursionError, deep past
+    any sane body) and refuses integers of over 4300 digits (ValueError): both are the client's
+    fault, as is any nesting deeper than MAX_DEPTH, checked after parsing without recursion."""
     try:
         data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except RecursionError:
+        raise BadRequest(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise BadRequest(f"malformed JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("the request body must be a JSON object")
+    if _depth(data) > MAX_DEPTH:
+        raise BadRequest(f"JSON nested deeper than {MAX_DEPTH} levels")
     return data
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of parsed JSON (an object or array is one level), with an explicit stack."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list)):
+            deepest = max(deepest, d)
+            if d <= MAX_DEPTH:  # past the limit the answer is known: stop walking
+                stack.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return deepest
 
 
 def _prompts(value: Any, config: ModelConfig) -> list[list[int]]:

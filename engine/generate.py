@@ -153,7 +153,8 @@ def run(engine: Engine, req: GenerationRequest, sink: Callable[[Delta], None],
                 return going and not (cancelled is not None and cancelled.is_set())
 
             try:
-                completion = engine.complete(prompt, req.max_tokens, req.temperature, seed, req.top_p, on_token)
+                completion = engine.complete(prompt, req.max_tokens, req.temperature, seed, req.top_p, on_token,
+                                             req.cache_salt)
             except BaseException:
                 tracker.finish(None, "abort")
                 raise

@@ -15,6 +15,8 @@ one prompt), as vLLM counts sequences:
 | `vllm:prefix_cache_queries_total` / `vllm:prefix_cache_hits_total` | counter | prompt tokens looked up / found, all tiers (hits / queries = token hit rate) |
 | `vllm:external_prefix_cache_queries_total` / `..._hits_total` | counter | the same for the external (KV store) tier, vLLM's name for a KV connector's cache |
 | `chainfs_engine_prefix_cache_hits_total{tier}` | counter | hit tokens by tier: the store's URL scheme (`chainfs`, `file`, `memory`) |
+| `chainfs_engine_tenant_prefix_cache_queries_total{tenant}` / `..._hits_total{tenant}` | counter | prompt tokens looked up / found per tenant: its name in the key file, else `key-` and 8 hex digits of its key's SHA-256 (`engine/tenants.py`); `default` without keys. Never a key, so the labels are bounded by the configured keys |
+| `chainfs_engine_http_threads_busy`, `chainfs_engine_http_rejected_total` | gauge, counter | connections being served (at most `--max-http-threads`); connections answered 503 after waiting for a thread |
 | `chainfs_engine_prefill_compute_seconds`, `chainfs_engine_kv_load_seconds` | histogram | prefill of the uncached rest; lookup + load of cached KV |
 | `chainfs_kvcache_*_total` | counter | the block store's own counters, read at scrape time |
 
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Iterator
+from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -75,22 +77,34 @@ class EngineMetrics:
                                  ["model_name", "tier"], registry=r)
         self.errors = Counter("chainfs_engine_http_errors", "requests answered with an error",
                               ["model_name", "status"], registry=r)
+        self.tenant_queries = Counter("chainfs_engine_tenant_prefix_cache_queries",
+                                      "prompt tokens looked up, by tenant", ["model_name", "tenant"], registry=r)
+        self.tenant_hits = Counter("chainfs_engine_tenant_prefix_cache_hits",
+                                   "prompt tokens found, by tenant", ["model_name", "tenant"], registry=r)
         self.prefill = hist("chainfs_engine_prefill_compute_seconds", "prefill compute (uncached tokens only)")
         self.kv_load = hist("chainfs_engine_kv_load_seconds", "lookup and load of cached KV")
         if cache is not None:
             r.register(_StoreCollector(cache))
 
-    def track(self) -> "RequestTracker":
+    def watch_http(self, server: Any) -> None:
+        """Gauges of the HTTP server's thread pool (a BoundedWSGIServer), read at scrape time."""
+        Gauge("chainfs_engine_http_threads_busy", "connections being served", ["model_name"], registry=self.registry) \
+            .labels(self.model_name).set_function(lambda: server.busy)
+        self.registry.register(_Rejected(self.model_name, server))
+
+    def track(self, tenant: str = "default") -> "RequestTracker":
         """Call at an engine call's arrival; the tracker records its tokens and its end."""
         with self._lock:
             self._in_flight += 1
-        return RequestTracker(self)
+        return RequestTracker(self, tenant)
 
     def _done(self) -> None:
         with self._lock:
             self._in_flight -= 1
 
-    def observe(self, result: Completion) -> None:
+    def observe(self, result: Completion, tenant: str = "default") -> None:
+        self.tenant_queries.labels(self.model_name, tenant).inc(result.prompt_tokens)
+        self.tenant_hits.labels(self.model_name, tenant).inc(result.cached_tokens)
         self.prompt_tokens.inc(result.prompt_tokens)
         self.generation_tokens.inc(len(result.token_ids))
         self.cache_queries.inc(result.prompt_tokens)
@@ -109,8 +123,9 @@ class EngineMetrics:
 class RequestTracker:
     """One engine call's timeline: arrival, each token, the end."""
 
-    def __init__(self, metrics: EngineMetrics) -> None:
+    def __init__(self, metrics: EngineMetrics, tenant: str = "default") -> None:
         self.metrics = metrics
+        self.tenant = tenant
         self.arrival = self.last = time.perf_counter()
         self.tokens = 0
         self.done = False
@@ -132,7 +147,7 @@ class RequestTracker:
         self.metrics.success.labels(self.metrics.model_name, reason).inc()
         self.metrics.e2e.observe(time.perf_counter() - self.arrival)
         if completion is not None:
-            self.metrics.observe(completion)
+            self.metrics.observe(completion, self.tenant)
 
 
 class _StoreCollector(Collector):
@@ -144,3 +159,16 @@ class _StoreCollector(Collector):
     def collect(self) -> Iterator[CounterMetricFamily]:
         for name, value in self.cache.stats().items():
             yield CounterMetricFamily(f"chainfs_kvcache_{name}", f"kv block store: {name}", value=value)
+
+
+class _Rejected(Collector):
+    """The HTTP server's count of connections answered 503, read at scrape."""
+
+    def __init__(self, model_name: str, server: Any) -> None:
+        self.model_name, self.server = model_name, server
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily("chainfs_engine_http_rejected", "connections answered 503: every HTTP thread busy",
+                                     labels=["model_name"])
+        family.add_metric([self.model_name], self.server.rejected)
+        yield family

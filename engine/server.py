@@ -5,6 +5,11 @@ objects, routing, HTTP errors and a threaded server, and its test client drives 
 sockets. The engine is CPU-bound numpy that computes one request at a time, so an async stack
 would buy nothing; WSGI keeps handlers plain functions.
 
+Limits: a body over 8 MiB is 413; bad values, malformed or too deeply nested JSON are 400, all in
+OpenAI's error shape; connections are served by a bounded pool of threads (`httpserver`). With
+API keys every /v1 route needs `Authorization: Bearer KEY` (401 otherwise); /health and /metrics
+stay open, as in vLLM. Keys and KV salts per tenant: `tenants`.
+
 Routes: POST /v1/completions, POST /v1/chat/completions (both stream as server-sent events with
 `stream: true`), GET /v1/models[/ID], GET /metrics, GET /health. Handlers only translate HTTP; the
 rules live in `api` (validation), `generate` (choices, stop, logprobs, streaming),
@@ -13,6 +18,7 @@ rules live in `api` (validation), `generate` (choices, stop, logprobs, streaming
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import signal
@@ -23,16 +29,18 @@ from typing import Any, Callable, Iterable, Iterator
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
 from chainfs.engine import generate, openai_format, registry
 from chainfs.engine.api import BadRequest, GenerationRequest, ModelNotFound, parse_chat, parse_completion
 from chainfs.engine.cache import CacheHandle, namespace_for
+from chainfs.engine.httpserver import (DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_THREADS, DEFAULT_QUEUE_TIMEOUT,
+                                      BoundedWSGIServer)
 from chainfs.engine.metrics import EngineMetrics
 from chainfs.engine.model import Transformer
 from chainfs.engine.presets import get_preset
 from chainfs.engine.service import Engine
+from chainfs.engine.tenants import ANONYMOUS, Tenants, Unauthorized
 
 log = logging.getLogger(__name__)
 MAX_BODY = 8 << 20
@@ -41,8 +49,9 @@ MAX_BODY = 8 << 20
 class EngineApp:
     """The WSGI application of one engine; `served_name` is the model id clients send and see."""
 
-    def __init__(self, engine: Engine, served_name: str | None = None) -> None:
+    def __init__(self, engine: Engine, served_name: str | None = None, tenants: Tenants | None = None) -> None:
         self.engine = engine
+        self.tenants = tenants or Tenants()
         self.model = served_name or engine.config.name
         self.metrics = EngineMetrics(self.model, engine.cache)
         self.url_map = Map([
@@ -58,8 +67,13 @@ class EngineApp:
         request = Request(environ)
         request.max_content_length = MAX_BODY
         try:
+            if request.path.startswith("/v1/"):  # before reading the body: strangers cost nothing
+                environ["chainfs.tenant"] = self.tenants.authenticate(request.headers.get("Authorization"))
             endpoint, values = self.url_map.bind_to_environ(environ).match()
             response = getattr(self, f"on_{endpoint}")(request, **values)
+        except Unauthorized as exc:
+            response = self._error(401, str(exc), "invalid_request_error", code="invalid_api_key")
+            response.headers["WWW-Authenticate"] = "Bearer"
         except BadRequest as exc:
             response = self._error(400, str(exc), "invalid_request_error", exc.param)
         except ModelNotFound as exc:
@@ -77,23 +91,25 @@ class EngineApp:
         return _json(openai_format.error(message, kind, param, status if code is None else code), status)
 
     def on_completions(self, request: Request) -> Response:
-        return self._generate(parse_completion(request.get_data(), self.engine.config, self.model))
+        return self._generate(request, parse_completion(request.get_data(), self.engine.config, self.model))
 
     def on_chat(self, request: Request) -> Response:
-        return self._generate(parse_chat(request.get_data(), self.engine.config, self.model))
+        return self._generate(request, parse_chat(request.get_data(), self.engine.config, self.model))
 
-    def _generate(self, req: GenerationRequest) -> Response:
+    def _generate(self, request: Request, req: GenerationRequest) -> Response:
+        tenant = request.environ.get("chainfs.tenant", ANONYMOUS)
+        req = dataclasses.replace(req, tenant=tenant.name, cache_salt=self.tenants.salt(tenant, req.cache_salt))
         rid, created = openai_format.new_id(req), int(time.time())
         if req.stream:
             return Response(self._events(req, rid, created), content_type="text/event-stream",
                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        results = generate.run(self.engine, req, lambda delta: None, self.metrics.track)
+        results = generate.run(self.engine, req, lambda delta: None, lambda: self.metrics.track(req.tenant))
         return _json(openai_format.body(req, results, rid, created))
 
     def _events(self, req: GenerationRequest, rid: str, created: int) -> Iterator[bytes]:
         """The SSE stream: chunks per choice, the usage chunk if asked, then `data: [DONE]`."""
         opened: set[int] = set()
-        events = generate.stream(self.engine, req, self.metrics.track)
+        events = generate.stream(self.engine, req, lambda: self.metrics.track(req.tenant))
         try:
             for item in events:
                 if isinstance(item, generate.Delta):
@@ -146,15 +162,23 @@ def build_engine(model: str, cache_url: str | None, block_tokens: int = 64,
 
 
 def make_engine_server(engine: Engine, host: str = "127.0.0.1", port: int = 0,
-                       served_name: str | None = None) -> BaseWSGIServer:
-    """A threaded HTTP server bound to (host, port); port 0 picks a free one (`server.port`)."""
-    return make_server(host, port, EngineApp(engine, served_name), threaded=True)
+                       served_name: str | None = None, tenants: Tenants | None = None,
+                       max_threads: int = DEFAULT_MAX_THREADS,
+                       idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+                       queue_timeout: float = DEFAULT_QUEUE_TIMEOUT) -> BoundedWSGIServer:
+    """An HTTP server of at most `max_threads` connection threads bound to (host, port); port 0
+    picks a free one (`server.port`)."""
+    app = EngineApp(engine, served_name, tenants)
+    server = BoundedWSGIServer(host, port, app, max_threads, idle_timeout, queue_timeout)
+    app.metrics.watch_http(server)
+    return server
 
 
 def serve(engine: Engine, host: str = "127.0.0.1", port: int = 0, served_name: str | None = None,
-          drain_timeout: float = 5.0) -> None:
+          drain_timeout: float = 5.0, tenants: Tenants | None = None, max_threads: int = DEFAULT_MAX_THREADS,
+          idle_timeout: float = DEFAULT_IDLE_TIMEOUT, queue_timeout: float = DEFAULT_QUEUE_TIMEOUT) -> None:
     """Serves until SIGTERM/SIGINT, then writes the queued KV blocks within `drain_timeout`."""
-    server = make_engine_server(engine, host, port, served_name)
+    server = make_engine_server(engine, host, port, served_name, tenants, max_threads, idle_timeout, queue_timeout)
     log.info("chainfs engine (%s) serving on http://%s:%d", engine.config.name, host, server.port)
     withdraw = registry.announce(engine.cache.url if engine.cache else None, f"http://{host}:{server.port}",
                                  served_name or engine.config.name)

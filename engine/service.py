@@ -72,7 +72,9 @@ class Engine:
         return self.writer.close(timeout) if self.writer is not None else True
 
     def complete(self, prompt: list[int], max_tokens: int, temperature: float = 0.0,
-                 seed: int | None = None, top_p: float = 1.0, on_token: OnToken | None = None) -> Completion:
+                 seed: int | None = None, top_p: float = 1.0, on_token: OnToken | None = None,
+                 salt: str | None = None) -> Completion:
+        """`salt` (a tenant's cache_salt) seeds the block hash chain: only the same salt hits."""
         t0 = time.perf_counter()
         timings = {"kv_lookup_ms": 0.0, "kv_load_ms": 0.0, "kv_store_ms": 0.0}
         tokens = np.asarray(prompt, dtype=np.int64)
@@ -81,7 +83,7 @@ class Engine:
         cached_kv = None
         bytes_read = 0
         if store is not None:  # outside the compute lock: I/O overlaps the running request
-            keys = store.keys_of(tokens)  # hashed once for lookup and store
+            keys = store.keys_of(tokens, salt)  # hashed once for lookup and store
             t = time.perf_counter()
             found = store.lookup(tokens[:-1], keys=keys)
             timings["kv_lookup_ms"] = _ms(t)
