@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 MiB = 1 << 20
 
 # Layout defaults of the root directory.
@@ -28,6 +30,14 @@ MAX_MESSAGE_BYTES = 8 * MiB
 # Deadlines (seconds).
 META_RPC_TIMEOUT = 10.0
 STORAGE_RPC_TIMEOUT = 30.0
+# Seconds a peer may go silent inside a data-port frame (after its first byte), or between the
+# messages of a gRPC write stream, before the node drops it: a stalled client then holds a thread
+# this long, not forever. Idle pooled connections between frames are not limited.
+# $CHAINFS_STALL_TIMEOUT sets it.
+STALL_TIMEOUT = float(os.environ.get("CHAINFS_STALL_TIMEOUT", "") or STORAGE_RPC_TIMEOUT)
+# HTTP/2 streams one gRPC connection may have open on a server at once (per make_server worker, x2):
+# more wait on the client's side; one client cannot take every slot of maximum_concurrent_rpcs.
+STREAMS_PER_WORKER = 2
 
 # Cluster manager.
 HEARTBEAT_INTERVAL = 0.5

@@ -12,7 +12,7 @@ from typing import Any, Callable, TypeVar
 import grpc
 
 from chainfs.common import auth, tls
-from chainfs.common.config import GRPC_OPTIONS
+from chainfs.common.config import GRPC_OPTIONS, STREAMS_PER_WORKER
 from chainfs.common.errors import ChainfsError, Reason, abort
 from chainfs.common.files import write_atomically
 
@@ -68,7 +68,7 @@ def make_server(max_workers: int = 64) -> grpc.Server:
 
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        options=GRPC_OPTIONS,
+        options=[*GRPC_OPTIONS, ("grpc.max_concurrent_streams", max_workers * STREAMS_PER_WORKER)],
         maximum_concurrent_rpcs=max_workers * 4,
         interceptors=[RpcMetrics(), auth.ServerAuth()],
     )

@@ -57,10 +57,17 @@ def recv_exact(sock: socket.socket, view: memoryview) -> None:
         got += n
 
 
-def recv_prefix(sock: socket.socket) -> tuple[int, int, int]:
-    """Reads one frame prefix: (op, header length, payload length); validates the bounds."""
+def recv_prefix(sock: socket.socket, stall_timeout: float | None = None) -> tuple[int, int, int]:
+    """Reads one frame prefix: (op, header length, payload length); validates the bounds. With
+    `stall_timeout`, the first byte may take as long as the socket's timeout allows (an idle pooled
+    connection) and the socket then times out after `stall_timeout` s without a byte."""
     raw = bytearray(PREFIX.size)
-    recv_exact(sock, memoryview(raw))
+    view = memoryview(raw)
+    if stall_timeout is not None:
+        recv_exact(sock, view[:1])
+        sock.settimeout(stall_timeout)
+        view = view[1:]
+    recv_exact(sock, view)
     return _check_prefix(raw)
 
 

@@ -67,8 +67,11 @@ class DataServer:
     """Accepts data connections and serves each on its own thread until it closes."""
 
     def __init__(self, replicator: Replicator, reader: ChunkReader, host: str = config.DEFAULT_HOST,
-                 port: int = 0, local_socket: str | os.PathLike[str] | None = None) -> None:
+                 port: int = 0, local_socket: str | os.PathLike[str] | None = None,
+                 stall_timeout: float | None = None) -> None:
         self.replicator = replicator
+        # inside a frame, the peer must send a byte at least every stall_timeout s (config.py)
+        self.stall_timeout = config.STALL_TIMEOUT if stall_timeout is None else stall_timeout
         self.reader = reader
         self._listener = socket.create_server((host, port), backlog=128)
         self.port = self._listener.getsockname()[1]
@@ -137,7 +140,7 @@ class DataServer:
         """The TLS side of an accepted connection, or None (closed) when its peer fails the
         handshake: a plaintext client, or one without a certificate from the cluster's CA."""
         assert self._tls is not None
-        conn.settimeout(config.STORAGE_RPC_TIMEOUT)
+        conn.settimeout(self.stall_timeout)
         try:
             wrapped = self._tls.wrap_socket(conn, server_side=True)
         except (OSError, ValueError) as exc:
@@ -166,11 +169,10 @@ class DataServer:
                     return
             while not self._stopped.is_set():
                 conn.settimeout(None)  # an idle pooled connection may wait for its next request
-                try:
-                    op, header_len, payload_len = wire.recv_prefix(conn)
+                try:  # from the frame's first byte on, the peer must keep up (stall_timeout)
+                    op, header_len, payload_len = wire.recv_prefix(conn, self.stall_timeout)
                 except wire.PeerClosed:
                     return
-                conn.settimeout(config.STORAGE_RPC_TIMEOUT)  # inside a request, the peer must keep up
                 header = wire.recv_header(conn, header_len)
                 started = time.perf_counter()
                 if op == wire.OP_WRITE and not local:
@@ -191,6 +193,8 @@ class DataServer:
                 wire.send_error(conn, exc)  # say why before closing (a malformed or oversize frame)
             except OSError:
                 pass
+        except TimeoutError:
+            log.info("data connection dropped: no byte for %.1f s inside a frame", self.stall_timeout)
         except OSError as exc:
             log.debug("data connection closed: %s", exc)
         except Exception:  # noqa: BLE001 - a connection's failure must not take the node down
@@ -203,7 +207,7 @@ class DataServer:
     def _authenticate(self, conn: socket.socket) -> auth.Identity | None:
         """The connection's first frame must be OP_AUTH with a token this cluster signed (the
         Unix socket needs none: its mode 0600 admits only this node's user)."""
-        conn.settimeout(config.STORAGE_RPC_TIMEOUT)
+        conn.settimeout(self.stall_timeout)
         try:
             op, header_len, payload_len = wire.recv_prefix(conn)
         except wire.PeerClosed:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import grpc
 
-from chainfs.common import auth
+from chainfs.common import auth, config, stall
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.common.rpc import handler, stream_handler
 from chainfs.proto import storage_pb2, storage_pb2_grpc
@@ -73,6 +73,7 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
     @handler
     def Write(self, request_iterator: Iterator[storage_pb2.WriteRequest],
               context: grpc.ServicerContext) -> storage_pb2.WriteReply:
+        request_iterator = stall.guard(request_iterator, context, config.STALL_TIMEOUT)
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("body") != "header":
             raise ChainfsError(Reason.INVALID_ARGUMENT, "a write stream starts with its header")

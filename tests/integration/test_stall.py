@@ -1,0 +1,106 @@
+"""Resource limits of a real storage node's data port: a client that stalls inside a frame (before
+or after authenticating) is dropped within the stall deadline, while other clients are served."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from chainfs.client import ChainClient
+from chainfs.cluster import LocalCluster
+import grpc
+
+from chainfs.common import rpc, wire
+from chainfs.common.addresses import split_address
+from chainfs.proto import storage_pb2_grpc
+
+pytestmark = pytest.mark.integration
+
+STALL_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def stall_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """One node whose data port drops a peer silent for STALL_S inside a frame."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CHAINFS_STALL_TIMEOUT", str(STALL_S))  # read by the spawned storage server
+        with LocalCluster(tmp_path_factory.mktemp("stall"), storage_nodes=1, replicas=1,
+                          targets_per_node=1, heartbeat_timeout=5.0) as c:
+            yield c
+
+
+def closed_within(sock: socket.socket, deadline: float) -> float:
+    """Seconds until the node closes `sock` (EOF or reset); fails past `deadline`."""
+    sock.settimeout(deadline)
+    start = time.monotonic()
+    try:
+        while sock.recv(1 << 16):
+            pass  # an error frame may come first; the close is what counts
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        pytest.fail(f"the node kept a stalled connection open for {deadline} s")
+    return time.monotonic() - start
+
+
+def test_stalled_data_clients_are_dropped_while_others_are_served(stall_cluster: LocalCluster) -> None:
+    client = ChainClient(stall_cluster.address, retry_deadline=30.0)
+    address = split_address(stall_cluster.routing().nodes[0].data_address)
+    prefix = wire.pack_prefix(wire.OP_WRITE, 10, 1000)
+
+    # 1. Half a prefix before authenticating.
+    half = socket.create_connection(address)
+    half.sendall(prefix[:5])
+    # 2. Authenticated, then a whole prefix and part of its header.
+    mid = socket.create_connection(address)
+    wire.authenticate(mid, client.routing.token)
+    mid.sendall(prefix + b"\x0a\x02")
+    # 3. Idle between frames, authenticated: a pooled connection, never dropped for idling.
+    idle = socket.create_connection(address)
+    wire.authenticate(idle, client.routing.token)
+
+    started = time.monotonic()
+    payload = bytes(range(256)) * 4096
+    client.write_file("/served-while-stalled", payload)  # another client is served meanwhile
+    assert client.read_file("/served-while-stalled") == payload
+
+    slack = STALL_S + 10.0  # the deadline plus scheduling slack on a loaded 2-core machine
+    for sock in (half, mid):
+        with sock:
+            closed_within(sock, slack - (time.monotonic() - started))
+    assert time.monotonic() - started >= STALL_S * 0.9, "dropped before the deadline"
+
+    with idle:  # still open after the stalled ones were dropped: it was between frames
+        idle.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            idle.recv(1)
+
+
+def test_a_stalled_grpc_write_stream_is_cancelled(stall_cluster: LocalCluster) -> None:
+    client = ChainClient(stall_cluster.address, retry_deadline=30.0)
+    node = stall_cluster.routing().nodes[0]
+    stub = storage_pb2_grpc.StorageStub(rpc.ChannelPool().get(node.address, client.routing.token))
+    release = threading.Event()
+
+    def silent():  # a client stream that opens and then sends nothing
+        release.wait(60)
+        return
+        yield
+
+    started = time.monotonic()
+    try:
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Write(silent(), timeout=30)
+        took = time.monotonic() - started
+    finally:
+        release.set()
+    assert err.value.code() == grpc.StatusCode.CANCELLED
+    assert STALL_S * 0.9 <= took < STALL_S + 10.0, took
+    payload = b"still serving" * 1000
+    client.write_file("/after-a-stalled-stream", payload)
+    assert client.read_file("/after-a-stalled-stream") == payload
