@@ -308,6 +308,18 @@ def authorize_paths(method: str, ident: Identity, request: Any) -> None:
                                    f"token of {ident.name} is limited to {ident.prefix}: {path}")
 
 
+def principal(ident: Identity | None) -> str:
+    """Who a session belongs to: `kind:name` of the caller's token ("" when no tokens are checked)."""
+    return "" if ident is None else f"{ident.kind}:{ident.name}"
+
+
+def check_owner(owner: str, caller: str, what: str) -> None:
+    """A write session is renewed and closed only by whoever opened it (its token's kind and
+    name), so a guessed or leaked session id is useless to another token, root included."""
+    if owner and caller != owner:
+        raise ChainfsError(Reason.PERMISSION_DENIED, f"{what} belongs to {owner}, not {caller or 'an anonymous caller'}")
+
+
 def check_forward(header: Any, ident: Identity | None) -> None:
     """A write header carrying a head's pending version (`version`, `from_target`) is a forward
     along a chain: only a node may send one (a client would overwrite a replica behind the head)."""

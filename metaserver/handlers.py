@@ -109,16 +109,17 @@ class NamespaceServicer(pb_grpc.NamespaceServicer):
     def OpenWrite(self, request: pb.OpenWriteRequest, context: grpc.ServicerContext) -> pb.WriteSession:
         return self.ns.open_write(
             _need_path(request.path), request.mode, request.parents, _layout(request), request.client_id,
-            request.request_id,
+            request.request_id, auth.principal(auth.identity_of(context)),
         )
 
     @handler
     def RenewSession(self, request: pb.SessionRequest, context: grpc.ServicerContext) -> pb.WriteSession:
-        return self.ns.renew_session(request.session_id)
+        return self.ns.renew_session(request.session_id, auth.principal(auth.identity_of(context)))
 
     @handler
     def CloseWrite(self, request: pb.CloseWriteRequest, context: grpc.ServicerContext) -> pb.Inode:
-        return self.ns.close_write(request.session_id, request.length, request.commit)
+        return self.ns.close_write(request.session_id, request.length, request.commit,
+                                   auth.principal(auth.identity_of(context)))
 
     @handler
     def StatMany(self, request: pb.StatManyRequest, context: grpc.ServicerContext) -> pb.StatManyReply:
@@ -129,7 +130,7 @@ class NamespaceServicer(pb_grpc.NamespaceServicer):
     def OpenWriteMany(self, request: pb.OpenWriteManyRequest, context: grpc.ServicerContext) -> pb.OpenWriteManyReply:
         _check_batch(len(request.paths))
         results = self.ns.open_write_many(request.paths, request.mode, request.parents, _layout(request),
-                                          request.client_id)
+                                          request.client_id, auth.principal(auth.identity_of(context)))
         return pb.OpenWriteManyReply(results=[
             pb.SessionResult(reason=r.reason.value, message=r.message) if isinstance(r, ChainfsError)
             else pb.SessionResult(session=r) for r in results])
@@ -138,7 +139,8 @@ class NamespaceServicer(pb_grpc.NamespaceServicer):
     def CloseWriteMany(self, request: pb.CloseWriteManyRequest,
                        context: grpc.ServicerContext) -> pb.CloseWriteManyReply:
         _check_batch(len(request.closes))
-        results = self.ns.close_write_many([(c.session_id, c.length, c.commit) for c in request.closes])
+        results = self.ns.close_write_many([(c.session_id, c.length, c.commit) for c in request.closes],
+                                           auth.principal(auth.identity_of(context)))
         return pb.CloseWriteManyReply(results=[_inode_result(r) for r in results])
 
     @handler

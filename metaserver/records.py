@@ -62,6 +62,7 @@ class SessionRecord:
     inode_hex: str  # the serialized Inode being written (unlinked for REPLACE/CREATE_NEW)
     lease_expires_ns: int
     client_id: str = ""
+    owner: str = ""     # auth.principal of the token that opened it ("" without tokens)
     base_length: int = 0  # APPEND: the file's length when the session opened
     created_ns: int = field(default=0)
     # Once closed, the record stays until its lease ends so that a retried CloseWrite (its first

@@ -16,6 +16,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from chainfs.common import auth
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.metaserver import request_ids
 from chainfs.metaserver.extent_check import ChunkExtentCheck, check_length_bound
@@ -58,6 +59,7 @@ class SessionsMixin:
         layout: pb.Layout | None = None,
         client_id: str = "",
         request_id: str = "",
+        owner: str = "",
     ) -> pb.WriteSession:
         if mode not in SESSION_MODES:
             raise ChainfsError(Reason.INVALID_ARGUMENT, f"unknown write mode {mode}: {path}")
@@ -67,7 +69,7 @@ class SessionsMixin:
             if first is not None:  # the first open's session, not a second one that would hold the file
                 return pb.WriteSession.FromString(first)
             now = self.clock_ns()
-            session = self._open(txn, path, mode, parents, layout, client_id, now)
+            session = self._open(txn, path, mode, parents, layout, client_id, now, owner)
             request_ids.remember(txn, request_id, "open_write", session.SerializeToString(), now)
             self.store.commit(txn)
             return session
@@ -80,6 +82,7 @@ class SessionsMixin:
         parents: bool = False,
         layout: pb.Layout | None = None,
         client_id: str = "",
+        owner: str = "",
     ) -> list[pb.WriteSession | ChainfsError]:
         """One REPLACE/CREATE_NEW session per path, opened in one synced batch; a path that cannot
         be opened gets its error and changes nothing. APPEND stays one file at a time, since two
@@ -93,7 +96,7 @@ class SessionsMixin:
             for path in paths:
                 saved = dict(txn.writes)
                 try:
-                    out.append(self._open(txn, path, mode, parents, layout, client_id, now))
+                    out.append(self._open(txn, path, mode, parents, layout, client_id, now, owner))
                 except ChainfsError as exc:
                     txn.writes = saved
                     out.append(exc)
@@ -101,7 +104,7 @@ class SessionsMixin:
             return out
 
     def _open(self, txn: Txn, path: str, mode: int, parents: bool, layout: pb.Layout | None,
-              client_id: str, now: int) -> pb.WriteSession:
+              client_id: str, now: int, owner: str = "") -> pb.WriteSession:
         """A session's records, added to `txn` (the caller commits it)."""
         parts = split_path(path)
         where = join_parts(parts)
@@ -135,6 +138,7 @@ class SessionsMixin:
             inode_hex="",
             lease_expires_ns=now + self.lease_ns,
             client_id=client_id,
+            owner=owner,
             base_length=base_length,
             created_ns=now,
         )
@@ -145,7 +149,7 @@ class SessionsMixin:
         return record.to_proto()
 
     @retry_conflicts
-    def renew_session(self, session_id: int) -> pb.WriteSession:
+    def renew_session(self, session_id: int, caller: str = "") -> pb.WriteSession:
         with self._lock:
             txn = self.store.txn()
             now = self.clock_ns()
@@ -154,6 +158,7 @@ class SessionsMixin:
             except ChainfsError:
                 self.store.commit(txn)  # an expired session is swept here, then refused
                 raise
+            auth.check_owner(record.owner, caller, f"write session {session_id}")
             record.lease_expires_ns = now + self.lease_ns
             txn.renew_lease(session_key(session_id))
             if record.mode == pb.APPEND:
@@ -164,23 +169,24 @@ class SessionsMixin:
             self.store.commit(txn)
             return record.to_proto()
 
-    def close_write(self, session_id: int, length: int, commit: bool = True) -> pb.Inode:
+    def close_write(self, session_id: int, length: int, commit: bool = True, caller: str = "") -> pb.Inode:
         """Publishes (or abandons) a session's inode; returns the inode as it now is.
 
         Idempotent: a retry of a close whose reply was lost gets the first close's answer. A length
         the session's chunks do not back is refused (INVALID_ARGUMENT) and the session stays open.
         """
-        result = self.close_write_many([(session_id, length, commit)])[0]
+        result = self.close_write_many([(session_id, length, commit)], caller)[0]
         if isinstance(result, ChainfsError):
             raise result
         return result
 
-    def close_write_many(self, closes: Sequence[tuple[int, int, bool]]) -> list[pb.Inode | ChainfsError]:
+    def close_write_many(self, closes: Sequence[tuple[int, int, bool]],
+                         caller: str = "") -> list[pb.Inode | ChainfsError]:
         """Closes (session id, length, commit) items in ONE synced batch, so the committed files of
         a batch appear together, each whole; an item that fails gets its error in its place."""
-        return self._close_many(closes, self._check_extents(closes))
+        return self._close_many(closes, self._check_extents(closes, caller), caller)
 
-    def _check_extents(self, closes: Sequence[tuple[int, int, bool]]) -> dict[int, ChainfsError]:
+    def _check_extents(self, closes: Sequence[tuple[int, int, bool]], caller: str = "") -> dict[int, ChainfsError]:
         """The refusals of committing closes whose length is out of bounds or not backed by their
         chunks, found outside the lock (storage round trips must not hold the namespace); a session's
         inode and base length never change while it is open."""
@@ -189,8 +195,8 @@ class SessionsMixin:
         for i, (session_id, length, commit) in enumerate(closes):
             raw = self.store.get(session_key(session_id)) if commit else None
             record = None if raw is None else SessionRecord.from_bytes(raw)
-            if record is None or record.closed:
-                continue  # unknown, swept or already closed: the locked part gives the answer
+            if record is None or record.closed or (record.owner and record.owner != caller):
+                continue  # unknown, swept, closed or another's: the locked part gives the answer
             try:
                 check_length_bound(record.inode, length, record.path)
             except ChainfsError as exc:
@@ -205,7 +211,7 @@ class SessionsMixin:
 
     @retry_conflicts
     def _close_many(self, closes: Sequence[tuple[int, int, bool]],
-                    refused: dict[int, ChainfsError]) -> list[pb.Inode | ChainfsError]:
+                    refused: dict[int, ChainfsError], caller: str = "") -> list[pb.Inode | ChainfsError]:
         with self._lock:
             txn = self.store.txn()
             now = self.clock_ns()
@@ -216,18 +222,20 @@ class SessionsMixin:
                     continue
                 saved = dict(txn.writes)
                 try:
-                    out.append(self._close_session(txn, session_id, length, commit, now))
+                    out.append(self._close_session(txn, session_id, length, commit, now, caller))
                 except ChainfsError as exc:
-                    if exc.reason == Reason.INVALID_ARGUMENT:
+                    if exc.reason in (Reason.INVALID_ARGUMENT, Reason.PERMISSION_DENIED):
                         txn.writes = saved  # a bad request changes nothing: the session stays open
                     out.append(exc)
             self.store.commit(txn)
             return out
 
-    def _close_session(self, txn: Txn, session_id: int, length: int, commit: bool, now: int) -> pb.Inode:
+    def _close_session(self, txn: Txn, session_id: int, length: int, commit: bool, now: int,
+                       caller: str = "") -> pb.Inode:
         raw = txn.get(session_key(session_id))
         if raw is not None:
             earlier = SessionRecord.from_bytes(raw)
+            auth.check_owner(earlier.owner, caller, f"write session {session_id}")
             if earlier.closed:
                 return self._replay_close(earlier, commit)
         record = self._live_session(txn, session_id, now)

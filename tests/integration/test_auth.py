@@ -231,3 +231,23 @@ def test_user_tokens_cannot_forward_writes(cluster: LocalCluster) -> None:
             stream(iter([storage_pb2.WriteRequest(header=header), storage_pb2.WriteRequest(data=b"x")]),
                    timeout=5, metadata=(("authorization", f"Bearer {cluster.root_token}"),))
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_write_session_belongs_to_whoever_opened_it(cluster: LocalCluster) -> None:
+    """Another token (root included) can neither renew nor close a session, one by one or in a
+    batch; the refusal leaves the session open for its owner, whose close commits."""
+    from chainfs.client.rpc.meta_client import MetaClient
+    alice = MetaClient(cluster.address, token=auth.issue(secret(cluster), "user", "alice"), retry_deadline=5)
+    others = [MetaClient(cluster.address, token=t, retry_deadline=5)
+              for t in (auth.issue(secret(cluster), "user", "bob"), cluster.root_token)]
+    session = alice.open_write("/sessions/owned", meta_pb2.REPLACE, "alice-client")
+    for other in others:
+        with pytest.raises(PermissionError, match="belongs to user:alice"):
+            other.renew_session(session.session_id)
+        with pytest.raises(PermissionError, match="belongs to user:alice"):
+            other.close_write(session.session_id, 0)
+        [refused] = other.close_write_many([(session.session_id, 0, True)])
+        assert isinstance(refused, PermissionError)
+    alice.renew_session(session.session_id)
+    assert alice.close_write(session.session_id, 0).length == 0
+    assert ChainClient(cluster.address).stat("/sessions/owned").length == 0
