@@ -38,6 +38,9 @@ STALL_TIMEOUT = float(os.environ.get("CHAINFS_STALL_TIMEOUT", "") or STORAGE_RPC
 # HTTP/2 streams one gRPC connection may have open on a server at once (per make_server worker, x2):
 # more wait on the client's side; one client cannot take every slot of maximum_concurrent_rpcs.
 STREAMS_PER_WORKER = 2
+# Connections (a thread each) one node's data service holds at once; the next are refused with
+# BUSY, which clients retry. $CHAINFS_DATA_MAX_CONNECTIONS sets it.
+DATA_MAX_CONNECTIONS = int(os.environ.get("CHAINFS_DATA_MAX_CONNECTIONS", "") or 1024)
 
 # Cluster manager.
 HEARTBEAT_INTERVAL = 0.5

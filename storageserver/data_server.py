@@ -72,6 +72,7 @@ class DataServer:
         self.replicator = replicator
         # inside a frame, the peer must send a byte at least every stall_timeout s (config.py)
         self.stall_timeout = config.STALL_TIMEOUT if stall_timeout is None else stall_timeout
+        self.max_connections = config.DATA_MAX_CONNECTIONS  # a thread each
         self.reader = reader
         self._listener = socket.create_server((host, port), backlog=128)
         self.port = self._listener.getsockname()[1]
@@ -133,8 +134,27 @@ class DataServer:
             if not local:
                 wire.tune(conn)
             with self._mu:
-                self._conns.add(conn)
+                full = len(self._conns) >= self.max_connections
+                if not full:
+                    self._conns.add(conn)
+            if full:
+                self._refuse(conn, local)
+                continue
             threading.Thread(target=self._serve, args=(conn, local), daemon=True, name="data-conn").start()
+
+    def _refuse(self, conn: socket.socket, local: bool) -> None:
+        """A connection past max_connections: BUSY (retryable) in plaintext, then closed; a TLS
+        peer, which expects a handshake first, only sees the close."""
+        log.warning("data connection refused: %d connections open", self.max_connections)
+        try:
+            if self._tls is None or local:
+                conn.settimeout(1.0)
+                wire.send_error(conn, ChainfsError(Reason.BUSY, f"node serves {self.max_connections} data "
+                                                                "connections already"))
+        except OSError:
+            pass
+        finally:
+            conn.close()
 
     def _handshake(self, conn: socket.socket) -> ssl.SSLSocket | None:
         """The TLS side of an accepted connection, or None (closed) when its peer fails the

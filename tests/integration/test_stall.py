@@ -104,3 +104,61 @@ def test_a_stalled_grpc_write_stream_is_cancelled(stall_cluster: LocalCluster) -
     payload = b"still serving" * 1000
     client.write_file("/after-a-stalled-stream", payload)
     assert client.read_file("/after-a-stalled-stream") == payload
+
+
+CAP = 6
+
+
+@pytest.fixture(scope="module")
+def capped_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """One node whose data port holds at most CAP connections."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CHAINFS_DATA_MAX_CONNECTIONS", str(CAP))
+        mp.setenv("CHAINFS_STALL_TIMEOUT", "30")  # silent test connections stay (stall_cluster may be up)
+        with LocalCluster(tmp_path_factory.mktemp("capped"), storage_nodes=1, replicas=1,
+                          targets_per_node=1, heartbeat_timeout=5.0) as c:
+            yield c
+
+
+def refused(sock: socket.socket) -> bool:
+    """True if the node answered this fresh connection with BUSY (it says nothing to accepted ones)."""
+    sock.settimeout(0.5)
+    try:
+        op, header_len, _ = wire.recv_prefix(sock)
+    except TimeoutError:
+        return False
+    assert op == wire.OP_ERROR
+    assert wire.error_of(wire.recv_header(sock, header_len)).reason.value == "busy"
+    return True
+
+
+def test_data_connections_past_the_cap_get_busy_and_clients_retry(capped_cluster: LocalCluster) -> None:
+    address = split_address(capped_cluster.routing().nodes[0].data_address)
+    held: list[socket.socket] = []
+    try:
+        for _ in range(CAP + 1):
+            sock = socket.create_connection(address)
+            if refused(sock):
+                sock.close()
+                break
+            held.append(sock)
+        else:
+            pytest.fail(f"the node accepted {CAP + 1} data connections")
+        assert len(held) == CAP  # nothing else holds one of this idle node's connections
+        client = ChainClient(capped_cluster.address, retry_deadline=30.0)
+        done: list[bytes] = []
+
+        def write_and_read() -> None:  # refused with BUSY (retryable) until a slot is free
+            client.write_file("/past-the-cap", b"x" * 100_000)
+            done.append(client.read_file("/past-the-cap"))
+
+        writer = threading.Thread(target=write_and_read, daemon=True)
+        writer.start()
+        writer.join(1.0)
+        assert not done, "the write went through with every data connection taken"
+        held.pop().close()
+        writer.join(30)
+        assert done == [b"x" * 100_000]
+    finally:
+        for sock in held:
+            sock.close()
