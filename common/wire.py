@@ -14,6 +14,7 @@ from __future__ import annotations
 import socket
 import ssl
 import struct
+import time
 from typing import BinaryIO, Callable, Sequence
 
 from chainfs.common.errors import ChainfsError, Reason
@@ -46,28 +47,41 @@ def pack_prefix(op: int, header_len: int, payload_len: int) -> bytes:
     return PREFIX.pack(MAGIC, op, 0, 0, header_len, payload_len)
 
 
-def recv_exact(sock: socket.socket, view: memoryview) -> None:
-    """Fills `view` completely from the socket, or raises PeerClosed."""
+def recv_exact(sock: socket.socket, view: memoryview, deadline: float | None = None) -> None:
+    """Fills `view` completely from the socket, or raises PeerClosed; with `deadline` (a
+    time.monotonic() value), raises TimeoutError past it however the bytes trickle in."""
     got = 0
     total = len(view)
-    while got < total:
-        n = sock.recv_into(view[got:], total - got)
-        if n == 0:
-            raise PeerClosed(f"connection closed after {got} of {total} bytes")
-        got += n
+    before = sock.gettimeout() if deadline is not None else None
+    try:
+        while got < total:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{got} of {total} bytes by the deadline")
+                sock.settimeout(left if before is None else min(left, before))
+            n = sock.recv_into(view[got:], total - got)
+            if n == 0:
+                raise PeerClosed(f"connection closed after {got} of {total} bytes")
+            got += n
+    finally:
+        if deadline is not None:
+            sock.settimeout(before)
 
 
 def recv_prefix(sock: socket.socket, stall_timeout: float | None = None) -> tuple[int, int, int]:
     """Reads one frame prefix: (op, header length, payload length); validates the bounds. With
     `stall_timeout`, the first byte may take as long as the socket's timeout allows (an idle pooled
-    connection) and the socket then times out after `stall_timeout` s without a byte."""
+    connection); the rest must arrive within `stall_timeout` s, and the socket then times out after
+    `stall_timeout` s without a byte."""
     raw = bytearray(PREFIX.size)
     view = memoryview(raw)
-    if stall_timeout is not None:
+    if stall_timeout is None:
+        recv_exact(sock, view)
+    else:
         recv_exact(sock, view[:1])
         sock.settimeout(stall_timeout)
-        view = view[1:]
-    recv_exact(sock, view)
+        recv_exact(sock, view[1:], time.monotonic() + stall_timeout)
     return _check_prefix(raw)
 
 
@@ -97,9 +111,9 @@ def read_prefix(stream: BinaryIO) -> tuple[int, int, int]:
     return _check_prefix(read_exact(stream, bytearray(PREFIX.size)))
 
 
-def recv_header(sock: socket.socket, header_len: int) -> bytes:
+def recv_header(sock: socket.socket, header_len: int, deadline: float | None = None) -> bytes:
     buf = bytearray(header_len)
-    recv_exact(sock, memoryview(buf))
+    recv_exact(sock, memoryview(buf), deadline)
     return bytes(buf)
 
 

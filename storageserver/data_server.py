@@ -193,7 +193,8 @@ class DataServer:
                     op, header_len, payload_len = wire.recv_prefix(conn, self.stall_timeout)
                 except wire.PeerClosed:
                     return
-                header = wire.recv_header(conn, header_len)
+                # a header trickled in a byte at a time must still come whole within the stall timeout
+                header = wire.recv_header(conn, header_len, time.monotonic() + self.stall_timeout)
                 started = time.perf_counter()
                 if op == wire.OP_WRITE and not local:
                     scratch, failure = self._write(conn, header, payload_len, scratch, ident)

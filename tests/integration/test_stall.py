@@ -81,6 +81,25 @@ def test_stalled_data_clients_are_dropped_while_others_are_served(stall_cluster:
             idle.recv(1)
 
 
+def test_a_header_trickled_byte_by_byte_is_dropped(stall_cluster: LocalCluster) -> None:
+    """Each byte comes before the stall timeout, but the header as a whole does not."""
+    client = ChainClient(stall_cluster.address, retry_deadline=30.0)
+    address = split_address(stall_cluster.routing().nodes[0].data_address)
+    with socket.create_connection(address) as sock:
+        wire.authenticate(sock, client.routing.token)
+        sock.sendall(wire.pack_prefix(wire.OP_WRITE, 100, 10))
+        started = time.monotonic()
+        try:
+            while time.monotonic() - started < STALL_S + 10.0:
+                sock.sendall(b"\x0a")
+                time.sleep(STALL_S / 4)  # the trickle's own pace, not synchronization
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        else:
+            closed_within(sock, 1.0)
+        took = time.monotonic() - started
+    assert STALL_S * 0.9 <= took < STALL_S + 10.0, took
+
 def test_a_stalled_grpc_write_stream_is_cancelled(stall_cluster: LocalCluster) -> None:
     client = ChainClient(stall_cluster.address, retry_deadline=30.0)
     node = stall_cluster.routing().nodes[0]
