@@ -10,6 +10,7 @@ connection carries one request at a time; a client or forwarding node keeps a po
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import ssl
@@ -73,6 +74,8 @@ class DataServer:
         # inside a frame, the peer must send a byte at least every stall_timeout s (config.py)
         self.stall_timeout = config.STALL_TIMEOUT if stall_timeout is None else stall_timeout
         self.max_connections = config.DATA_MAX_CONNECTIONS  # a thread each
+        self.refused = 0
+        self._refused_logged = -math.inf
         self.reader = reader
         self._listener = socket.create_server((host, port), backlog=128)
         self.port = self._listener.getsockname()[1]
@@ -145,7 +148,11 @@ class DataServer:
     def _refuse(self, conn: socket.socket, local: bool) -> None:
         """A connection past max_connections: BUSY (retryable) in plaintext, then closed; a TLS
         peer, which expects a handshake first, only sees the close."""
-        log.warning("data connection refused: %d connections open", self.max_connections)
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._refused_logged >= 10.0:  # a flood of connections must not flood the log
+            self._refused_logged = now
+            log.warning("data connections refused: %d open (%d refused so far)", self.max_connections, self.refused)
         try:
             if self._tls is None or local:
                 conn.settimeout(1.0)
@@ -215,7 +222,7 @@ class DataServer:
             except OSError:
                 pass
         except TimeoutError:
-            log.info("data connection dropped: no byte for %.1f s inside a frame", self.stall_timeout)
+            log.info("data connection dropped: stalled inside a frame (stall timeout %.1f s)", self.stall_timeout)
         except OSError as exc:
             log.debug("data connection closed: %s", exc)
         except Exception:  # noqa: BLE001 - a connection's failure must not take the node down
@@ -228,9 +235,9 @@ class DataServer:
     def _authenticate(self, conn: socket.socket) -> auth.Identity | None:
         """The connection's first frame must be OP_AUTH with a token this cluster signed (the
         Unix socket needs none: its mode 0600 admits only this node's user)."""
-        conn.settimeout(self.stall_timeout)
+        conn.settimeout(self.stall_timeout)  # before its token, a peer may not idle either
         try:
-            op, header_len, payload_len = wire.recv_prefix(conn)
+            op, header_len, payload_len = wire.recv_prefix(conn, self.stall_timeout)
         except wire.PeerClosed:
             return None
         if op != wire.OP_AUTH or payload_len:
@@ -238,7 +245,8 @@ class DataServer:
                                                                        "(first frame must be OP_AUTH)"))
             return None
         try:
-            ident = auth.check(wire.recv_header(conn, header_len).decode("ascii", "replace"))
+            token = wire.recv_header(conn, header_len, time.monotonic() + self.stall_timeout)
+            ident = auth.check(token.decode("ascii", "replace"))
         except ChainfsError as exc:
             log.info("data connection refused: %s", exc.message)
             wire.send_error(conn, exc)
