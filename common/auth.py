@@ -46,8 +46,10 @@ KINDS = ("node", "user")
 # nodes, or replicate between chain members.
 NODE_ONLY = frozenset({"/chainfs.ClusterManager/Register", "/chainfs.ClusterManager/Heartbeat",
                        "/chainfs.Storage/Sync"})
-# Cluster-admin methods: a node (the metaserver, fsck run by an operator) or a root user.
-ADMIN = frozenset({"/chainfs.Namespace/CheckNamespace"})
+# Cluster-admin methods: a node (the metaserver, a peer's resync) or a root user (fsck). ListChunks
+# lists every chunk of a chain, whatever path it belongs to; RepairChunk other than a suspect
+# report (which only asks a node to verify its copy) is checked in its handler (require_admin).
+ADMIN = frozenset({"/chainfs.Namespace/CheckNamespace", "/chainfs.Storage/ListChunks"})
 # Probes stay open (load balancers and `wait_for` ask them without credentials).
 OPEN = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 PATH_FIELDS = ("path", "src", "dst", "paths")
@@ -296,8 +298,14 @@ def authorize(method: str, ident: Identity) -> None:
     if method in NODE_ONLY and not ident.is_node:
         raise ChainfsError(Reason.PERMISSION_DENIED, f"{method.rsplit('/', 1)[1]} needs a node token, "
                                                      f"not the user token of {ident.name}")
-    if method in ADMIN and not (ident.is_node or ident.root):
-        raise ChainfsError(Reason.PERMISSION_DENIED, f"{method.rsplit('/', 1)[1]} needs a root token")
+    if method in ADMIN:
+        require_admin(ident, method.rsplit('/', 1)[1])
+
+
+def require_admin(ident: Identity | None, what: str) -> None:
+    """PERMISSION_DENIED unless a node or a root user calls (None: this server checks no tokens)."""
+    if ident is not None and not (ident.is_node or ident.root):
+        raise ChainfsError(Reason.PERMISSION_DENIED, f"{what} needs a root token, not the user token of {ident.name}")
 
 
 def authorize_paths(method: str, ident: Identity, request: Any) -> None:

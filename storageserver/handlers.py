@@ -108,6 +108,8 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
                     context: grpc.ServicerContext) -> storage_pb2.RepairChunkReply:
         if self.repairer is None:
             raise ChainfsError(Reason.INVALID_ARGUMENT, "this server does not repair chunks")
+        if not request.suspect:  # a repair from a good copy rewrites a replica: an operator's act
+            auth.require_admin(auth.identity_of(context), "RepairChunk")
         key = key_of(request.chunk)
         pos = self.replicator.routing.position(request.chain_id)
         if pos is None:

@@ -251,3 +251,25 @@ def test_a_write_session_belongs_to_whoever_opened_it(cluster: LocalCluster) -> 
     alice.renew_session(session.session_id)
     assert alice.close_write(session.session_id, 0).length == 0
     assert ChainClient(cluster.address).stat("/sessions/owned").length == 0
+
+
+def test_user_tokens_cannot_list_or_repair_chunks(cluster: LocalCluster) -> None:
+    """ListChunks and a repair from a good copy are an operator's (root or node); a user may still
+    report a suspect copy, which only asks the node to verify it."""
+    table = cluster.routing()
+    chain = table.chains[0]
+    node = {n.node_id: n for n in table.nodes}[chain.targets[0].node_id]
+    chunk = storage_pb2.ChunkId(inode=999998, index=0)
+    user = auth.issue(secret(cluster), "user", "carol")
+    with grpc.insecure_channel(node.address) as channel:
+        def call(method: str, request: object, token: str) -> None:
+            channel.unary_unary(f"/chainfs.Storage/{method}", lambda m: m.SerializeToString(),
+                                lambda b: b)(request, timeout=5, metadata=((auth.METADATA_KEY, f"Bearer {token}"),))
+        listing = storage_pb2.ChunkListRequest(chain_id=chain.chain_id, limit=1)
+        repair = storage_pb2.RepairChunkRequest(chain_id=chain.chain_id, chunk=chunk)
+        for method, request in (("ListChunks", listing), ("RepairChunk", repair)):
+            with pytest.raises(grpc.RpcError) as err:
+                call(method, request, user)
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED, method
+        call("ListChunks", listing, cluster.root_token or "")
+        call("RepairChunk", storage_pb2.RepairChunkRequest(chain_id=chain.chain_id, chunk=chunk, suspect=True), user)
