@@ -25,6 +25,7 @@ from chainfs.common.checksum import BLOCK_BYTES
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.common.metrics import record_request
 from chainfs.proto import storage_pb2
+from chainfs.storageserver.metrics import record_data_drop
 from chainfs.storageserver.reads import ChunkReader
 from chainfs.storageserver.replication import Replicator
 
@@ -149,6 +150,7 @@ class DataServer:
         """A connection past max_connections: BUSY (retryable) in plaintext, then closed; a TLS
         peer, which expects a handshake first, only sees the close."""
         self.refused += 1
+        record_data_drop("refused")
         now = time.monotonic()
         if now - self._refused_logged >= 10.0:  # a flood of connections must not flood the log
             self._refused_logged = now
@@ -222,6 +224,7 @@ class DataServer:
             except OSError:
                 pass
         except TimeoutError:
+            record_data_drop("stalled")
             log.info("data connection dropped: stalled inside a frame (stall timeout %.1f s)", self.stall_timeout)
         except OSError as exc:
             log.debug("data connection closed: %s", exc)

@@ -8,6 +8,7 @@ Hooks (process-wide, cheap: a few counter increments; any data path may call the
     record_scrub(target_id, nbytes, bad)        # once per chunk the scrubber verified
     record_scrub_pass(target_id)                # once per finished scrub pass over a target
     record_repair(cause, ok)                    # once per repair of a bad replica chunk
+    record_data_drop(reason)                    # once per data connection the node dropped or refused
 
 | metric | kind | labels | source |
 | --- | --- | --- | --- |
@@ -21,6 +22,7 @@ Hooks (process-wide, cheap: a few counter increments; any data path may call the
 | `chainfs_scrub_bad_chunks_total` | counter | target | record_scrub (a copy that failed verification) |
 | `chainfs_scrub_passes_total` | counter | target | record_scrub_pass |
 | `chainfs_chunk_repairs_total` | counter | cause (scrub, resync, append, rpc), result (ok, failed) | record_repair |
+| `chainfs_data_connections_dropped_total` | counter | reason (stalled: silent inside a frame; refused: past the connection cap) | record_data_drop |
 | `chainfs_target_chunks` | gauge | target | the target's store (a scan, cached 2 s) |
 | `chainfs_target_used_bytes` | gauge | target | committed chunk bytes in the store (same scan) |
 | `chainfs_target_disk_free_bytes` / `_disk_total_bytes` | gauge | target | the file system holding the target |
@@ -68,6 +70,8 @@ _SCRUB_CHUNKS = Counter("chainfs_scrub_chunks", "chunks verified by the scrubber
 _SCRUB_BAD = Counter("chainfs_scrub_bad_chunks", "chunks whose copy failed verification", ["target"],
                      registry=PROCESS)
 _SCRUB_PASSES = Counter("chainfs_scrub_passes", "finished scrub passes over a target", ["target"], registry=PROCESS)
+_DATA_DROPS = Counter("chainfs_data_connections_dropped", "data connections dropped (stalled) or refused (cap)",
+                      ["reason"], registry=PROCESS)
 _REPAIRS = Counter("chainfs_chunk_repairs", "repairs of a bad replica chunk from a good replica",
                    ["cause", "result"], registry=PROCESS)
 
@@ -88,6 +92,10 @@ def record_scrub_pass(target_id: int) -> None:
 def record_repair(cause: str, ok: bool) -> None:
     """Counts one repair (or failed repair) of a bad replica chunk."""
     _REPAIRS.labels(cause, "ok" if ok else "failed").inc()
+
+
+def record_data_drop(reason: str) -> None:
+    _DATA_DROPS.labels(reason).inc()
 
 
 def record_io(target_id: int, op: str, nbytes: int, seconds: float) -> None:

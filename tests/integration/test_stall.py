@@ -17,6 +17,7 @@ import grpc
 
 from chainfs.common import rpc, wire
 from chainfs.common.addresses import split_address
+from chainfs.common.scrape import scrape
 from chainfs.proto import storage_pb2_grpc
 
 pytestmark = pytest.mark.integration
@@ -79,6 +80,8 @@ def test_stalled_data_clients_are_dropped_while_others_are_served(stall_cluster:
         idle.settimeout(0.2)
         with pytest.raises(TimeoutError):
             idle.recv(1)
+    metrics = scrape(f"127.0.0.1:{stall_cluster.state.storage[0].metrics_port}")
+    assert metrics.get_one("chainfs_data_connections_dropped_total", reason="stalled") >= 2
 
 
 def test_a_header_trickled_byte_by_byte_is_dropped(stall_cluster: LocalCluster) -> None:
@@ -178,6 +181,8 @@ def test_data_connections_past_the_cap_get_busy_and_clients_retry(capped_cluster
         held.pop().close()
         writer.join(30)
         assert done == [b"x" * 100_000]
+        metrics = scrape(f"127.0.0.1:{capped_cluster.state.storage[0].metrics_port}")
+        assert metrics.get_one("chainfs_data_connections_dropped_total", reason="refused") >= 1
     finally:
         for sock in held:
             sock.close()
