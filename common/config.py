@@ -35,6 +35,9 @@ STORAGE_RPC_TIMEOUT = 30.0
 # this long, not forever. Idle pooled connections between frames are not limited.
 # $CHAINFS_STALL_TIMEOUT sets it.
 STALL_TIMEOUT = float(os.environ.get("CHAINFS_STALL_TIMEOUT", "") or STORAGE_RPC_TIMEOUT)
+# A data-port payload must also arrive whole within STALL_TIMEOUT + its size at this rate, so a
+# peer trickling a byte per interval cannot keep a connection: 64 MiB may take 30 s + 256 s.
+MIN_PAYLOAD_RATE = 256 << 10  # bytes per second
 # HTTP/2 streams one gRPC connection may have open on a server at once (per make_server worker, x2):
 # more wait on the client's side; one client cannot take every slot of maximum_concurrent_rpcs.
 STREAMS_PER_WORKER = 2

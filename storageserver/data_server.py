@@ -41,16 +41,19 @@ _UNIX_PATH_MAX = 107
 class SocketBody:
     """The payload of one OP_WRITE frame, read straight into the writer's buffer."""
 
-    def __init__(self, sock: socket.socket, length: int) -> None:
+    def __init__(self, sock: socket.socket, length: int, stall_timeout: float | None = None) -> None:
         self.sock = sock
         self.left = length
         self.broken = False
+        # the whole payload's deadline (config.MIN_PAYLOAD_RATE): a trickle does not keep the connection
+        self.deadline = None if stall_timeout is None else \
+            time.monotonic() + stall_timeout + length / config.MIN_PAYLOAD_RATE
 
     def read_into(self, view: memoryview) -> None:
         if len(view) > self.left:
             raise ChainfsError(Reason.INVALID_ARGUMENT, f"the data ended {len(view) - self.left} bytes early")
         self.broken = True  # until the piece is complete: a failure here leaves the stream mid-frame
-        wire.recv_exact(self.sock, view)
+        wire.recv_exact(self.sock, view, self.deadline)
         self.broken = False
         self.left -= len(view)
 
@@ -268,7 +271,7 @@ class DataServer:
                ident: auth.Identity | None = None) -> tuple[bytearray, Reason | None]:
         """Serves one OP_WRITE; returns the connection's scratch buffer (grown for patches) and the
         reason it failed, if it did."""
-        body = SocketBody(conn, payload_len)
+        body = SocketBody(conn, payload_len, self.stall_timeout)
         try:
             header = self._parse(storage_pb2.WriteHeader, raw)
             auth.check_forward(header, ident)

@@ -84,13 +84,17 @@ def test_stalled_data_clients_are_dropped_while_others_are_served(stall_cluster:
     assert metrics.get_one("chainfs_data_connections_dropped_total", reason="stalled") >= 2
 
 
-def test_a_header_trickled_byte_by_byte_is_dropped(stall_cluster: LocalCluster) -> None:
-    """Each byte comes before the stall timeout, but the header as a whole does not."""
+@pytest.mark.parametrize("part", ["header", "payload"])
+def test_a_frame_trickled_byte_by_byte_is_dropped(stall_cluster: LocalCluster, part: str) -> None:
+    """Each byte comes before the stall timeout, but the header (or the payload) as a whole does not."""
     client = ChainClient(stall_cluster.address, retry_deadline=30.0)
     address = split_address(stall_cluster.routing().nodes[0].data_address)
     with socket.create_connection(address) as sock:
         wire.authenticate(sock, client.routing.token)
-        sock.sendall(wire.pack_prefix(wire.OP_WRITE, 100, 10))
+        if part == "header":
+            sock.sendall(wire.pack_prefix(wire.OP_WRITE, 100, 10))
+        else:  # a whole (unusable) header: the node refuses it and drains the payload, which trickles
+            sock.sendall(wire.pack_prefix(wire.OP_WRITE, 4, 1000) + b"\x0a\x02\x08\x01")
         started = time.monotonic()
         try:
             while time.monotonic() - started < STALL_S + 10.0:
