@@ -56,6 +56,7 @@ def test_stalled_data_clients_are_dropped_while_others_are_served(stall_cluster:
 
     # 1. Half a prefix before authenticating.
     half = socket.create_connection(address)
+    started = time.monotonic()  # the next byte starts the first stall clock: no drop before started + STALL_S
     half.sendall(prefix[:5])
     # 2. Authenticated, then a whole prefix and part of its header.
     mid = socket.create_connection(address)
@@ -65,7 +66,6 @@ def test_stalled_data_clients_are_dropped_while_others_are_served(stall_cluster:
     idle = socket.create_connection(address)
     wire.authenticate(idle, client.routing.token)
 
-    started = time.monotonic()
     payload = bytes(range(256)) * 4096
     client.write_file("/served-while-stalled", payload)  # another client is served meanwhile
     assert client.read_file("/served-while-stalled") == payload
