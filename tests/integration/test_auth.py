@@ -25,25 +25,19 @@ from chainfs.common import auth, credentials, wire
 from chainfs.common.addresses import split_address
 from chainfs.proto import meta_pb2, meta_pb2_grpc, storage_pb2
 
+from tests.private_home import private_config_home
+
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """3 nodes, 2 replicas, its credentials in a private home (so `stop` can be seen removing them)."""
-    home = tmp_path_factory.mktemp("xdg")
-    old = os.environ.get("XDG_CONFIG_HOME")
-    os.environ["XDG_CONFIG_HOME"] = str(home)
-    try:
+    with private_config_home(tmp_path_factory.mktemp("xdg")):
         with LocalCluster(tmp_path_factory.mktemp("auth-cluster"), storage_nodes=3, replicas=2,
                           targets_per_node=2, heartbeat_timeout=2.0, fsync=False) as c:
             yield c
         assert credentials.lookup(c.address) is None  # stop removed its credentials
-    finally:
-        if old is None:
-            os.environ.pop("XDG_CONFIG_HOME", None)
-        else:
-            os.environ["XDG_CONFIG_HOME"] = old
 
 
 def secret(cluster: LocalCluster) -> bytes:

@@ -23,25 +23,19 @@ from chainfs.common import tls, tls_profiles, wire
 from chainfs.common.addresses import split_address
 from chainfs.proto import storage_pb2 as spb
 
+from tests.private_home import private_config_home
+
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """3 nodes, 3 replicas (every write is forwarded twice), its TLS profile in a private home."""
-    home = tmp_path_factory.mktemp("xdg")
-    old = os.environ.get("XDG_CONFIG_HOME")
-    os.environ["XDG_CONFIG_HOME"] = str(home)
-    try:
+    with private_config_home(tmp_path_factory.mktemp("xdg")):
         with LocalCluster(tmp_path_factory.mktemp("tls-cluster"), storage_nodes=3, replicas=3,
                           targets_per_node=2, heartbeat_timeout=2.0, fsync=False, tls=True) as c:
             yield c
         assert tls_profiles.lookup(c.address) is None  # stop removed its profile
-    finally:
-        if old is None:
-            os.environ.pop("XDG_CONFIG_HOME", None)
-        else:
-            os.environ["XDG_CONFIG_HOME"] = old
 
 
 def data_address(cluster: LocalCluster) -> str:
