@@ -19,6 +19,7 @@ from chainfs.cli import cluster_view
 from chainfs.cli.targets import human
 from chainfs.client.rpc.meta_client import MetaClient
 from chainfs.cluster import LocalCluster
+from chainfs.cluster.limits import DataLimits
 from chainfs.cluster.local import STATE_FILE
 from chainfs.common import credentials
 from chainfs.common.scrape import scrape_all
@@ -46,6 +47,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--scrub-mib-s", type=float, default=16.0,
                     help="MiB/s each storage node's background scrub verifies (0 turns it off)")
     up.add_argument("--scrub-interval", type=float, default=600.0, help="seconds between scrub passes")
+    up.add_argument("--stall-timeout", type=float, metavar="SECONDS",
+                    help="storage nodes drop a peer silent this long inside a data frame or Write stream "
+                         "(default 30; docs/security.md)")
+    up.add_argument("--data-max-connections", type=int, metavar="N",
+                    help="data connections each storage node serves at once (default 1024)")
+    up.add_argument("--data-max-per-client", type=int, metavar="N",
+                    help="of those, the most one client (user token, or host without tokens) holds (default 256)")
     up.add_argument("--insecure", action="store_true",
                     help="no tokens: every local process may call every server (default: a secret in "
                          "DIR/auth, a root token in ~/.config/chainfs/credentials; docs/security.md)")
@@ -90,7 +98,9 @@ def cmd_up(args: argparse.Namespace) -> int:
                            heartbeat_timeout=args.heartbeat_timeout, start_timeout=args.timeout,
                            meta_backend=args.meta_backend, metaservers=args.metaservers,
                            etcd_members=args.etcd_members, netns=args.netns, scrub_mib_s=args.scrub_mib_s,
-                           scrub_interval=args.scrub_interval, tls=args.tls, auth=not args.insecure)
+                           scrub_interval=args.scrub_interval, tls=args.tls, auth=not args.insecure,
+                           limits=DataLimits(args.stall_timeout, args.data_max_connections,
+                                             args.data_max_per_client))
     cluster.start()
     print(cluster.url)
     if cluster.state.auth:

@@ -28,6 +28,7 @@ from chainfs.client.rpc.meta_client import MetaClient
 from chainfs.cluster import auth_files, certs
 from chainfs.cluster.etcd import EtcdCluster
 from chainfs.cluster.ha import HaMixin
+from chainfs.cluster.limits import DataLimits
 from chainfs.cluster.netns import NetnsLab
 from chainfs.cluster.process import is_alive, is_ours, read_port, spawn, stop_pid, wait_for
 
@@ -69,6 +70,7 @@ class ClusterState:
     scrub_interval: float = 600.0   # seconds between scrub passes
     tls: bool = False               # mutual TLS everywhere, certificates in tls/ (cluster/certs.py)
     auth: bool = True               # every call carries a token signed with auth/secret (auth_files.py)
+    limits: DataLimits = field(default_factory=DataLimits)  # the storage nodes' data-service limits
 
     @property
     def meta(self) -> ServerState:
@@ -100,7 +102,7 @@ class ClusterState:
             etcd_prefix=data.get("etcd_prefix", "/chainfs"),
             netns_tag=data.get("netns_tag", ""), netns_hosts=data.get("netns_hosts", 0),
             scrub_mib_s=data.get("scrub_mib_s", 16.0), scrub_interval=data.get("scrub_interval", 600.0),
-            tls=data.get("tls", False), auth=data.get("auth", True),
+            tls=data.get("tls", False), auth=data.get("auth", True), limits=DataLimits(**data.get("limits", {})),
         )
 
 
@@ -113,7 +115,7 @@ class LocalCluster(HaMixin):
                  gc_grace: float = 30.0, fsync: bool = True, meta_backend: str = "rocksdb",
                  metaservers: int = 1, etcd_members: int = 1, netns: bool = False,
                  scrub_mib_s: float = 16.0, scrub_interval: float = 600.0, tls: bool = False,
-                 auth: bool = True) -> None:
+                 auth: bool = True, limits: DataLimits | None = None) -> None:
         if storage_nodes < 1:
             raise ValueError(f"storage_nodes must be >= 1, got {storage_nodes}")
         if not 1 <= replicas <= storage_nodes:
@@ -142,6 +144,7 @@ class LocalCluster(HaMixin):
             host=host, replicas=replicas, targets_per_node=targets_per_node,
             heartbeat_timeout=heartbeat_timeout, gc_interval=gc_interval, gc_grace=gc_grace,
             meta_backend=meta_backend, scrub_mib_s=scrub_mib_s, scrub_interval=scrub_interval, tls=tls, auth=auth,
+            limits=limits or DataLimits(),
             metas=[ServerState(port=port if i == 0 else 0, data_dir=str(self.root / ("meta" if i == 0 else f"meta-{i}")),
                                log=str(self.root / "logs" / ("meta.log" if i == 0 else f"meta-{i}.log")))
                    for i in range(metaservers)],
@@ -254,6 +257,7 @@ class LocalCluster(HaMixin):
                 "--scrub-mib-s", str(self.state.scrub_mib_s), "--scrub-interval", str(self.state.scrub_interval)]
         if not self.fsync:
             args.append("--no-fsync")
+        args += self.state.limits.server_args()
         if self.state.tls:
             args += certs.server_args(self.root, f"storage-{i}", self.state.host_of(node))
         args += auth_files.server_args(self.root, f"storage-{i}") if self.state.auth else ["--insecure"]

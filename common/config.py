@@ -33,7 +33,7 @@ STORAGE_RPC_TIMEOUT = 30.0
 # Seconds a peer may go silent inside a data-port frame (after its first byte), or between the
 # messages of a gRPC write stream, before the node drops it: a stalled client then holds a thread
 # this long, not forever. Idle pooled connections between frames are not limited.
-# $CHAINFS_STALL_TIMEOUT sets it.
+# The storage server's --stall-timeout sets it (default $CHAINFS_STALL_TIMEOUT, else 30 s).
 STALL_TIMEOUT = float(os.environ.get("CHAINFS_STALL_TIMEOUT", "") or STORAGE_RPC_TIMEOUT)
 # A data-port payload must also arrive whole within STALL_TIMEOUT + its size at this rate, so a
 # peer trickling a byte per interval cannot keep a connection: 64 MiB may take 30 s + 256 s.
@@ -42,8 +42,14 @@ MIN_PAYLOAD_RATE = 256 << 10  # bytes per second
 # more wait on the client's side; one client cannot take every slot of maximum_concurrent_rpcs.
 STREAMS_PER_WORKER = 2
 # Connections (a thread each) one node's data service holds at once; the next are refused with
-# BUSY, which clients retry. $CHAINFS_DATA_MAX_CONNECTIONS sets it.
+# BUSY, which clients retry. The storage server's --data-max-connections sets it (default
+# $CHAINFS_DATA_MAX_CONNECTIONS, else 1024).
 DATA_MAX_CONNECTIONS = int(os.environ.get("CHAINFS_DATA_MAX_CONNECTIONS", "") or 1024)
+# Of those, one client may hold at most this many: a user token's holder (node tokens are not
+# counted: storage nodes carry every client's forwards), or on a cluster without tokens the peer's
+# host (every process of that host together).
+# --data-max-per-client sets it (default $CHAINFS_DATA_MAX_PER_CLIENT, else 256).
+DATA_MAX_PER_CLIENT = int(os.environ.get("CHAINFS_DATA_MAX_PER_CLIENT", "") or 256)
 
 # Cluster manager.
 HEARTBEAT_INTERVAL = 0.5

@@ -73,11 +73,15 @@ class DataServer:
 
     def __init__(self, replicator: Replicator, reader: ChunkReader, host: str = config.DEFAULT_HOST,
                  port: int = 0, local_socket: str | os.PathLike[str] | None = None,
-                 stall_timeout: float | None = None) -> None:
+                 stall_timeout: float | None = None, max_connections: int | None = None,
+                 max_per_client: int | None = None) -> None:
         self.replicator = replicator
         # inside a frame, the peer must send a byte at least every stall_timeout s (config.py)
         self.stall_timeout = config.STALL_TIMEOUT if stall_timeout is None else stall_timeout
-        self.max_connections = config.DATA_MAX_CONNECTIONS  # a thread each
+        # a thread each
+        self.max_connections = config.DATA_MAX_CONNECTIONS if max_connections is None else max_connections
+        self.max_per_client = config.DATA_MAX_PER_CLIENT if max_per_client is None else max_per_client
+        self._per_client: dict[str, int] = {}  # open connections per client key (_client_key)
         self.refused = 0
         self._refused_logged = -math.inf
         self.reader = reader
@@ -152,12 +156,7 @@ class DataServer:
     def _refuse(self, conn: socket.socket, local: bool) -> None:
         """A connection past max_connections: BUSY (retryable) in plaintext, then closed; a TLS
         peer, which expects a handshake first, only sees the close."""
-        self.refused += 1
-        record_data_drop("refused")
-        now = time.monotonic()
-        if now - self._refused_logged >= 10.0:  # a flood of connections must not flood the log
-            self._refused_logged = now
-            log.warning("data connections refused: %d open (%d refused so far)", self.max_connections, self.refused)
+        self._note_refusal("refused", f"data connections refused: {self.max_connections} open")
         try:
             if self._tls is None or local:
                 conn.settimeout(1.0)
@@ -167,6 +166,15 @@ class DataServer:
             pass
         finally:
             conn.close()
+
+    def _note_refusal(self, reason: str, what: str) -> None:
+        """Counts a refused connection; logs at most every 10 s (a flood must not flood the log)."""
+        self.refused += 1
+        record_data_drop(reason)
+        now = time.monotonic()
+        if now - self._refused_logged >= 10.0:
+            self._refused_logged = now
+            log.warning("%s (%d refused so far)", what, self.refused)
 
     def _handshake(self, conn: socket.socket) -> ssl.SSLSocket | None:
         """The TLS side of an accepted connection, or None (closed) when its peer fails the
@@ -193,12 +201,20 @@ class DataServer:
             if wrapped is None:
                 return
             conn = wrapped
+        client: str | None = None
         try:
             ident: auth.Identity | None = None  # no checks (no secret) or the local socket
             if auth.secret() is not None and not local:
                 ident = self._authenticate(conn)
                 if ident is None:
                     return
+            key = None if local else self._client_key(conn, ident)
+            if key is not None:
+                if not self._admit(conn, key):
+                    return
+                client = key  # counted until the connection closes
+            if ident is not None:
+                wire.send_frame(conn, wire.OP_OK, b"")  # the token's verdict, once admitted
             while not self._stopped.is_set():
                 conn.settimeout(None)  # an idle pooled connection may wait for its next request
                 try:  # from the frame's first byte on, the peer must keep up (stall_timeout)
@@ -236,7 +252,43 @@ class DataServer:
         finally:
             with self._mu:
                 self._conns.discard(conn)
+                if client is not None:
+                    self._release(client)
             conn.close()
+
+    @staticmethod
+    def _client_key(conn: socket.socket, ident: auth.Identity | None) -> str | None:
+        """Whose connection this is, for the per-client cap: the token's principal, or without
+        tokens the peer's host. None for storage nodes: they carry every client's forwards."""
+        if ident is not None:
+            return None if ident.is_node else auth.principal(ident)
+        try:
+            return "host:" + str(conn.getpeername()[0])
+        except OSError:
+            return None
+
+    def _admit(self, conn: socket.socket, client: str) -> bool:
+        """Counts the connection against its client's cap; past it, BUSY (retryable) and False."""
+        with self._mu:
+            held = self._per_client.get(client, 0)
+            if held < self.max_per_client:
+                self._per_client[client] = held + 1
+                return True
+        self._note_refusal("per_client", f"data connection of {client} refused: it holds {held} already")
+        try:
+            wire.send_error(conn, ChainfsError(Reason.BUSY, f"{client} holds {held} data connections to this "
+                                                            "node already"))
+        except OSError:
+            pass
+        return False
+
+    def _release(self, client: str) -> None:
+        """Under self._mu: one connection of `client` closed."""
+        held = self._per_client.get(client, 0) - 1
+        if held > 0:
+            self._per_client[client] = held
+        else:
+            self._per_client.pop(client, None)
 
     def _authenticate(self, conn: socket.socket) -> auth.Identity | None:
         """The connection's first frame must be OP_AUTH with a token this cluster signed (the
@@ -257,8 +309,7 @@ class DataServer:
             log.info("data connection refused: %s", exc.message)
             wire.send_error(conn, exc)
             return None
-        wire.send_frame(conn, wire.OP_OK, b"")
-        return ident
+        return ident  # _serve answers OP_OK once the client's cap admits the connection
 
     @staticmethod
     def _parse(message: type, raw: bytes):  # type: ignore[no-untyped-def]

@@ -63,8 +63,10 @@ class StreamBody:
 class StorageServicer(storage_pb2_grpc.StorageServicer):
     def __init__(self, replicator: Replicator, resyncer: "Resyncer | None" = None,
                  reader: ChunkReader | None = None, repairer: "ChunkRepairer | None" = None,
-                 scrubber: "Scrubber | None" = None) -> None:
+                 scrubber: "Scrubber | None" = None, stall_timeout: float | None = None) -> None:
         self.replicator = replicator
+        # the longest wait for a Write stream's next message (--stall-timeout)
+        self.stall_timeout = config.STALL_TIMEOUT if stall_timeout is None else stall_timeout
         self.repairer = repairer
         self.scrubber = scrubber
         self.reader = reader or ChunkReader(replicator.routing, replicator.stores, replicator.message_bytes)
@@ -73,7 +75,7 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
     @handler
     def Write(self, request_iterator: Iterator[storage_pb2.WriteRequest],
               context: grpc.ServicerContext) -> storage_pb2.WriteReply:
-        request_iterator = stall.guard(request_iterator, context, config.STALL_TIMEOUT)
+        request_iterator = stall.guard(request_iterator, context, self.stall_timeout)
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("body") != "header":
             raise ChainfsError(Reason.INVALID_ARGUMENT, "a write stream starts with its header")

@@ -22,7 +22,7 @@ Hooks (process-wide, cheap: a few counter increments; any data path may call the
 | `chainfs_scrub_bad_chunks_total` | counter | target | record_scrub (a copy that failed verification) |
 | `chainfs_scrub_passes_total` | counter | target | record_scrub_pass |
 | `chainfs_chunk_repairs_total` | counter | cause (scrub, resync, append, rpc), result (ok, failed) | record_repair |
-| `chainfs_data_connections_dropped_total` | counter | reason (stalled: silent inside a frame; refused: past the connection cap) | record_data_drop |
+| `chainfs_data_connections_dropped_total` | counter | reason (stalled: silent inside a frame; refused: past the node's connection cap; per_client: past one client's cap) | record_data_drop |
 | `chainfs_target_chunks` | gauge | target | the target's store (a scan, cached 2 s) |
 | `chainfs_target_used_bytes` | gauge | target | committed chunk bytes in the store (same scan) |
 | `chainfs_target_disk_free_bytes` / `_disk_total_bytes` | gauge | target | the file system holding the target |

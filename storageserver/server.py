@@ -51,7 +51,8 @@ class StorageNode:
                  port: int = 0, targets: int = 4, advertise_host: str | None = None, fsync: bool = True,
                  self_fence: bool = True, rejoin_wait: bool = True, metrics_port: int = -1,
                  data_port: int = 0, scrub_mib_s: float = DEFAULT_MIB_S,
-                 scrub_interval: float = DEFAULT_INTERVAL) -> None:
+                 scrub_interval: float = DEFAULT_INTERVAL, stall_timeout: float | None = None,
+                 data_max_connections: int | None = None, data_max_per_client: int | None = None) -> None:
         if targets < 1:
             raise ValueError("a storage node needs at least one target")
         self.data_dir = Path(data_dir).resolve()
@@ -87,9 +88,12 @@ class StorageNode:
         self.resyncer = Resyncer(self.routing, self.replicator, self.stores, self.channels, locks=self.locks,
                                  repairer=self.repairer)
         self.routing.local_state = self.resyncer.local_state
+        stall_timeout = config.STALL_TIMEOUT if stall_timeout is None else stall_timeout
         add_to_server(StorageServicer(self.replicator, self.resyncer, self.reader, self.repairer,
-                                      self.scrubber), self.server)
-        self.data = DataServer(self.replicator, self.reader, host, data_port, self.data_dir / "data.sock")
+                                      self.scrubber, stall_timeout), self.server)
+        self.data = DataServer(self.replicator, self.reader, host, data_port, self.data_dir / "data.sock",
+                               stall_timeout=stall_timeout, max_connections=data_max_connections,
+                               max_per_client=data_max_per_client)
         self.routing.endpoint = mpb.NodeInfo(data_address=f"{advertise_host}:{self.data.port}",
                                              host_id=local_host_id(), local_socket=self.data.local_socket)
         self.health = health.HealthServicer()
@@ -153,6 +157,20 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """The storage server's options; pass a (sub)parser to add them to it."""
     if parser is None:
@@ -178,6 +196,17 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         help="MiB per second the background scrub reads and verifies (0 turns it off)")
     parser.add_argument("--scrub-interval", type=_non_negative, default=DEFAULT_INTERVAL,
                         help="seconds between the starts of scrub passes over every chunk")
+    limits = parser.add_argument_group("limits (docs/security.md, \"Tenants and limits\")")
+    limits.add_argument("--stall-timeout", type=_positive, default=config.STALL_TIMEOUT, metavar="SECONDS",
+                        help="drop a peer silent this long inside a data-port frame or between the "
+                             "messages of a Write stream (default $CHAINFS_STALL_TIMEOUT, else %(default)s)")
+    limits.add_argument("--data-max-connections", type=_positive_int, default=config.DATA_MAX_CONNECTIONS,
+                        metavar="N", help="data-port connections (a thread each) served at once; the next "
+                                          "get BUSY (default $CHAINFS_DATA_MAX_CONNECTIONS, else %(default)s)")
+    limits.add_argument("--data-max-per-client", type=_positive_int, default=config.DATA_MAX_PER_CLIENT,
+                        metavar="N", help="of those, the most one client holds: per user token, or per peer "
+                                          "host without tokens; storage nodes are not counted "
+                                          "(default $CHAINFS_DATA_MAX_PER_CLIENT, else %(default)s)")
     tls.add_server_args(parser)
     auth.add_server_args(parser)
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
@@ -211,7 +240,9 @@ def run_server(argv: list[str] | None = None, args: argparse.Namespace | None = 
                        advertise_host=args.advertise_host, fsync=not args.no_fsync,
                        rejoin_wait=not args.no_rejoin_wait, metrics_port=args.metrics_port,
                        data_port=args.data_port, scrub_mib_s=args.scrub_mib_s,
-                       scrub_interval=args.scrub_interval)
+                       scrub_interval=args.scrub_interval, stall_timeout=args.stall_timeout,
+                       data_max_connections=args.data_max_connections,
+                       data_max_per_client=args.data_max_per_client)
     try:
         node.start(stop)
     except ChainfsError as exc:

@@ -12,10 +12,12 @@ from typing import Iterator
 import pytest
 
 from chainfs.client import ChainClient
-from chainfs.cluster import LocalCluster
+from chainfs.cluster import LocalCluster, auth_files
+from chainfs.cluster.limits import DataLimits
 import grpc
 
-from chainfs.common import rpc, wire
+from chainfs.common import auth, rpc, wire
+from chainfs.common.errors import ChainfsError, Reason
 from chainfs.common.addresses import split_address
 from chainfs.common.scrape import scrape
 from chainfs.proto import storage_pb2_grpc
@@ -133,17 +135,19 @@ def test_a_stalled_grpc_write_stream_is_cancelled(stall_cluster: LocalCluster) -
 
 
 CAP = 6
+PER_CLIENT = 3
 
 
 @pytest.fixture(scope="module")
 def capped_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """One node whose data port holds at most CAP connections."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CHAINFS_DATA_MAX_CONNECTIONS", str(CAP))
-        mp.setenv("CHAINFS_STALL_TIMEOUT", "30")  # silent test connections stay (stall_cluster may be up)
-        with LocalCluster(tmp_path_factory.mktemp("capped"), storage_nodes=1, replicas=1,
-                          targets_per_node=1, heartbeat_timeout=5.0) as c:
-            yield c
+    """One node whose data port holds at most CAP connections, PER_CLIENT of them per client; set
+    by the storage server's flags (LocalCluster's limits), not the environment."""
+    # silent test connections stay (stall_cluster's environment may still be set)
+    limits = DataLimits(stall_timeout=30, max_connections=CAP, max_per_client=PER_CLIENT)
+    with LocalCluster(tmp_path_factory.mktemp("capped"), storage_nodes=1, replicas=1,
+                      targets_per_node=1, heartbeat_timeout=5.0, limits=limits) as c:
+        assert "--data-max-per-client" in Path(f"/proc/{c.state.storage[0].pid}/cmdline").read_text()
+        yield c
 
 
 def refused(sock: socket.socket) -> bool:
@@ -190,3 +194,43 @@ def test_data_connections_past_the_cap_get_busy_and_clients_retry(capped_cluster
     finally:
         for sock in held:
             sock.close()
+
+
+def test_one_client_cannot_take_every_data_connection(capped_cluster: LocalCluster) -> None:
+    """Past PER_CLIENT connections of one token's holder, the node answers its OP_AUTH with BUSY;
+    other clients still get theirs, and a slot the holder frees is its own again."""
+    address = split_address(capped_cluster.routing().nodes[0].data_address)
+    alice = auth.issue(auth_files.load_secret(capped_cluster.root), "user", "alice")
+    metrics_at = f"127.0.0.1:{capped_cluster.state.storage[0].metrics_port}"
+    before = scrape(metrics_at).get_one("chainfs_data_connections_dropped_total", reason="per_client") or 0
+    held: list[socket.socket] = []
+    try:
+        for _ in range(PER_CLIENT):
+            held.append(socket.create_connection(address, timeout=10))
+            wire.authenticate(held[-1], alice)
+        with socket.create_connection(address, timeout=10) as extra:
+            with pytest.raises(ChainfsError) as err:
+                wire.authenticate(extra, alice)
+            assert err.value.reason is Reason.BUSY
+            assert extra.recv(1) == b""  # and closed
+        # another client (the root user) is served while alice holds her share
+        client = ChainClient(capped_cluster.address, retry_deadline=30.0)
+        client.write_file("/per-client-cap", b"y" * 100_000)
+        assert client.read_file("/per-client-cap") == b"y" * 100_000
+        held.pop().close()
+        deadline = time.monotonic() + 10  # the node notices the close on its own thread
+        while True:
+            again = socket.create_connection(address, timeout=10)
+            try:
+                wire.authenticate(again, alice)
+                held.append(again)
+                break
+            except ChainfsError as exc:
+                again.close()
+                assert exc.reason is Reason.BUSY and time.monotonic() < deadline, exc
+                time.sleep(0.05)  # poll interval while the node's thread notices the close
+    finally:
+        for sock in held:
+            sock.close()
+    after = scrape(metrics_at).get_one("chainfs_data_connections_dropped_total", reason="per_client")
+    assert after >= before + 1
