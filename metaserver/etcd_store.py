@@ -3,8 +3,8 @@
 Why etcd: several stateless metaservers can then serve one namespace, and losing any one of them
 (or a minority of etcd members) loses nothing; consensus is etcd's, not ours.
 
-Layout: `<prefix>/ns/<key>` holds the namespace (inodes, dentries, sessions, GC records, inode and
-session counters) and `<prefix>/cluster/<key>` the cluster tables (nodes, targets, chains, their
+Layout: `<prefix>/ns/<key>` holds the namespace (inodes, dentries, sessions, GC records, the inode
+counter) and `<prefix>/cluster/<key>` the cluster tables (nodes, targets, chains, their
 counters, the routing version); `<prefix>/leader` is the manager election (see `election.py`).
 Each open write session also has a marker key `L<session key>` attached to an etcd lease (one per
 batch of opens, TTL the session lease, kept alive by RenewSession): when etcd lets it lapse, the
@@ -15,8 +15,7 @@ else at that revision (one snapshot), remembering each key's mod revision and ea
 `commit` is ONE etcd Txn: compare every key read (mod revision unchanged, or still absent) and every
 scanned range (nothing written since the snapshot), then apply every put and delete. A failed
 compare raises `TxnConflict` and the operation reruns from the start (`retry_conflicts`), so the
-result is serializable across metaservers. Inode and session ids come from per-metaserver blocks
-taken with a compare-and-swap on the counter, so creates do not all contend on one counter key.
+result is serializable across metaservers. Inode ids come from per-metaserver blocks taken with a compare-and-swap on the counter, so creates do not all contend on one counter key.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from chainfs.metaserver.etcd_client import (
     EtcdClient, delete_op, mod_equals, prefix_end, put_op, range_unchanged_since,
 )
 from chainfs.metaserver.store import (
-    C_CHAIN, C_INODE, C_NODE, C_ROUTING, C_SESSION, C_TARGET, P_CHAIN, P_DENTRY, P_LEASE, P_NODE, P_TARGET,
+    C_CHAIN, C_INODE, C_NODE, C_ROUTING, C_TARGET, P_CHAIN, P_DENTRY, P_LEASE, P_NODE, P_TARGET,
     ROOT_ID, Store, Txn, TxnConflict, counter_key, dentry_key, inode_key, u64,
 )
 from chainfs.proto import meta_pb2 as pb
@@ -39,13 +38,13 @@ from chainfs.proto import etcd_pb2 as epb
 log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "/chainfs"
-ID_BLOCK = 256  # inode / session ids a metaserver takes at a time
+ID_BLOCK = 256  # inode ids a metaserver takes at a time (session ids are random)
 PAGE = 1000  # keys per Range page of a scan
 TXN_OPS = 128  # etcd's default --max-txn-ops: batched reads stay within it on any etcd
 DENTRY_CACHE = 65536  # dentries a metaserver remembers for `resolve`
 _CLUSTER_COUNTERS = {counter_key(c) for c in (C_NODE, C_TARGET, C_CHAIN, C_ROUTING)}
 _CLUSTER_TABLES = (P_NODE, P_TARGET, P_CHAIN)
-_BLOCK_COUNTERS = (C_INODE, C_SESSION)
+_BLOCK_COUNTERS = (C_INODE,)
 
 
 class EtcdStore(Store):

@@ -7,9 +7,29 @@ so a small, readable, self-describing encoding is enough and needs no proto chan
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import asdict, dataclass, field
 
+from chainfs.common.errors import ChainfsError, Reason
 from chainfs.proto import meta_pb2 as pb
+
+SESSION_ID_BYTES = 16  # 128 random bits: a session id cannot be guessed or enumerated
+_HEX = frozenset("0123456789abcdef")
+
+
+def new_session_id() -> str:
+    """A fresh session id: 32 lowercase hex digits from the OS's CSPRNG."""
+    return secrets.token_hex(SESSION_ID_BYTES)
+
+
+def check_session_id(session_id: object) -> str:
+    """`session_id` if it is 32 lowercase hex digits, else INVALID_ARGUMENT (a bad id is a bad
+    request, not an unknown session)."""
+    if not (isinstance(session_id, str) and len(session_id) == 2 * SESSION_ID_BYTES and set(session_id) <= _HEX):
+        shown = repr(session_id)[:48]
+        raise ChainfsError(Reason.INVALID_ARGUMENT,
+                           f"malformed write session id {shown}: expected {2 * SESSION_ID_BYTES} lowercase hex digits")
+    return session_id
 
 
 @dataclass
@@ -54,7 +74,7 @@ class SessionRecord:
     rename, as an open directory handle would. `path` is only what the client asked for.
     """
 
-    session_id: int
+    session_id: str  # new_session_id()
     parent_id: int
     name: str
     path: str

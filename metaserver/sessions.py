@@ -21,8 +21,8 @@ from chainfs.common.errors import ChainfsError, Reason
 from chainfs.metaserver import request_ids
 from chainfs.metaserver.extent_check import ChunkExtentCheck, check_length_bound
 from chainfs.common.paths import join_parts, split_path
-from chainfs.metaserver.records import SessionRecord
-from chainfs.metaserver.store import C_SESSION, P_SESSION, Store, Txn, retry_conflicts, session_key
+from chainfs.metaserver.records import SessionRecord, check_session_id, new_session_id
+from chainfs.metaserver.store import P_SESSION, Store, Txn, retry_conflicts, session_key
 from chainfs.proto import meta_pb2 as pb
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ class SessionsMixin:
                 txn.link(parent.id, parts[-1], inode.id)
                 self._touch(txn, parent.id, now)
         record = SessionRecord(
-            session_id=txn.allocate(C_SESSION),
+            session_id=new_session_id(),
             parent_id=parent.id,
             name=parts[-1],
             path=where,
@@ -145,11 +145,12 @@ class SessionsMixin:
         record.inode = inode
         txn.put(session_key(record.session_id), record.to_bytes())
         txn.attach_lease(session_key(record.session_id), self.lease_ns)
-        log.debug("session %d open: %s %s inode %d", record.session_id, pb.WriteMode.Name(mode), where, inode.id)
+        log.debug("session %s open: %s %s inode %d", record.session_id, pb.WriteMode.Name(mode), where, inode.id)
         return record.to_proto()
 
     @retry_conflicts
-    def renew_session(self, session_id: int, caller: str = "") -> pb.WriteSession:
+    def renew_session(self, session_id: str, caller: str = "") -> pb.WriteSession:
+        check_session_id(session_id)
         with self._lock:
             txn = self.store.txn()
             now = self.clock_ns()
@@ -169,7 +170,7 @@ class SessionsMixin:
             self.store.commit(txn)
             return record.to_proto()
 
-    def close_write(self, session_id: int, length: int, commit: bool = True, caller: str = "") -> pb.Inode:
+    def close_write(self, session_id: str, length: int, commit: bool = True, caller: str = "") -> pb.Inode:
         """Publishes (or abandons) a session's inode; returns the inode as it now is.
 
         Idempotent: a retry of a close whose reply was lost gets the first close's answer. A length
@@ -180,19 +181,24 @@ class SessionsMixin:
             raise result
         return result
 
-    def close_write_many(self, closes: Sequence[tuple[int, int, bool]],
+    def close_write_many(self, closes: Sequence[tuple[str, int, bool]],
                          caller: str = "") -> list[pb.Inode | ChainfsError]:
         """Closes (session id, length, commit) items in ONE synced batch, so the committed files of
         a batch appear together, each whole; an item that fails gets its error in its place."""
         return self._close_many(closes, self._check_extents(closes, caller), caller)
 
-    def _check_extents(self, closes: Sequence[tuple[int, int, bool]], caller: str = "") -> dict[int, ChainfsError]:
+    def _check_extents(self, closes: Sequence[tuple[str, int, bool]], caller: str = "") -> dict[int, ChainfsError]:
         """The refusals of committing closes whose length is out of bounds or not backed by their
         chunks, found outside the lock (storage round trips must not hold the namespace); a session's
         inode and base length never change while it is open."""
         refused: dict[int, ChainfsError] = {}
         asks: list[tuple[int, pb.Inode, int, str]] = []
         for i, (session_id, length, commit) in enumerate(closes):
+            try:
+                check_session_id(session_id)
+            except ChainfsError as exc:
+                refused[i] = exc
+                continue
             raw = self.store.get(session_key(session_id)) if commit else None
             record = None if raw is None else SessionRecord.from_bytes(raw)
             if record is None or record.closed or (record.owner and record.owner != caller):
@@ -210,7 +216,7 @@ class SessionsMixin:
         return refused
 
     @retry_conflicts
-    def _close_many(self, closes: Sequence[tuple[int, int, bool]],
+    def _close_many(self, closes: Sequence[tuple[str, int, bool]],
                     refused: dict[int, ChainfsError], caller: str = "") -> list[pb.Inode | ChainfsError]:
         with self._lock:
             txn = self.store.txn()
@@ -230,7 +236,7 @@ class SessionsMixin:
             self.store.commit(txn)
             return out
 
-    def _close_session(self, txn: Txn, session_id: int, length: int, commit: bool, now: int,
+    def _close_session(self, txn: Txn, session_id: str, length: int, commit: bool, now: int,
                        caller: str = "") -> pb.Inode:
         raw = txn.get(session_key(session_id))
         if raw is not None:
@@ -339,7 +345,7 @@ class SessionsMixin:
                     and other.inode.id == inode_id):
                 raise ChainfsError(Reason.BUSY, f"another append session ({other.session_id}) is open: {where}")
 
-    def _live_session(self, txn: Txn, session_id: int, now: int) -> SessionRecord:
+    def _live_session(self, txn: Txn, session_id: str, now: int) -> SessionRecord:
         """The session, or SESSION_EXPIRED (an expired one is swept in `txn`, then refused)."""
         raw = txn.get(session_key(session_id))
         if raw is None:

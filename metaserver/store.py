@@ -43,7 +43,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 P_INODE = b"I"    # I + u64 inode id              -> Inode
 P_DENTRY = b"D"   # D + u64 parent id + name utf8  -> u64 child id
-P_SESSION = b"S"  # S + u64 session id            -> SessionRecord (JSON)
+P_SESSION = b"S"  # S + 16-byte session id       -> SessionRecord (JSON)
 P_GC = b"G"       # G + u64 inode id              -> GcRecord (JSON)
 P_NODE = b"N"     # N + u32 node id               -> NodeInfo
 P_TARGET = b"T"   # T + u32 target id             -> TargetInfo
@@ -55,7 +55,6 @@ P_REQUEST_AGE = b"Q"  # Q + u64 created ns + request id -> empty: request record
 
 # Counter names and their first value.
 C_INODE = b"next_inode"
-C_SESSION = b"next_session"
 C_NODE = b"next_node"
 C_TARGET = b"next_target"
 C_CHAIN = b"next_chain"
@@ -84,8 +83,9 @@ def dentry_key(parent_id: int, name: str) -> bytes:
     return dentry_prefix(parent_id) + name.encode("utf-8")
 
 
-def session_key(session_id: int) -> bytes:
-    return P_SESSION + u64(session_id)
+def session_key(session_id: str) -> bytes:
+    """The key of a session id (32 hex digits, checked by `records.check_session_id`)."""
+    return P_SESSION + bytes.fromhex(session_id)
 
 
 def gc_key(inode_id: int) -> bytes:

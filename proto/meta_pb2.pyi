@@ -217,27 +217,27 @@ class WriteSession(_message.Message):
     INODE_FIELD_NUMBER: _ClassVar[int]
     LEASE_EXPIRES_NS_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
-    session_id: int
+    session_id: str
     inode: Inode
     lease_expires_ns: int
     path: str
-    def __init__(self, session_id: _Optional[int] = ..., inode: _Optional[_Union[Inode, _Mapping]] = ..., lease_expires_ns: _Optional[int] = ..., path: _Optional[str] = ...) -> None: ...
+    def __init__(self, session_id: _Optional[str] = ..., inode: _Optional[_Union[Inode, _Mapping]] = ..., lease_expires_ns: _Optional[int] = ..., path: _Optional[str] = ...) -> None: ...
 
 class CloseWriteRequest(_message.Message):
     __slots__ = ("session_id", "length", "commit")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     COMMIT_FIELD_NUMBER: _ClassVar[int]
-    session_id: int
+    session_id: str
     length: int
     commit: bool
-    def __init__(self, session_id: _Optional[int] = ..., length: _Optional[int] = ..., commit: _Optional[bool] = ...) -> None: ...
+    def __init__(self, session_id: _Optional[str] = ..., length: _Optional[int] = ..., commit: _Optional[bool] = ...) -> None: ...
 
 class SessionRequest(_message.Message):
     __slots__ = ("session_id",)
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
-    session_id: int
-    def __init__(self, session_id: _Optional[int] = ...) -> None: ...
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
 
 class Empty(_message.Message):
     __slots__ = ()

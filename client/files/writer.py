@@ -145,7 +145,7 @@ class ChunkWriter:
             self.meta.close_write(self.session.session_id, self.position, commit=False,
                                   path=self.session.path)
         except OSError as exc:
-            log.warning("could not abandon write session %d: %s", self.session.session_id, exc)
+            log.warning("could not abandon write session %s: %s", self.session.session_id, exc)
 
     def __enter__(self) -> "ChunkWriter":
         return self

@@ -158,11 +158,11 @@ class MetaClient:
                                   request_id=self.request_id())
         return self._call(lambda: self._ns.OpenWrite(req, timeout=self.timeout), path)
 
-    def renew_session(self, session_id: int, path: str | None = None) -> pb.WriteSession:
+    def renew_session(self, session_id: str, path: str | None = None) -> pb.WriteSession:
         req = pb.SessionRequest(session_id=session_id)
         return self._call(lambda: self._ns.RenewSession(req, timeout=self.timeout), path)
 
-    def close_write(self, session_id: int, length: int, commit: bool = True,
+    def close_write(self, session_id: str, length: int, commit: bool = True,
                     path: str | None = None) -> pb.Inode:
         req = pb.CloseWriteRequest(session_id=session_id, length=length, commit=commit)
         return self._call(lambda: self._ns.CloseWrite(req, timeout=self.timeout), path)
@@ -190,7 +190,7 @@ class MetaClient:
             out.extend(_item(r.session, r, p) for r, p in zip(reply.results, part))
         return out
 
-    def close_write_many(self, closes: Sequence[tuple[int, int, bool]],
+    def close_write_many(self, closes: Sequence[tuple[str, int, bool]],
                          paths: Sequence[str | None] | None = None) -> list[pb.Inode | Exception]:
         """Closes (session id, length, commit) items; each batch of MAX_BATCH is one synced batch."""
         names = list(paths) if paths is not None else [None] * len(closes)

@@ -145,7 +145,7 @@ def test_long_write_renews_its_session_lease(client: ChainClient) -> None:
     renewed: list[int] = []
     real = writer.meta.renew_session
 
-    def spy(session_id: int, path: str | None = None):
+    def spy(session_id: str, path: str | None = None):
         reply = real(session_id, path)
         renewed.append(reply.lease_expires_ns)
         return reply

@@ -91,7 +91,7 @@ def test_close_many_mixes_commit_abandon_conflict_and_unknown(w: World) -> None:
     a, b, c = ns.open_write_many(["/m/a", "/m/b", "/m/c"], pb.CREATE_NEW, parents=True)
     ns.create("/m/c")  # appears during the write: c's CREATE_NEW fails at close
     results = ns.close_write_many([(a.session_id, 5, True), (b.session_id, 5, False), (c.session_id, 5, True),
-                                   (999_999, 1, True)])
+                                   ("9" * 32, 1, True)])
     assert reasons(results) == [None, None, Reason.EXISTS, Reason.SESSION_EXPIRED]
     assert ns.stat("/m/a").length == 5
     assert reasons(ns.stat_many(["/m/b"])) == [Reason.NOT_FOUND]

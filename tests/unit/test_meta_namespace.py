@@ -331,7 +331,8 @@ def test_inode_ids_monotonic_across_reopen(w: World) -> None:
     w.reopen()
     assert w.ns.create("/e").id > s.inode.id
     assert [r.session_id for r in w.ns.sessions()] == [s.session_id]
-    assert w.ns.open_write("/f", pb.REPLACE).session_id > s.session_id
+    fresh = w.ns.open_write("/f", pb.REPLACE).session_id
+    assert fresh != s.session_id and len(fresh) == 32 and int(fresh, 16) >= 0  # 128 random bits
 
 
 # ---- write sessions ----
@@ -383,8 +384,13 @@ def test_open_write_errors(ns: Namespace) -> None:
     s = ns.open_write("/x/y/f", pb.REPLACE, parents=True)
     assert ns.stat("/x/y").type == pb.DIRECTORY
     ns.close_write(s.session_id, 0)
-    expect(Reason.SESSION_EXPIRED, ns.renew_session, 999)
-    expect(Reason.SESSION_EXPIRED, ns.close_write, 999, 0)
+    expect(Reason.SESSION_EXPIRED, ns.renew_session, "ab" * 16)
+    expect(Reason.SESSION_EXPIRED, ns.close_write, "ab" * 16, 0)
+    for junk in ("", "999", "AB" * 16, "zz" * 16, "ab" * 17, 999):  # malformed ids: a bad request
+        expect(Reason.INVALID_ARGUMENT, ns.renew_session, junk)
+        expect(Reason.INVALID_ARGUMENT, ns.close_write, junk, 0)
+    [bad] = ns.close_write_many([("999", 0, True)])
+    assert isinstance(bad, ChainfsError) and bad.reason == Reason.INVALID_ARGUMENT
 
 
 def test_replace_onto_directory_that_appeared(ns: Namespace) -> None:

@@ -66,7 +66,9 @@ def test_in_process_handlers(tmp_path: Path) -> None:
             assert rpc_reason(ns.SetLayout, pb.SetLayoutRequest(path="/")) == Reason.INVALID_ARGUMENT
             assert rpc_reason(ns.Stat, pb.PathRequest(path="")) == Reason.INVALID_ARGUMENT
             assert rpc_reason(ns.Remove, pb.RemoveRequest(path="/")) == Reason.INVALID_ARGUMENT
-            assert rpc_reason(ns.CloseWrite, pb.CloseWriteRequest(session_id=12345)) == Reason.SESSION_EXPIRED
+            assert rpc_reason(ns.CloseWrite, pb.CloseWriteRequest(session_id="0" * 32)) == Reason.SESSION_EXPIRED
+            assert rpc_reason(ns.CloseWrite, pb.CloseWriteRequest(session_id="12345")) == Reason.INVALID_ARGUMENT
+            assert rpc_reason(ns.RenewSession, pb.SessionRequest(session_id="")) == Reason.INVALID_ARGUMENT
             assert sorted(r.inode_id for r in server.namespace.gc_records()) == [f.id, done.id]
 
 
