@@ -123,19 +123,3 @@ def write_port_file(path: str, port: int) -> None:
     """Publishes a server's bound port atomically (tmp + rename), once it serves."""
     write_atomically(path, f"{port}\n")
 
-
-def serve_forever_until_signal(server: grpc.Server, on_stop: Callable[[], None] | None = None) -> None:
-    """Blocks until SIGTERM/SIGINT, then stops the server gracefully."""
-    import signal
-
-    stop = threading.Event()
-
-    def _stop(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    stop.wait()
-    server.stop(grace=2).wait()
-    if on_stop is not None:
-        on_stop()

@@ -4,9 +4,10 @@ Backends: `rocksdb` (one metaserver over its own directory) or `etcd` (any numbe
 metaservers over one etcd cluster; each serves the namespace, and the one elected by an etcd lease
 runs the cluster manager and GC while the others stand by, see `election.py`).
 
-`MetaServer` can run in-process (tests, tools) or through `run_server` (the module CLI and
-`chainfs meta serve`). The bound port is published in --port-file only after the server has
-started, written atomically, so whoever polls for the file can connect at once.
+`MetaServer` has the servers' one shape (`common/serving.py`): construction opens the store and
+binds nothing, `start()` binds and serves, `stop()` closes all. It runs in-process (tests, tools) or
+through `run_server` (the module CLI and `chainfs meta serve`), which publishes the bound port in
+--port-file only once the server serves.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from chainfs.common import config
 from chainfs.common.errors import ChainfsError
 from chainfs.common.metrics import MetricsEndpoint, server_registry, start_endpoint
-from chainfs.common import auth, tls
-from chainfs.common.rpc import bind, make_server, serve_forever_until_signal, write_port_file
+from chainfs.common import auth, serving, tls
+from chainfs.common.rpc import bind, make_server
 from chainfs.metaserver.cluster_manager import ClusterManager
 from chainfs.metaserver.election import ManagerElection
 from chainfs.metaserver.etcd_store import EtcdStore
@@ -133,7 +134,8 @@ class MetaServer:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self) -> int:
+    def start(self, stop: threading.Event | None = None) -> int:
+        """Binds, serves and returns the port (nothing here waits, so `stop` is not needed)."""
         self.port = bind(self.grpc_server, self.host, self.requested_port)
         self.cluster.start_grace()
         self.grpc_server.start()
@@ -205,12 +207,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--etcd-prefix", default="/chainfs", help="key prefix of this cluster in etcd")
     p.add_argument("--manager-lease", type=int, default=None,
                    help="seconds of the cluster manager's etcd lease (default: half the heartbeat timeout)")
-    p.add_argument("--host", default=config.DEFAULT_HOST, help="address to bind")
-    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    p.add_argument("--port-file", default=None, help="write the bound port here once serving")
-    p.add_argument("--metrics-port", type=int, default=0,
-                   help="port of the Prometheus /metrics endpoint (0 picks a free one, -1 turns it off)")
-    p.add_argument("--metrics-port-file", help="write the bound metrics port here (before --port-file)")
+    serving.add_listen_args(p)
     p.add_argument("--replication", type=int, default=config.DEFAULT_REPLICATION, help="targets per chain")
     p.add_argument("--min-nodes", type=int, default=0,
                    help="form chains only once this many storage nodes are alive (default: replication)")
@@ -224,9 +221,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                    help="seconds a removed file's chunks are kept for readers that still hold it")
     p.add_argument("--gc-rate", type=float, default=DEFAULT_GC_RATE,
                    help="at most this many chunk removal calls per second")
-    tls.add_server_args(p)
-    auth.add_server_args(p)
-    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
+    serving.add_process_args(p)
     return p
 
 
@@ -255,10 +250,7 @@ def run_server(args_list: list[str] | None = None, args: argparse.Namespace | No
     """Runs a metaserver until SIGTERM/SIGINT (main thread only). Returns the exit status."""
     if args is None:
         args = build_parser().parse_args(args_list)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    serving.setup_logging(args)
     if args.replication < 1:
         log.error("--replication must be >= 1")
         return 2
@@ -269,14 +261,4 @@ def run_server(args_list: list[str] | None = None, args: argparse.Namespace | No
     except (ValueError, OSError) as exc:
         log.error("%s", exc)
         return 2
-    try:
-        port = server.start()
-    except Exception:
-        server.stop(grace=0)
-        raise
-    if args.metrics_port_file and server.metrics is not None:
-        write_port_file(args.metrics_port_file, server.metrics.port)
-    if args.port_file:
-        write_port_file(args.port_file, port)
-    serve_forever_until_signal(server.grpc_server, on_stop=lambda: server.stop(grace=0))
-    return 0
+    return serving.run(server, args)

@@ -69,7 +69,8 @@ class SocketBody:
 
 
 class DataServer:
-    """Accepts data connections and serves each on its own thread until it closes."""
+    """Accepts data connections and serves each on its own thread until it closes; binds its TCP
+    port (and Unix socket) in `start()`, like the node's gRPC server."""
 
     def __init__(self, replicator: Replicator, reader: ChunkReader, host: str = config.DEFAULT_HOST,
                  port: int = 0, local_socket: str | os.PathLike[str] | None = None,
@@ -85,12 +86,12 @@ class DataServer:
         self.refused = 0
         self._refused_logged = -math.inf
         self.reader = reader
-        self._listener = socket.create_server((host, port), backlog=128)
-        self.port = self._listener.getsockname()[1]
+        self._host, self._requested_port = host, port
+        self._local_path = Path(local_socket) if local_socket is not None else None
+        self._listener: socket.socket | None = None
+        self.port = 0
         self.local_socket = ""
         self._unix: socket.socket | None = None
-        if local_socket is not None:
-            self._unix = self._bind_unix(Path(local_socket))
         self._tls = tls.server_wrapper()  # TCP connections only: the Unix socket stays local
         self._stopped = threading.Event()
         self._conns: set[socket.socket] = set()
@@ -110,6 +111,10 @@ class DataServer:
         return sock
 
     def start(self) -> None:
+        self._listener = socket.create_server((self._host, self._requested_port), backlog=128)
+        self.port = self._listener.getsockname()[1]
+        if self._local_path is not None:
+            self._unix = self._bind_unix(self._local_path)
         for listener, local in ((self._listener, False), (self._unix, True)):
             if listener is not None:
                 t = threading.Thread(target=self._accept_loop, args=(listener, local), daemon=True,

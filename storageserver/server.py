@@ -1,9 +1,11 @@
 """A storage node process: targets (ChunkStores), the Storage gRPC service, registration, heartbeats.
 
-Startup order matters: the gRPC server is bound and started first (peers forward writes to us as
-soon as the manager puts us into chains), then the node registers with its bound address, then
-heartbeats start, and only then is the port file written, so whoever waits for the port file finds
-a registered, serving node. SIGTERM stops heartbeats, the server and the RocksDBs in that order.
+`StorageNode` has the servers' one shape (`common/serving.py`): construction opens the targets and
+binds nothing; `start()` binds and serves; `stop()` closes all. Start-up order matters: the gRPC
+server and the data service are bound and started first (peers forward writes to us as soon as the
+manager puts us into chains), then the node registers with its bound addresses, then heartbeats
+start, and only then does `run_server` write the port file, so whoever waits for the port file
+finds a registered, serving node. SIGTERM stops heartbeats, the server and the RocksDBs in that order.
 """
 
 from __future__ import annotations
@@ -11,19 +13,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import threading
 from pathlib import Path
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from chainfs.common import config
-from chainfs.common.errors import ChainfsError
 from chainfs.common.metrics import MetricsEndpoint, server_registry, start_endpoint
-from chainfs.common import auth, tls
-from chainfs.common.rpc import ChannelPool, bind, make_server, write_port_file
+from chainfs.common import auth, serving, tls
+from chainfs.common.rpc import ChannelPool, bind, make_server
 from chainfs.common.dataconn import DataConnections, local_host_id
 from chainfs.proto import meta_pb2 as mpb
 from chainfs.storageserver.chunk_store import ChunkStore
@@ -69,11 +68,13 @@ class StorageNode:
         self.stores: dict[int, ChunkStore] = {}  # filled with target ids once registered
         self.channels = ChannelPool()
         self.server = make_server(RPC_WORKERS)
-        self.port = bind(self.server, host, port)
+        self.host, self.requested_port, self.metrics_port = host, port, metrics_port
         if advertise_host is None:
             advertise_host = host if host not in ("0.0.0.0", "::", "[::]", "") else config.DEFAULT_HOST
-        self.address = f"{advertise_host}:{self.port}"
-        self.routing = ClusterRouting(meta_address, self.data_dir, self.address, [str(p) for p in paths],
+        self.advertise_host = advertise_host
+        self.port = 0
+        # The address is known once start() has bound the port; registration comes after that.
+        self.routing = ClusterRouting(meta_address, self.data_dir, "", [str(p) for p in paths],
                                       self.channels, self_fence=self_fence)
         self.routing.on_registered(self._map_targets)
         self.locks = KeyedLocks()
@@ -94,21 +95,30 @@ class StorageNode:
         self.data = DataServer(self.replicator, self.reader, host, data_port, self.data_dir / "data.sock",
                                stall_timeout=stall_timeout, max_connections=data_max_connections,
                                max_per_client=data_max_per_client)
-        self.routing.endpoint = mpb.NodeInfo(data_address=f"{advertise_host}:{self.data.port}",
-                                             host_id=local_host_id(), local_socket=self.data.local_socket)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.rejoin_wait = rejoin_wait
         self.registry = server_registry(NodeCollector(self.stores, self.routing, self.resyncer))
-        self.metrics: MetricsEndpoint | None = start_endpoint(self.registry, host, metrics_port)
-        if self.metrics is not None:
-            self.routing.metrics_address = f"{advertise_host}:{self.metrics.port}"
+        self.metrics: MetricsEndpoint | None = None
         self._stopped = False
 
-    def start(self, stop: threading.Event | None = None, register_timeout: float | None = None) -> None:
-        """Starts serving, registers (retrying until the manager answers) and starts heartbeats."""
-        self.server.start()
+    @property
+    def address(self) -> str:
+        """host:port peers and clients reach this node's gRPC service at (once started)."""
+        return f"{self.advertise_host}:{self.port}"
+
+    def start(self, stop: threading.Event | None = None, register_timeout: float | None = None) -> int:
+        """Binds and serves, registers (retrying until the manager answers, or until `stop` is set)
+        and starts heartbeats. Returns the bound gRPC port."""
+        self.port = bind(self.server, self.host, self.requested_port)
         self.data.start()
+        self.routing.address = self.address
+        self.routing.endpoint = mpb.NodeInfo(data_address=f"{self.advertise_host}:{self.data.port}",
+                                             host_id=local_host_id(), local_socket=self.data.local_socket)
+        self.metrics = start_endpoint(self.registry, self.host, self.metrics_port)
+        if self.metrics is not None:
+            self.routing.metrics_address = f"{self.advertise_host}:{self.metrics.port}"
+        self.server.start()
         log.info("storage service listening at %s (data at %s)", self.address, self.routing.endpoint.data_address)
         self.routing.register(stop, register_timeout)
         # A restart: no heartbeats until the manager has marked our targets offline (3FS), so each
@@ -124,6 +134,9 @@ class StorageNode:
         self.scrubber.start()
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("storage node %d serving at %s (targets %s)", self.routing.node_id, self.address,
+                 self.routing.target_ids)
+        return self.port
 
     def _map_targets(self, target_ids: list[int]) -> None:
         mapping = dict(zip(target_ids, self._local_stores))
@@ -132,6 +145,7 @@ class StorageNode:
         self.stores.update(mapping)
 
     def stop(self, grace: float = 2.0) -> None:
+        """Stops heartbeats, background work and serving, then closes the targets."""
         if self._stopped:
             return
         self._stopped = True
@@ -148,6 +162,13 @@ class StorageNode:
         for store in self._local_stores:
             store.close()
         log.info("storage node %d stopped", self.routing.node_id)
+
+    def __enter__(self) -> StorageNode:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def _non_negative(text: str) -> float:
@@ -178,12 +199,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                                          description="Run a chainfs storage server.")
     parser.add_argument("--data-dir", required=True, help="directory holding target-<k> data dirs")
     parser.add_argument("--meta", required=True, metavar="HOST:PORT", help="metaserver address")
-    parser.add_argument("--host", default=config.DEFAULT_HOST, help="address to bind")
-    parser.add_argument("--port", type=int, default=0, help="port to bind (0 picks a free one)")
-    parser.add_argument("--port-file", help="write the bound port here once registered")
-    parser.add_argument("--metrics-port", type=int, default=0,
-                        help="port of the Prometheus /metrics endpoint (0 picks a free one, -1 turns it off)")
-    parser.add_argument("--metrics-port-file", help="write the bound metrics port here (before --port-file)")
+    serving.add_listen_args(parser, published="once registered")
     parser.add_argument("--data-port", type=int, default=0,
                         help="port of the lean TCP data service (0 picks a free one)")
     parser.add_argument("--targets", type=int, default=4, help="number of targets (data dirs)")
@@ -207,9 +223,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         metavar="N", help="of those, the most one client holds: per user token, or per peer "
                                           "host without tokens; storage nodes are not counted "
                                           "(default $CHAINFS_DATA_MAX_PER_CLIENT, else %(default)s)")
-    tls.add_server_args(parser)
-    auth.add_server_args(parser)
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
+    serving.add_process_args(parser)
     return parser
 
 
@@ -217,10 +231,7 @@ def run_server(argv: list[str] | None = None, args: argparse.Namespace | None = 
     """Runs a storage server until SIGTERM/SIGINT; returns the process exit status."""
     if args is None:
         args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s storage %(name)s: %(message)s",
-    )
+    serving.setup_logging(args, "storage")
     try:
         tls.configure_from_args(args)
         # Without --token-file, a node names itself by its data directory (one node per directory).
@@ -228,14 +239,6 @@ def run_server(argv: list[str] | None = None, args: argparse.Namespace | None = 
     except (ValueError, OSError) as exc:
         log.error("%s", exc)
         return 2
-    stop = threading.Event()
-
-    def _on_signal(signum: int, frame: Any) -> None:
-        stop.set()
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_signal)
-        signal.signal(signal.SIGINT, _on_signal)
     node = StorageNode(args.data_dir, args.meta, host=args.host, port=args.port, targets=args.targets,
                        advertise_host=args.advertise_host, fsync=not args.no_fsync,
                        rejoin_wait=not args.no_rejoin_wait, metrics_port=args.metrics_port,
@@ -243,23 +246,4 @@ def run_server(argv: list[str] | None = None, args: argparse.Namespace | None = 
                        scrub_interval=args.scrub_interval, stall_timeout=args.stall_timeout,
                        data_max_connections=args.data_max_connections,
                        data_max_per_client=args.data_max_per_client)
-    try:
-        node.start(stop)
-    except ChainfsError as exc:
-        node.stop(grace=0)
-        if stop.is_set():
-            log.info("stopped before registration completed")
-            return 0
-        log.error("could not start: %s", exc.message)
-        return 1
-    if args.metrics_port_file and node.metrics is not None:
-        write_port_file(args.metrics_port_file, node.metrics.port)
-    if args.port_file:
-        write_port_file(args.port_file, node.port)
-    log.info("storage node %d serving at %s (targets %s)", node.routing.node_id, node.address,
-             node.routing.target_ids)
-    while not stop.wait(1.0):
-        pass
-    log.info("stopping")
-    node.stop()
-    return 0
+    return serving.run(node, args)
