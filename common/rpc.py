@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
 import threading
 from concurrent import futures
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, NoReturn, TypeVar
 
 import grpc
 
@@ -22,43 +23,39 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def handler(func: F) -> F:
-    """Wraps a servicer method: a ChainfsError becomes its status; anything else is INTERNAL."""
+    """Wraps a servicer method, unary or server-streaming (a generator): a ChainfsError becomes
+    its status; anything else is INTERNAL."""
+    if inspect.isgeneratorfunction(func):
+
+        @functools.wraps(func)
+        def streaming(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                yield from func(self, request, context)
+            except Exception as exc:  # noqa: BLE001 - _fail sorts out which
+                _fail(func.__name__, context, exc)
+
+        return streaming  # type: ignore[return-value]
 
     @functools.wraps(func)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+    def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return func(self, request, context)
-        except ChainfsError as exc:
-            abort(context, exc.reason, exc.message)
-        except grpc.RpcError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the boundary: log, never leak a traceback
-            if context.code() is not None:  # already aborted by the handler
-                raise
-            log.exception("%s failed", func.__name__)
-            abort(context, Reason.INTERNAL, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - _fail sorts out which
+            _fail(func.__name__, context, exc)
 
-    return wrapper  # type: ignore[return-value]
+    return unary  # type: ignore[return-value]
 
 
-def stream_handler(func: F) -> F:
-    """Like `handler`, for server-streaming methods (generators)."""
-
-    @functools.wraps(func)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            yield from func(self, request, context)
-        except ChainfsError as exc:
-            abort(context, exc.reason, exc.message)
-        except grpc.RpcError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            if context.code() is not None:
-                raise
-            log.exception("%s failed", func.__name__)
-            abort(context, Reason.INTERNAL, f"{type(exc).__name__}: {exc}")
-
-    return wrapper  # type: ignore[return-value]
+def _fail(name: str, context: grpc.ServicerContext, exc: Exception) -> NoReturn:
+    """The boundary: a ChainfsError aborts with its reason; a gRPC error, or an abort the method
+    made itself, goes on as it is; anything else is logged and aborts as INTERNAL (no traceback
+    reaches the caller)."""
+    if isinstance(exc, ChainfsError):
+        abort(context, exc.reason, exc.message)
+    if isinstance(exc, grpc.RpcError) or context.code() is not None:
+        raise exc
+    log.error("%s failed", name, exc_info=exc)
+    abort(context, Reason.INTERNAL, f"{type(exc).__name__}: {exc}")
 
 
 def make_server(max_workers: int = 64) -> grpc.Server:

@@ -1,7 +1,7 @@
 """gRPC face of the storage service: thin methods that delegate to `Replicator` and `ChunkReader`.
 
-The `handler`/`stream_handler` wrappers turn a ChainfsError into its gRPC status (with the
-machine-readable reason in the trailing metadata) and anything unexpected into INTERNAL.
+The `handler` wrapper (unary and streaming methods alike) turns a ChainfsError into its gRPC status
+(with the machine-readable reason in the trailing metadata) and anything unexpected into INTERNAL.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import grpc
 
 from chainfs.common import auth, config, stall
 from chainfs.common.errors import ChainfsError, Reason
-from chainfs.common.rpc import handler, stream_handler
+from chainfs.common.rpc import handler
 from chainfs.proto import storage_pb2, storage_pb2_grpc
 from chainfs.storageserver.chunk_ids import key_of
 from chainfs.storageserver.reads import ChunkReader
@@ -83,7 +83,7 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
         body = StreamBody(request_iterator, first.header.length)
         return self.replicator.write(first.header, body, context.time_remaining())
 
-    @stream_handler
+    @handler
     def Read(self, request: storage_pb2.ReadRequest,
              context: grpc.ServicerContext) -> Iterator[storage_pb2.ReadReply]:
         yield from self.reader.read(request)
