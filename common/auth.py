@@ -287,9 +287,9 @@ def request_paths(message: Any) -> list[str]:
         if field.name in PATH_FIELDS:
             out.extend([value] if isinstance(value, str) else list(value))
         elif field.message_type is not None:
-            for item in (value if field.label == field.LABEL_REPEATED else [value]):
-                if hasattr(item, "ListFields"):
-                    out.extend(request_paths(item))
+            # one message or a repeated field of them (not by field.label: protobuf 7 dropped it)
+            for item in ([value] if hasattr(value, "ListFields") else value):
+                out.extend(request_paths(item))
     return out
 
 

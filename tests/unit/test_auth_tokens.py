@@ -36,6 +36,23 @@ def test_prefix_rules() -> None:
         auth.issue(os.urandom(32), "user", "a", prefix="relative")
 
 
+def test_request_paths_of_nested_and_repeated_fields() -> None:
+    """Found by the fuzz test: requests with a nested message (a Mkdir's layout) raised
+    AttributeError (FieldDescriptor.label is gone in protobuf 7), so a prefix token got UNKNOWN."""
+    from chainfs.proto import meta_pb2 as mpb
+    mkdir = mpb.MkdirRequest(path="/t/x", layout=mpb.Layout(chunk_size=4096, chains=[1, 2]))
+    assert auth.request_paths(mkdir) == ["/t/x"]
+    many = mpb.StatManyRequest(paths=["/t/a", "/u/b"])
+    assert auth.request_paths(many) == ["/t/a", "/u/b"]
+    rename = mpb.RenameRequest(src="/t/a", dst="/u/b")
+    assert sorted(auth.request_paths(rename)) == ["/t/a", "/u/b"]
+    ident = auth.Identity("user", "a", prefix="/t")
+    auth.authorize_paths("/chainfs.Namespace/Mkdir", ident, mkdir)
+    with pytest.raises(ChainfsError) as err:
+        auth.authorize_paths("/chainfs.Namespace/StatMany", ident, many)
+    assert err.value.reason is Reason.PERMISSION_DENIED
+
+
 def test_secret_file_must_be_private(tmp_path: Path) -> None:
     path = tmp_path / "auth" / "secret"
     secret = auth.create_secret(path)
