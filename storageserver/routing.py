@@ -34,6 +34,7 @@ from chainfs.common import config
 from chainfs.common.chains import head_target
 from chainfs.common.files import write_atomically
 from chainfs.common.errors import ChainfsError, Reason, is_retryable, reason_of
+from chainfs.common.retry import Backoff, call_with_retry
 from chainfs.common.rpc import ChannelPool
 from chainfs.proto import meta_pb2, meta_pb2_grpc
 
@@ -210,53 +211,59 @@ class ClusterRouting:
     def _stub(self) -> meta_pb2_grpc.ClusterManagerStub:
         return meta_pb2_grpc.ClusterManagerStub(self.channels.get(self.current_meta))
 
-    def _meta_failed(self, err: grpc.RpcError) -> bool:
+    def _meta_failed(self, reason: Reason) -> bool:
         """Moves to the next metaserver after one that cannot serve us; True if it moved."""
-        if len(self.meta_addresses) > 1 and reason_of(err) in (Reason.UNAVAILABLE, Reason.TIMEOUT):
+        if len(self.meta_addresses) > 1 and reason in (Reason.UNAVAILABLE, Reason.TIMEOUT):
             self._meta_index = (self._meta_index + 1) % len(self.meta_addresses)
             return True
         return False
 
     def register(self, stop: threading.Event | None = None, timeout: float | None = None) -> None:
-        """Registers (or re-registers with the saved ids), retrying until the manager answers."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        backoff = 0.1
-        attempt = 0
-        while True:
-            ids = self.target_ids if len(self.target_ids) == len(self.target_paths) else [0] * len(self.target_paths)
-            request = meta_pb2.RegisterRequest(
-                node_id=self.node_id,
-                address=self.address,
-                targets=[meta_pb2.RegisterTarget(target_id=t, path=p) for t, p in zip(ids, self.target_paths)],
-                metrics_address=self.metrics_address,
-                data_address=self.endpoint.data_address,
-                host_id=self.endpoint.host_id,
-                local_socket=self.endpoint.local_socket,
-            )
-            try:
-                # Several metaservers: one that stopped answering must not hold us for the full timeout.
-                timeout = max(2.0, config.META_RPC_TIMEOUT / len(self.meta_addresses))
-                reply = self._stub().Register(request, timeout=timeout)
-                break
-            except grpc.RpcError as err:
-                reason = reason_of(err)
-                attempt += 1
-                self._meta_failed(err)
-                if reason == Reason.NOT_FOUND and self.node_id:
+        """Registers (or re-registers with the saved ids), retrying until the manager answers
+        (or `timeout` passes, or `stop` is set)."""
+        failures = 0
+
+        def attempt() -> meta_pb2.RegisterReply:
+            while True:
+                known = len(self.target_ids) == len(self.target_paths)
+                ids = self.target_ids if known else [0] * len(self.target_paths)
+                request = meta_pb2.RegisterRequest(
+                    node_id=self.node_id,
+                    address=self.address,
+                    targets=[meta_pb2.RegisterTarget(target_id=t, path=p) for t, p in zip(ids, self.target_paths)],
+                    metrics_address=self.metrics_address,
+                    data_address=self.endpoint.data_address,
+                    host_id=self.endpoint.host_id,
+                    local_socket=self.endpoint.local_socket,
+                )
+                try:
+                    # Several metaservers: one that stopped answering must not hold us for the full timeout.
+                    rpc_timeout = max(2.0, config.META_RPC_TIMEOUT / len(self.meta_addresses))
+                    return self._stub().Register(request, timeout=rpc_timeout)
+                except grpc.RpcError as err:
+                    if reason_of(err) != Reason.NOT_FOUND or not self.node_id:
+                        raise
                     log.warning("manager does not know node %d; registering as a new node", self.node_id)
                     self.node_id, self.target_ids = 0, []
-                    continue
-                if not is_retryable(reason) and reason != Reason.INTERNAL:
-                    raise ChainfsError(reason, f"registration refused: {err.details()}") from err
-                if attempt == 1 or attempt % 20 == 0:
-                    log.info("waiting for the cluster manager at %s (%s)", self.meta_address, reason.value)
-            if deadline is not None and time.monotonic() >= deadline:
-                raise ChainfsError(Reason.UNAVAILABLE, f"cluster manager at {self.meta_address} did not answer")
-            if stop is not None and stop.wait(backoff):
-                raise ChainfsError(Reason.UNAVAILABLE, "stopped while registering")
-            if stop is None:
-                time.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)
+
+        def on_retry(reason: Reason) -> None:
+            nonlocal failures
+            failures += 1
+            self._meta_failed(reason)
+            if failures == 1 or failures % 20 == 0:
+                log.info("waiting for the cluster manager at %s (%s)", self.meta_address, reason.value)
+
+        try:
+            reply = call_with_retry(attempt, timeout, on_retry, "registration",
+                                    retryable=lambda r: is_retryable(r) or r == Reason.INTERNAL,
+                                    backoff=Backoff(timeout, first=0.1, cap=1.0, stop=stop))
+        except grpc.RpcError as err:
+            reason = reason_of(err)
+            if not is_retryable(reason) and reason != Reason.INTERNAL:
+                raise ChainfsError(reason, f"registration refused: {err.details()}") from err
+            if stop is not None and stop.is_set():
+                raise ChainfsError(Reason.UNAVAILABLE, "stopped while registering") from err
+            raise ChainfsError(Reason.UNAVAILABLE, f"cluster manager at {self.meta_address} did not answer") from err
         if len(reply.target_ids) != len(self.target_paths):
             raise ChainfsError(Reason.INTERNAL, f"manager returned {len(reply.target_ids)} target ids "
                                                 f"for {len(self.target_paths)} targets")
@@ -352,7 +359,7 @@ class ClusterRouting:
                 reply = self._stub().Heartbeat(request, timeout=timeout)
                 break
             except grpc.RpcError as err:
-                if attempt == len(self.meta_addresses) - 1 or not self._meta_failed(err):
+                if attempt == len(self.meta_addresses) - 1 or not self._meta_failed(reason_of(err)):
                     raise
         if reply.heartbeat_timeout_ms > 0:
             self._heartbeat_timeout = reply.heartbeat_timeout_ms / 1000.0

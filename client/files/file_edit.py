@@ -15,9 +15,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import Future
 
-import grpc
-
-from chainfs.common.errors import ChainfsError, is_retryable
+from chainfs.common.retry import call_with_retry
 from chainfs.proto import meta_pb2 as mpb
 from chainfs.proto import storage_pb2 as spb
 from chainfs.proto import storage_pb2_grpc as spb_grpc
@@ -25,7 +23,6 @@ from chainfs.proto import storage_pb2_grpc as spb_grpc
 from chainfs.client.files.chainclient import ChainClient
 from chainfs.client.rpc.meta_client import CHANNELS
 from chainfs.client.rpc.placement import chain_of, chunk_ranges
-from chainfs.client.rpc.retry import Backoff, failure_reason
 from chainfs.client.rpc.pools import EXECUTOR
 from chainfs.client.rpc.storage_client import head_of
 
@@ -55,21 +52,17 @@ def remove_chunks_from(client: ChainClient, inode: mpb.Inode, from_index: int) -
     """Deletes the inode's chunks with index >= from_index on every chain of its stripe (each
     head removes and forwards along its chain, as the garbage collector's removals do)."""
     for chain_id in dict.fromkeys(inode.layout.chains):
-        backoff = Backoff(client.storage.retry_deadline)
-        while True:
-            try:
-                chain = client.routing.chain(chain_id)
-                head = head_of(chain)
-                request = spb.RemoveChunksRequest(chain_id=chain_id, chain_version=chain.version, inode=inode.id,
-                                                  from_index=from_index, request_id=client.storage.request_id())
-                stub = spb_grpc.StorageStub(CHANNELS.get(client.routing.node_address(head.node_id), client.routing.token))
-                stub.RemoveChunks(request, timeout=client.storage.timeout)
-                break
-            except (grpc.RpcError, ChainfsError) as exc:
-                reason = failure_reason(exc)
-                if reason is None or not is_retryable(reason) or not backoff.wait():
-                    raise
-                client.routing.refresh()
+
+        def remove(chain_id: int = chain_id) -> None:
+            chain = client.routing.chain(chain_id)
+            head = head_of(chain)
+            request = spb.RemoveChunksRequest(chain_id=chain_id, chain_version=chain.version, inode=inode.id,
+                                              from_index=from_index, request_id=client.storage.request_id())
+            stub = spb_grpc.StorageStub(CHANNELS.get(client.routing.node_address(head.node_id), client.routing.token))
+            stub.RemoveChunks(request, timeout=client.storage.timeout)
+
+        call_with_retry(remove, client.storage.retry_deadline, before_retry=client.routing.refresh,
+                        what=f"removal of chunks on chain {chain_id}")
 
 
 def cut(client: ChainClient, path: str, inode: mpb.Inode, length: int) -> mpb.Inode:

@@ -11,13 +11,12 @@ import grpc
 from chainfs.common import config
 from chainfs.common.errors import ChainfsError, Reason, make_exception, to_exception
 from chainfs.common.paths import checked_path
+from chainfs.common.retry import RequestIds, call_with_retry
 from chainfs.common.rpc import ChannelPool
 from chainfs.common import auth
 from chainfs.common.tls import TlsArg, register as register_tls, resolve as resolve_tls
 from chainfs.proto import meta_pb2 as pb
 from chainfs.proto import meta_pb2_grpc as pb_grpc
-
-from chainfs.client.rpc.retry import RequestIds, call_with_retry
 
 T = TypeVar("T")
 

@@ -24,6 +24,7 @@ from chainfs.common.chains import head_target, serving_targets
 from chainfs.common.checksum import crc32c
 from chainfs.common.errors import ChainfsError, Reason, is_retryable, make_exception, reason_of
 from chainfs.common.dataconn import local_host_id
+from chainfs.common.retry import Backoff, RequestIds, call_with_retry, failure_reason
 from chainfs.common.rpc import ChannelPool
 from chainfs.common.streams import write_requests
 from chainfs.proto import meta_pb2 as mpb
@@ -33,7 +34,6 @@ from chainfs.proto import storage_pb2_grpc as spb_grpc
 from chainfs.client.rpc import data_path
 from chainfs.client.rpc.meta_client import RoutingCache
 from chainfs.client.rpc.pools import EXECUTOR, LazyPool
-from chainfs.client.rpc.retry import Backoff, RequestIds, failure_reason
 
 log = logging.getLogger(__name__)
 
@@ -103,26 +103,25 @@ class StorageClient:
         """Writes one chunk (or a range of it) through the chain's head; returns its committed meta."""
         request_id = self.request_id()
         data_crc = crc32c(data)
-        backoff = Backoff(self.retry_deadline)
-        while True:
-            try:
-                chain = self.routing.chain(chain_id)
-                head = head_of(chain)
-                header = spb.WriteHeader(
-                    chain_id=chain_id, chain_version=chain.version,
-                    chunk=spb.ChunkId(inode=inode, index=index), offset=offset, length=len(data),
-                    replace=replace, data_crc=data_crc, chunk_size=chunk_size, request_id=request_id,
-                )
-                node = self.routing.node(head.node_id)
-                if node.data_address:
-                    return data_path.write_chunk(node.data_address, header, data, self.timeout, self.routing.token).meta
-                reply = self._stub(head.node_id).Write(write_requests(header, data), timeout=self.timeout)
-                return reply.meta
-            except (grpc.RpcError, ChainfsError) as exc:
-                reason = failure_reason(exc)
-                if not is_retryable(reason) or not backoff.wait():
-                    raise _as_error(exc, f"write of chunk {inode}:{index} on chain {chain_id}") from None
-                self._refresh_quietly()
+
+        def attempt() -> spb.ChunkMeta:
+            chain = self.routing.chain(chain_id)
+            head = head_of(chain)
+            header = spb.WriteHeader(
+                chain_id=chain_id, chain_version=chain.version,
+                chunk=spb.ChunkId(inode=inode, index=index), offset=offset, length=len(data),
+                replace=replace, data_crc=data_crc, chunk_size=chunk_size, request_id=request_id,
+            )
+            node = self.routing.node(head.node_id)
+            if node.data_address:
+                return data_path.write_chunk(node.data_address, header, data, self.timeout, self.routing.token).meta
+            return self._stub(head.node_id).Write(write_requests(header, data), timeout=self.timeout).meta
+
+        try:
+            return call_with_retry(attempt, self.retry_deadline, before_retry=self._refresh_quietly,
+                                   what=f"write of chunk {inode}:{index}")
+        except (grpc.RpcError, ChainfsError) as exc:
+            raise _as_error(exc, f"write of chunk {inode}:{index} on chain {chain_id}") from None
 
     # ---- reads ----
 
