@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterable, Union
 import grpc
 
 from chainfs.common.errors import ChainfsError, Reason, abort
+from chainfs.common.decoding import Malformed
 
 ENV_TOKEN_FILE = "CHAINFS_TOKEN_FILE"
 METADATA_KEY = "authorization"
@@ -366,7 +367,8 @@ class ServerAuth(grpc.ServerInterceptor):
 
         def checked(request: Any, context: grpc.ServicerContext) -> Any:
             try:
-                authorize_paths(method, ident, request)
+                if not isinstance(request, Malformed):  # which the handler refuses (common/decoding.py)
+                    authorize_paths(method, ident, request)
             except ChainfsError as exc:
                 abort(context, exc.reason, exc.message)
             return behavior(request, context)

@@ -13,6 +13,7 @@ from typing import Any, Callable, NoReturn, TypeVar
 import grpc
 
 from chainfs.common import auth, tls
+from chainfs.common.decoding import LenientDecoding
 from chainfs.common.config import GRPC_OPTIONS, STREAMS_PER_WORKER
 from chainfs.common.errors import ChainfsError, Reason, abort
 from chainfs.common.files import write_atomically
@@ -59,15 +60,18 @@ def _fail(name: str, context: grpc.ServicerContext, exc: Exception) -> NoReturn:
 
 
 def make_server(max_workers: int = 64) -> grpc.Server:
-    """A gRPC server whose every RPC is timed and counted (`common.metrics.RpcMetrics`) and, when
-    the process has a cluster secret, checked for a token (`common.auth.ServerAuth`)."""
+    """A gRPC server whose every RPC is timed and counted (`common.metrics.RpcMetrics`), when the
+    process has a cluster secret checked for a token (`common.auth.ServerAuth`), and whose
+    unparsable requests are INVALID_ARGUMENT (`common.decoding`)."""
     from chainfs.common.metrics import RpcMetrics  # prometheus_client loads only in servers
 
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         options=[*GRPC_OPTIONS, ("grpc.max_concurrent_streams", max_workers * STREAMS_PER_WORKER)],
         maximum_concurrent_rpcs=max_workers * 4,
-        interceptors=[RpcMetrics(), auth.ServerAuth()],
+        # outermost first: LenientDecoding turns unparsable requests into INVALID_ARGUMENT, after
+        # ServerAuth has refused callers without a token
+        interceptors=[RpcMetrics(), auth.ServerAuth(), LenientDecoding()],
     )
 
 

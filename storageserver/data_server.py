@@ -356,6 +356,8 @@ class DataServer:
     def _read(self, conn: socket.socket, raw: bytes, scratch: bytearray) -> bytearray:
         try:
             request = self._parse(storage_pb2.ReadRequest, raw)
+            if not request.items:  # the reply is one frame per item: none would leave the peer waiting
+                raise ChainfsError(Reason.INVALID_ARGUMENT, "a data-port read names at least one item")
         except ChainfsError as exc:
             wire.send_error(conn, exc)
             return scratch

@@ -89,3 +89,29 @@ def test_storage_read_of_bad_items_gets_invalid_status(client: ChainClient) -> N
                           chunk=spb.ChunkId(inode=5, index=0), offset=1 << 30, length=10)]
     headers = [r.header for r in stub.Read(spb.ReadRequest(items=items), timeout=10) if r.HasField("header")]
     assert [h.status for h in headers] == [spb.INVALID, spb.INVALID]
+
+
+@pytest.mark.parametrize("method", ["/chainfs.Namespace/Stat", "/chainfs.Namespace/Mkdir",
+                                    "/chainfs.Storage/Write", "/chainfs.Storage/Read"])
+def test_unparsable_request_bytes_are_invalid_argument(client: ChainClient, cluster: LocalCluster,
+                                                       method: str) -> None:
+    """Found by the fuzz test: gRPC answered bytes that do not parse with INTERNAL ("Exception
+    deserializing request!"); they are the caller's fault (INVALID_ARGUMENT), and a caller
+    without a token is still refused as such first."""
+    address = cluster.address if "Namespace" in method else client.routing.refresh().nodes[0].address
+    garbage = b"\x0a\xff\xff\xff\xff\x0f"  # field 1, a length no message holds
+    with grpc.insecure_channel(address) as channel:
+        for token, want in ((client.routing.token, grpc.StatusCode.INVALID_ARGUMENT),
+                            (None, grpc.StatusCode.UNAUTHENTICATED)):
+            metadata = (("authorization", f"Bearer {token}"),) if token else ()
+            with pytest.raises(grpc.RpcError) as info:
+                if method.endswith("Write"):
+                    channel.stream_unary(method)(iter([garbage]), timeout=10, metadata=metadata)
+                elif method.endswith("Read"):
+                    list(channel.unary_stream(method)(garbage, timeout=10, metadata=metadata))
+                else:
+                    channel.unary_unary(method)(garbage, timeout=10, metadata=metadata)
+            assert info.value.code() == want, (method, info.value.details())
+            if want == grpc.StatusCode.INVALID_ARGUMENT:
+                assert "malformed" in info.value.details()
+    assert client.stat("/").type == mpb.DIRECTORY  # and the server carries on

@@ -203,6 +203,19 @@ def test_data_port_refuses_garbage_and_keeps_serving(client: ChainClient, sc_dir
     assert ChainClient(client.address, short_circuit=False).read_file(f"{sc_dir}/after") == data
 
 
+def test_a_data_port_read_of_no_items_is_answered(client: ChainClient) -> None:
+    """Found by the fuzz test: OP_READ of a request with no items got no frame at all (one per
+    item), so the peer waited forever; it is INVALID_ARGUMENT now, and the connection serves on."""
+    node = client.routing.refresh().nodes[0]
+    with socket.create_connection(split_address(node.data_address), timeout=30) as sock:
+        wire.authenticate(sock, client.routing.token or "")
+        for header in (b"", spb.ReadRequest().SerializeToString(), b"\x10\x05"):  # empty; unknown field
+            wire.send_frame(sock, wire.OP_READ, header)
+            op, header_len, _ = wire.recv_prefix(sock)
+            assert op == wire.OP_ERROR
+            assert wire.error_of(wire.recv_header(sock, header_len)).reason.value == "invalid_argument"
+
+
 def test_short_circuit_switches(client: ChainClient, sc_dir: str, tmp_path: Path) -> None:
     import subprocess
     import sys
