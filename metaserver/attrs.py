@@ -1,33 +1,30 @@
 """Inode attributes: chmod, chown, utimens and a published length (SetAttr), one synced batch each.
 
-A mixin of `Namespace` (it shares the namespace lock and path walk), kept apart because it is the
-one operation that changes an inode in place without touching the tree.
+A component beside the namespace (it holds the namespace's mutation lock and walks through the same
+`Tree`), kept apart because it is the one operation that changes an inode in place without touching
+the tree; `Namespace.set_attr` forwards to it.
 """
 
 from __future__ import annotations
 
-import threading
-from typing import TYPE_CHECKING, Callable
+from typing import Any, Callable
 
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.metaserver.extent_check import check_length_bound
 from chainfs.common.paths import join_parts, split_path
 from chainfs.metaserver.store import Store, retry_conflicts
+from chainfs.metaserver.tree import Tree
 from chainfs.proto import meta_pb2 as pb
 
-if TYPE_CHECKING:
-    from chainfs.metaserver.store import _Reader
 
+class Attrs:
+    """SetAttr over `store`, one synced batch each."""
 
-class AttrsMixin:
-    # Provided by Namespace.
-    store: Store
-    clock_ns: Callable[[], int]
-    _lock: threading.Lock
-
-    if TYPE_CHECKING:
-
-        def _walk(self, r: _Reader, parts: list[str], path: str) -> pb.Inode: ...
+    def __init__(self, store: Store, tree: Tree, lock: Any, clock_ns: Callable[[], int]) -> None:
+        self.store = store
+        self.tree = tree
+        self._lock = lock  # the namespace's mutation lock
+        self.clock_ns = clock_ns
 
     @retry_conflicts
     def set_attr(self, path: str, mode: int | None = None, uid: int | None = None, gid: int | None = None,
@@ -47,7 +44,7 @@ class AttrsMixin:
                 raise ChainfsError(Reason.INVALID_ARGUMENT, f"negative {name}: {where}")
         with self._lock:
             txn = self.store.txn()
-            inode = self._walk(txn, parts, where)
+            inode = self.tree.walk(txn, parts, where)
             now = self.clock_ns()
             if length is not None:
                 if inode.type == pb.DIRECTORY:

@@ -6,36 +6,38 @@ transactions. Reads (stat, list) take no lock: each commit is atomic, so they se
 Several metaservers over etcd do not share the lock: there each commit validates what it read and a
 lost race reruns the operation (`@retry_conflicts`), so every mutation must read through its txn.
 
-Write sessions (open/renew/close, sweeping expired ones) live in `sessions.py` as a mixin that
-shares this class's lock and helpers; the garbage records they and `remove`/`rename` produce are
-listed by `gc_records()` for the collector.
+Rooms: path walks and new inodes are `tree.py` (shared by every component below); write sessions
+(open/renew/close, sweeping expired ones) are the `WriteSessions` component of `sessions.py`, and
+SetAttr the `Attrs` component of `attrs.py`, each over the same store, tree and lock; this class
+forwards their calls, so the servicer and the collector call one object. The garbage records that
+sessions and `remove`/`rename` produce are listed by `gc_records()` for the collector, and
+`consistent_view()` gives checks (`ns_check.py`) one reading of every table.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Iterable, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator, Sequence
 
 from chainfs.common import config
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.common.paths import MAX_DEPTH, join_parts, split_path
 from chainfs.metaserver import request_ids
 from chainfs.metaserver.extent_check import ChunkExtentCheck
-from chainfs.metaserver.layout import ChainSource, default_layout, merge_layout, pick_chains, validate_layout
+from chainfs.metaserver.layout import ChainSource, default_layout, merge_layout, validate_layout
 from chainfs.metaserver.records import GcRecord
-from chainfs.metaserver.attrs import AttrsMixin
-from chainfs.metaserver.sessions import SessionsMixin
-from chainfs.metaserver.store import C_INODE, P_GC, ROOT_ID, Store, Txn, _Reader, gc_key, retry_conflicts
+from chainfs.metaserver.attrs import Attrs
+from chainfs.metaserver.sessions import WriteSessions
+from chainfs.metaserver.store import C_INODE, P_GC, ROOT_ID, Reader, Store, Txn, gc_key, retry_conflicts
+from chainfs.metaserver.tree import DIR_MODE, Tree
 from chainfs.proto import meta_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-DIR_MODE = 0o755
-FILE_MODE = 0o644
 
-
-class Namespace(SessionsMixin, AttrsMixin):
+class Namespace:
     """Namespace operations over a metadata Store. Every error is a ChainfsError naming the path."""
 
     def __init__(
@@ -55,7 +57,27 @@ class Namespace(SessionsMixin, AttrsMixin):
         self.request_ttl_ns = int(config.REQUEST_ID_TTL * 1e9)
         self.clock_ns = clock_ns
         self._lock = store.mutation_lock()
+        self.tree = Tree(chains, clock_ns)
+        self.write_sessions = WriteSessions(store, self.tree, self._lock, self.lease_ns, clock_ns, extent_check)
+        self.attrs = Attrs(store, self.tree, self._lock, clock_ns)
+        # Their calls, answered by the components (one copy of each signature and docstring).
+        self.open_write = self.write_sessions.open_write
+        self.open_write_many = self.write_sessions.open_write_many
+        self.renew_session = self.write_sessions.renew_session
+        self.close_write = self.write_sessions.close_write
+        self.close_write_many = self.write_sessions.close_write_many
+        self.sweep_expired_sessions = self.write_sessions.sweep_expired_sessions
+        self.sessions = self.write_sessions.sessions
+        self.set_attr = self.attrs.set_attr
         self._ensure_root()
+
+    @contextmanager
+    def consistent_view(self) -> Iterator[Reader]:
+        """One consistent reading of every table, for checks: the lock keeps this metaserver's
+        mutations out, and one txn reads every table at one revision on etcd (other metaservers
+        may be writing)."""
+        with self._lock:
+            yield self.store.txn()
 
     # ---- helpers ----
 
@@ -80,95 +102,6 @@ class Namespace(SessionsMixin, AttrsMixin):
             self.store.commit(txn)
             log.info("created the root directory (replication %d)", self.replication)
 
-    def _get(self, r: _Reader, inode_id: int, path: str) -> pb.Inode:
-        inode = r.get_inode(inode_id)
-        if inode is None:  # a dentry without its inode: only a concurrent removal explains it
-            raise ChainfsError(Reason.NOT_FOUND, f"no such file or directory: {path}")
-        return inode
-
-    def _walk(self, r: _Reader, parts: list[str], path: str) -> pb.Inode:
-        """The inode at `parts`; NOT_FOUND, or NOT_A_DIRECTORY when a middle component is a file."""
-        return self._walk_from(r, self._get(r, ROOT_ID, path), parts, path)
-
-    def _walk_from(self, r: _Reader, cur: pb.Inode, parts: list[str], path: str) -> pb.Inode:
-        for name in parts:
-            if cur.type != pb.DIRECTORY:
-                raise ChainfsError(Reason.NOT_A_DIRECTORY, f"not a directory in path: {path}")
-            child = r.lookup(cur.id, name)
-            if child is None:
-                raise ChainfsError(Reason.NOT_FOUND, f"no such file or directory: {path}")
-            cur = self._get(r, child, path)
-        return cur
-
-    def _walk_dir(self, r: _Reader, parts: list[str], path: str) -> pb.Inode:
-        inode = self._walk(r, parts, path)
-        if inode.type != pb.DIRECTORY:
-            raise ChainfsError(Reason.NOT_A_DIRECTORY, f"not a directory: {path}")
-        return inode
-
-    def _parent_dir(self, txn: Txn, parts: list[str], path: str, parents: bool) -> pb.Inode:
-        """The directory that will hold parts[-1], creating missing ones when `parents`."""
-        cur = self._get(txn, ROOT_ID, path)
-        for name in parts[:-1]:
-            if cur.type != pb.DIRECTORY:
-                raise ChainfsError(Reason.NOT_A_DIRECTORY, f"not a directory in path: {path}")
-            child = txn.lookup(cur.id, name)
-            if child is None:
-                if not parents:
-                    raise ChainfsError(Reason.NOT_FOUND, f"parent directory does not exist: {path}")
-                cur = self._new_dir(txn, cur, name, None, path)
-            else:
-                cur = self._get(txn, child, path)
-        if cur.type != pb.DIRECTORY:
-            raise ChainfsError(Reason.NOT_A_DIRECTORY, f"parent is not a directory: {path}")
-        return cur
-
-    def _touch(self, txn: Txn, dir_id: int, now: int) -> None:
-        """A directory's mtime moves when an entry is added or removed (re-read: txn may hold a newer copy)."""
-        inode = txn.get_inode(dir_id)
-        if inode is not None:
-            inode.mtime_ns = now
-            txn.put_inode(inode)
-
-    def _new_dir(self, txn: Txn, parent: pb.Inode, name: str, layout: pb.Layout | None, path: str) -> pb.Inode:
-        now = self.clock_ns()
-        inode = pb.Inode(
-            id=txn.allocate(C_INODE, ROOT_ID + 1),
-            type=pb.DIRECTORY,
-            layout=validate_layout(merge_layout(parent.layout, layout), path),
-            ctime_ns=now,
-            mtime_ns=now,
-            mode=DIR_MODE,
-            parent_id=parent.id,
-        )
-        txn.put_inode(inode)
-        txn.link(parent.id, name, inode.id)
-        self._touch(txn, parent.id, now)
-        return inode
-
-    def _new_file(self, txn: Txn, parent: pb.Inode, layout: pb.Layout | None, path: str) -> pb.Inode:
-        """A new file inode with its stripe picked; NOT stored or linked (callers decide)."""
-        merged = validate_layout(merge_layout(parent.layout, layout), path)
-        inode_id = txn.allocate(C_INODE, ROOT_ID + 1)
-        chains = pick_chains(self.chains.chain_lengths() if self.chains else (), inode_id, merged, path)
-        merged.chains.extend(chains)
-        merged.stripe_width = len(chains)  # what the file really spreads over
-        now = self.clock_ns()
-        return pb.Inode(
-            id=inode_id,
-            type=pb.FILE,
-            length=0,
-            layout=merged,
-            ctime_ns=now,
-            mtime_ns=now,
-            mode=FILE_MODE,
-            parent_id=parent.id,
-        )
-
-    def _gc(self, txn: Txn, inode: pb.Inode, reason: str, length: int | None = None) -> None:
-        record = GcRecord.of(inode, self.clock_ns(), reason, length)
-        txn.put(gc_key(inode.id), record.to_bytes())
-
     # ---- operations ----
 
     @retry_conflicts
@@ -183,17 +116,17 @@ class Namespace(SessionsMixin, AttrsMixin):
                 return pb.Inode.FromString(first)
             if not parts:
                 if parents:
-                    return self._get(txn, ROOT_ID, where)
+                    return self.tree.get(txn, ROOT_ID, where)
                 raise ChainfsError(Reason.EXISTS, f"directory exists: {where}")
-            parent = self._parent_dir(txn, parts, where, parents)
+            parent = self.tree.parent_dir(txn, parts, where, parents)
             existing = txn.lookup(parent.id, parts[-1])
             if existing is not None:
-                inode = self._get(txn, existing, where)
+                inode = self.tree.get(txn, existing, where)
                 if inode.type == pb.DIRECTORY and parents:
                     return inode
                 kind = "directory" if inode.type == pb.DIRECTORY else "file"
                 raise ChainfsError(Reason.EXISTS, f"{kind} exists: {where}")
-            inode = self._new_dir(txn, parent, parts[-1], layout, where)
+            inode = self.tree.new_dir(txn, parent, parts[-1], layout, where)
             request_ids.remember(txn, request_id, "mkdir", inode.SerializeToString(), inode.ctime_ns)
             self.store.commit(txn)
             return inode
@@ -213,19 +146,19 @@ class Namespace(SessionsMixin, AttrsMixin):
             first = request_ids.replay(txn, request_id, "create")
             if first is not None:
                 return pb.Inode.FromString(first)
-            parent = self._parent_dir(txn, parts, where, parents)
+            parent = self.tree.parent_dir(txn, parts, where, parents)
             existing = txn.lookup(parent.id, parts[-1])
             if existing is not None:
-                inode = self._get(txn, existing, where)
+                inode = self.tree.get(txn, existing, where)
                 if inode.type == pb.DIRECTORY:
                     raise ChainfsError(Reason.IS_A_DIRECTORY, f"is a directory: {where}")
                 if exclusive:
                     raise ChainfsError(Reason.EXISTS, f"file exists: {where}")
                 return inode
-            inode = self._new_file(txn, parent, layout, where)
+            inode = self.tree.new_file(txn, parent, layout, where)
             txn.put_inode(inode)
             txn.link(parent.id, parts[-1], inode.id)
-            self._touch(txn, parent.id, inode.mtime_ns)
+            self.tree.touch(txn, parent.id, inode.mtime_ns)
             request_ids.remember(txn, request_id, "create", inode.SerializeToString(), inode.ctime_ns)
             self.store.commit(txn)
             return inode
@@ -235,7 +168,7 @@ class Namespace(SessionsMixin, AttrsMixin):
         cached = self.store.resolve(parts)  # etcd: one round trip when the path's dentries are cached
         if cached is not None:
             return cached
-        return self._walk(self.store.reader(), parts, join_parts(parts))
+        return self.tree.walk(self.store.reader(), parts, join_parts(parts))
 
     def stat_many(self, paths: Sequence[str]) -> list[pb.Inode | ChainfsError]:
         """Each path's inode or the error a single stat would raise, in order.
@@ -253,13 +186,13 @@ class Namespace(SessionsMixin, AttrsMixin):
                 if not path:
                     raise ChainfsError(Reason.INVALID_ARGUMENT, "path is required")
                 if () not in dirs:
-                    dirs[()] = self._get(self.store, ROOT_ID, where)
+                    dirs[()] = self.tree.get(self.store, ROOT_ID, where)
                 known = len(parts) - 1 if parts else 0
                 while known > 0 and tuple(parts[:known]) not in dirs:
                     known -= 1
                 cur = dirs[tuple(parts[:known])]
                 for depth in range(known, len(parts)):
-                    cur = self._walk_from(self.store, cur, [parts[depth]], where)
+                    cur = self.tree.walk_from(self.store, cur, [parts[depth]], where)
                     if depth < len(parts) - 1 and cur.type == pb.DIRECTORY:
                         dirs[tuple(parts[:depth + 1])] = cur
                 out.append(cur)
@@ -273,7 +206,7 @@ class Namespace(SessionsMixin, AttrsMixin):
         reader = self.store.reader()
         directory = self.store.resolve(parts)  # etcd: one round trip when the dentries are cached
         if directory is None or directory.type != pb.DIRECTORY:
-            directory = self._walk_dir(reader, parts, join_parts(parts))
+            directory = self.tree.walk_dir(reader, parts, join_parts(parts))
         limit = config.DEFAULT_LIST_LIMIT if limit <= 0 else min(limit, config.MAX_LIST_LIMIT)
         page: list[tuple[str, int]] = []
         more = False
@@ -298,19 +231,19 @@ class Namespace(SessionsMixin, AttrsMixin):
             txn = self.store.txn()
             if request_ids.replay(txn, request_id, "rename") is not None:
                 return
-            s_parent = self._walk_dir(txn, sp[:-1], s_where)
+            s_parent = self.tree.walk_dir(txn, sp[:-1], s_where)
             src_id = txn.lookup(s_parent.id, sp[-1])
             if src_id is None:
                 raise ChainfsError(Reason.NOT_FOUND, f"no such file or directory: {s_where}")
             if sp == dp:
                 return
-            d_parent = self._walk_dir(txn, dp[:-1], d_where)
-            moved = self._get(txn, src_id, s_where)
+            d_parent = self.tree.walk_dir(txn, dp[:-1], d_where)
+            moved = self.tree.get(txn, src_id, s_where)
             if moved.type == pb.DIRECTORY:
                 self._refuse_own_subtree(txn, moved.id, d_parent, s_where, d_where)
             dst_id = txn.lookup(d_parent.id, dp[-1])
             if dst_id is not None:
-                old = self._get(txn, dst_id, d_where)
+                old = self.tree.get(txn, dst_id, d_where)
                 if old.type == pb.DIRECTORY:
                     if moved.type != pb.DIRECTORY:
                         raise ChainfsError(Reason.IS_A_DIRECTORY, f"cannot replace a directory with a file: {d_where}")
@@ -319,7 +252,7 @@ class Namespace(SessionsMixin, AttrsMixin):
                 elif moved.type == pb.DIRECTORY:
                     raise ChainfsError(Reason.NOT_A_DIRECTORY, f"cannot replace a file with a directory: {d_where}")
                 else:
-                    self._gc(txn, old, f"replaced by rename of {s_where}")
+                    self.tree.gc(txn, old, f"replaced by rename of {s_where}")
                 txn.delete_inode(old.id)
             now = self.clock_ns()
             txn.unlink(s_parent.id, sp[-1])
@@ -327,12 +260,12 @@ class Namespace(SessionsMixin, AttrsMixin):
             moved.parent_id = d_parent.id
             moved.ctime_ns = now
             txn.put_inode(moved)
-            self._touch(txn, s_parent.id, now)
-            self._touch(txn, d_parent.id, now)
+            self.tree.touch(txn, s_parent.id, now)
+            self.tree.touch(txn, d_parent.id, now)
             request_ids.remember(txn, request_id, "rename", b"", now)
             self.store.commit(txn)
 
-    def _refuse_own_subtree(self, r: _Reader, moved_id: int, d_parent: pb.Inode, s_where: str, d_where: str) -> None:
+    def _refuse_own_subtree(self, r: Reader, moved_id: int, d_parent: pb.Inode, s_where: str, d_where: str) -> None:
         """Walks parent ids from the destination's parent to the root; meeting `moved_id` is a cycle."""
         cur = d_parent
         for _ in range(MAX_DEPTH + 2):
@@ -342,7 +275,7 @@ class Namespace(SessionsMixin, AttrsMixin):
                 )
             if cur.id == ROOT_ID:
                 return
-            cur = self._get(r, cur.parent_id, d_where)
+            cur = self.tree.get(r, cur.parent_id, d_where)
         raise ChainfsError(Reason.INTERNAL, f"directory parent chain does not reach the root: {d_where}")
 
     @retry_conflicts
@@ -355,22 +288,22 @@ class Namespace(SessionsMixin, AttrsMixin):
             txn = self.store.txn()
             if request_ids.replay(txn, request_id, "remove") is not None:
                 return
-            parent = self._walk_dir(txn, parts[:-1], where)
+            parent = self.tree.walk_dir(txn, parts[:-1], where)
             child_id = txn.lookup(parent.id, parts[-1])
             if child_id is None:
                 raise ChainfsError(Reason.NOT_FOUND, f"no such file or directory: {where}")
-            inode = self._get(txn, child_id, where)
+            inode = self.tree.get(txn, child_id, where)
             if inode.type == pb.DIRECTORY and txn.has_children(inode.id):
                 if not recursive:
                     raise ChainfsError(Reason.NOT_EMPTY, f"directory not empty: {where}")
                 count = self._remove_subtree(txn, inode.id, where)
                 log.info("removing %s with %d entries below it", where, count)
             elif inode.type != pb.DIRECTORY:
-                self._gc(txn, inode, f"removed {where}")
+                self.tree.gc(txn, inode, f"removed {where}")
             txn.unlink(parent.id, parts[-1])
             txn.delete_inode(inode.id)
             now = self.clock_ns()
-            self._touch(txn, parent.id, now)
+            self.tree.touch(txn, parent.id, now)
             request_ids.remember(txn, request_id, "remove", b"", now)
             self.store.commit(txn)
 
@@ -387,7 +320,7 @@ class Namespace(SessionsMixin, AttrsMixin):
                     if child.type == pb.DIRECTORY:
                         stack.append(child_id)
                     else:
-                        self._gc(txn, child, f"removed {where} recursively")
+                        self.tree.gc(txn, child, f"removed {where} recursively")
                     txn.delete_inode(child_id)
                 txn.unlink(current, name)
                 count += 1
@@ -400,7 +333,7 @@ class Namespace(SessionsMixin, AttrsMixin):
         where = join_parts(parts)
         with self._lock:
             txn = self.store.txn()
-            inode = self._walk(txn, parts, where)
+            inode = self.tree.walk(txn, parts, where)
             if inode.type != pb.DIRECTORY:
                 raise ChainfsError(Reason.NOT_A_DIRECTORY, f"layouts are set on directories only: {where}")
             inode.layout.CopyFrom(validate_layout(merge_layout(inode.layout, layout), where))

@@ -1,8 +1,8 @@
 """The metaserver's half of fsck: namespace invariants checked against its own tables.
 
-Why on the server: "no orphan inodes" needs every inode, which no client RPC lists; one scan under
-the namespace lock sees a consistent snapshot. The storage half (chunks against file sizes, replicas
-against each other) runs in the client (`chainfs.client.fsck.check`), with the lists returned here:
+Why on the server: "no orphan inodes" needs every inode, which no client RPC lists; one scan of
+`Namespace.consistent_view()` sees a consistent snapshot. The storage half (chunks against file
+sizes, replicas against each other) runs in the client (`chainfs.client.fsck.check`), with the lists returned here:
 every linked file inode with its path, the unlinked inodes whose chunks may legitimately exist
 (OPEN write sessions and pending garbage collection; a closed session's record, kept only to answer a
 retried close, is neither: its inode is linked or has a GC record), and the linked files an open
@@ -17,21 +17,18 @@ from chainfs.common import config
 from chainfs.common.paths import MAX_DEPTH, join_parts
 from chainfs.metaserver.namespace import Namespace
 from chainfs.metaserver.records import GcRecord, SessionRecord
-from chainfs.metaserver.store import P_GC, P_INODE, P_SESSION, ROOT_ID
+from chainfs.metaserver.store import P_GC, P_SESSION, ROOT_ID
 from chainfs.proto import meta_pb2 as pb
 
 
 def check_namespace(ns: Namespace, known_chains: set[int] | None = None) -> pb.NamespaceCheckReply:
     reply = pb.NamespaceCheckReply()
     problems = reply.problems
-    # A consistent snapshot: the lock keeps this metaserver's mutations out, and reading through one
-    # txn reads every table at one revision on etcd (other metaservers may be writing).
-    with ns._lock:
-        snap = ns.store.txn()
-        inodes = {i.id: i for i in (pb.Inode.FromString(raw) for _, raw in snap.scan(P_INODE))}
-        dentries = list(snap.dentries())
-        sessions = [SessionRecord.from_bytes(raw) for _, raw in snap.scan(P_SESSION)]
-        gc = [GcRecord.from_bytes(raw) for _, raw in snap.scan(P_GC)]
+    with ns.consistent_view() as view:
+        inodes = {i.id: i for i in view.inodes()}
+        dentries = list(view.dentries())
+        sessions = [SessionRecord.from_bytes(raw) for raw in view.values(P_SESSION)]
+        gc = [GcRecord.from_bytes(raw) for raw in view.values(P_GC)]
     root = inodes.get(ROOT_ID)
     if root is None or root.type != pb.DIRECTORY:
         problems.append(f"root inode {ROOT_ID} is missing or not a directory")

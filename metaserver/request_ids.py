@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 from chainfs.common import config
 from chainfs.common.errors import ChainfsError, Reason
-from chainfs.metaserver.store import P_REQUEST_AGE, Txn, _Reader, request_age_key, request_key
+from chainfs.metaserver.store import P_REQUEST_AGE, Txn, Reader, request_age_key, request_key
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def check_request_id(request_id: str) -> str:
     return request_id
 
 
-def replay(r: _Reader, request_id: str, op: str) -> bytes | None:
+def replay(r: Reader, request_id: str, op: str) -> bytes | None:
     """The first answer to `request_id`, or None when this is its first arrival (or it has none)."""
     if not check_request_id(request_id):
         return None

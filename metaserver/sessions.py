@@ -7,14 +7,15 @@ writes into the existing inode and publishes the new length at close. A session 
 a session whose client vanished expires and its unlinked inode becomes garbage. On etcd the lease
 is also an etcd lease (see `Txn.attach_lease`), so one clock decides for every metaserver.
 
-This is a mixin of `Namespace` (it shares the namespace lock and helpers).
+`WriteSessions` is a component beside the namespace: it walks and builds the tree through the same
+`Tree` and holds the same mutation lock, which `Namespace` hands it; `Namespace` forwards the
+session calls to it, so the servicer and the collector keep one object to call.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from chainfs.common import auth
 from chainfs.common.errors import ChainfsError, Reason
@@ -23,32 +24,26 @@ from chainfs.metaserver.extent_check import ChunkExtentCheck, check_length_bound
 from chainfs.common.paths import join_parts, split_path
 from chainfs.metaserver.records import SessionRecord, check_session_id, new_session_id
 from chainfs.metaserver.store import P_SESSION, Store, Txn, retry_conflicts, session_key
+from chainfs.metaserver.tree import Tree
 from chainfs.proto import meta_pb2 as pb
-
-if TYPE_CHECKING:
-    from chainfs.metaserver.store import _Reader
 
 log = logging.getLogger(__name__)
 
 SESSION_MODES = (pb.REPLACE, pb.CREATE_NEW, pb.APPEND)  # what OpenWrite accepts
 
 
-class SessionsMixin:
-    # Provided by Namespace.
-    store: Store
-    lease_ns: int
-    clock_ns: Callable[[], int]
-    _lock: threading.Lock
-    # Asks storage whether the chunk holding a length's last byte ends there (None: bounds only).
-    extent_check: ChunkExtentCheck | None
+class WriteSessions:
+    """Open, renew and close write sessions, and sweep the expired ones, over `store`."""
 
-    if TYPE_CHECKING:
-
-        def _get(self, r: _Reader, inode_id: int, path: str) -> pb.Inode: ...
-        def _parent_dir(self, txn: Txn, parts: list[str], path: str, parents: bool) -> pb.Inode: ...
-        def _new_file(self, txn: Txn, parent: pb.Inode, layout: pb.Layout | None, path: str) -> pb.Inode: ...
-        def _gc(self, txn: Txn, inode: pb.Inode, reason: str, length: int | None = None) -> None: ...
-        def _touch(self, txn: Txn, dir_id: int, now: int) -> None: ...
+    def __init__(self, store: Store, tree: Tree, lock: Any, lease_ns: int, clock_ns: Callable[[], int],
+                 extent_check: ChunkExtentCheck | None = None) -> None:
+        self.store = store
+        self.tree = tree
+        self._lock = lock  # the namespace's mutation lock
+        self.lease_ns = lease_ns
+        self.clock_ns = clock_ns
+        # Asks storage whether the chunk holding a length's last byte ends there (None: bounds only).
+        self.extent_check = extent_check
 
     @retry_conflicts
     def open_write(
@@ -112,9 +107,9 @@ class SessionsMixin:
             raise ChainfsError(Reason.INVALID_ARGUMENT, "path is required")
         if not parts:
             raise ChainfsError(Reason.IS_A_DIRECTORY, f"is a directory: {where}")
-        parent = self._parent_dir(txn, parts, where, parents)
+        parent = self.tree.parent_dir(txn, parts, where, parents)
         existing_id = txn.lookup(parent.id, parts[-1])
-        existing = None if existing_id is None else self._get(txn, existing_id, where)
+        existing = None if existing_id is None else self.tree.get(txn, existing_id, where)
         if existing is not None and existing.type == pb.DIRECTORY:
             raise ChainfsError(Reason.IS_A_DIRECTORY, f"is a directory: {where}")
         if existing is not None and mode == pb.CREATE_NEW:
@@ -124,11 +119,11 @@ class SessionsMixin:
             self._refuse_second_append(txn, existing.id, now, where)
             inode, base_length = existing, existing.length
         else:
-            inode = self._new_file(txn, parent, layout, where)
+            inode = self.tree.new_file(txn, parent, layout, where)
             if mode == pb.APPEND:  # appending to a missing file creates it, empty and visible
                 txn.put_inode(inode)
                 txn.link(parent.id, parts[-1], inode.id)
-                self._touch(txn, parent.id, now)
+                self.tree.touch(txn, parent.id, now)
         record = SessionRecord(
             session_id=new_session_id(),
             parent_id=parent.id,
@@ -260,26 +255,26 @@ class SessionsMixin:
         where = record.path
         if not commit:
             if record.mode != pb.APPEND:
-                self._gc(txn, inode, f"session {record.session_id} abandoned", length)
+                self.tree.gc(txn, inode, f"session {record.session_id} abandoned", length)
                 return inode
             return txn.get_inode(inode.id) or inode  # the file keeps its length from before
         if record.mode == pb.APPEND:
             return self._close_append(txn, record, length, now)
         failure = self._link_conflict(txn, record)
         if failure is not None:
-            self._gc(txn, inode, f"session {record.session_id} failed: {failure.reason.value}", length)
+            self.tree.gc(txn, inode, f"session {record.session_id} failed: {failure.reason.value}", length)
             raise failure
         old_id = txn.lookup(record.parent_id, record.name)
         if old_id is not None:
-            old = self._get(txn, old_id, where)
-            self._gc(txn, old, f"replaced by session {record.session_id}")
+            old = self.tree.get(txn, old_id, where)
+            self.tree.gc(txn, old, f"replaced by session {record.session_id}")
             txn.delete_inode(old.id)
         inode.length = length
         inode.mtime_ns = inode.ctime_ns = now
         inode.parent_id = record.parent_id
         txn.put_inode(inode)
         txn.link(record.parent_id, record.name, inode.id)
-        self._touch(txn, record.parent_id, now)
+        self.tree.touch(txn, record.parent_id, now)
         return inode
 
     def _mark_closed(self, txn: Txn, record: SessionRecord, now: int, outcome: str,
@@ -311,7 +306,7 @@ class SessionsMixin:
         existing_id = txn.lookup(record.parent_id, record.name)
         if existing_id is None:
             return None
-        existing = self._get(txn, existing_id, where)
+        existing = self.tree.get(txn, existing_id, where)
         if existing.type == pb.DIRECTORY:
             return ChainfsError(Reason.IS_A_DIRECTORY, f"a directory appeared during the write: {where}")
         if record.mode == pb.CREATE_NEW:
@@ -322,7 +317,7 @@ class SessionsMixin:
         current = txn.get_inode(record.inode.id)
         if current is None:
             # Removed or replaced while appending: chunks written since a GC pass must go too.
-            self._gc(txn, record.inode, f"append session {record.session_id} outlived its file", length)
+            self.tree.gc(txn, record.inode, f"append session {record.session_id} outlived its file", length)
             raise ChainfsError(Reason.NOT_FOUND, f"file was removed during the append: {record.path}")
         if length < record.base_length:
             raise ChainfsError(
@@ -374,9 +369,9 @@ class SessionsMixin:
         txn.release_lease(session_key(record.session_id))
         inode = record.inode
         if record.mode != pb.APPEND:
-            self._gc(txn, inode, f"session {record.session_id} expired", 0)
+            self.tree.gc(txn, inode, f"session {record.session_id} expired", 0)
         elif txn.get_inode(inode.id) is None:
-            self._gc(txn, inode, f"append session {record.session_id} expired after its file went")
+            self.tree.gc(txn, inode, f"append session {record.session_id} expired after its file went")
 
     @retry_conflicts
     def sweep_expired_sessions(self, now_ns: int | None = None) -> int:

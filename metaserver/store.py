@@ -119,7 +119,7 @@ def counter_key(name: bytes) -> bytes:
 # ---- readers shared by the store and transactions ----
 
 
-class _Reader:
+class Reader:
     """Typed accessors over `get` and `scan`, so the store and a transaction read alike."""
 
     def get(self, key: bytes) -> bytes | None:
@@ -151,6 +151,11 @@ class _Reader:
         after = prefix + start_after.encode("utf-8") if start_after else None
         for key, value in self.scan(prefix, after):
             yield key[len(prefix):].decode("utf-8"), int.from_bytes(value, "big")
+
+    def inodes(self) -> Iterator[pb.Inode]:
+        """Every inode (a whole-table scan, for checks)."""
+        for _, raw in self.scan(P_INODE):
+            yield pb.Inode.FromString(raw)
 
     def dentries(self) -> Iterator[tuple[int, str, int]]:
         """(parent id, name, child id) of every directory entry (a whole-table scan, for checks)."""
@@ -200,7 +205,7 @@ def retry_conflicts(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class Store(_Reader):
+class Store(Reader):
     """What a metadata backend offers: reads, transactions, one atomic durable commit, close."""
 
     backend = "?"
@@ -209,7 +214,7 @@ class Store(_Reader):
     def txn(self) -> Txn:
         return Txn(self)
 
-    def reader(self) -> _Reader:
+    def reader(self) -> Reader:
         """What a read-only operation (stat, list) reads through: the store itself where every
         read is cheap and each commit atomic (RocksDB), a snapshot where reads cost a round trip."""
         return self
@@ -301,7 +306,7 @@ class MetaStore(Store):
                 log.info("metadata store closed: %s", self.path)
 
 
-class Txn(_Reader):
+class Txn(Reader):
     """Pending writes over a store; reads see them. Commit with `Store.commit`.
 
     Reads of the underlying store go through `_base_get` / `_base_scan`, which a backend's own
