@@ -41,6 +41,7 @@ class _Job:
     keys: list[bytes]
     blocks: list[np.ndarray]
     nbytes: int
+    runs: list[int]  # lengths of its runs of consecutive blocks (the store packs each run)
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -93,7 +94,7 @@ class WriteBehind:
         self._thread.start()
 
     def submit(self, store: KVBlockStore, keys: Sequence[bytes], blocks: Sequence[np.ndarray]) -> Submitted:
-        """Queues blocks (keys[i] is the key of blocks[i]) and returns at once."""
+        """Queues consecutive blocks of a prompt (keys[i] is the key of blocks[i]) and returns at once."""
         s = self.stats
         with self._cond:
             if self._closed:
@@ -101,14 +102,24 @@ class WriteBehind:
                     s.dropped_blocks += len(blocks)
                 return Submitted(0)
             others = {id(j): j for j in (self._pending.get(k) for k in keys) if j is not None}
-            fresh = [(k, b) for k, b in zip(keys, blocks)
-                     if k not in self._pending and k.hex() not in store.index]
+            fresh: list[tuple[bytes, np.ndarray]] = []
+            runs: list[int] = []
+            gap = True
+            for k, b in zip(keys, blocks):
+                if k in self._pending or store.holds(k):
+                    gap = True
+                    continue
+                if gap:
+                    runs.append(0)
+                runs[-1] += 1
+                gap = False
+                fresh.append((k, b))
             duplicates = len(blocks) - len(fresh)
             nbytes = sum(b.nbytes for _, b in fresh)
             full = bool(fresh) and s.pending_bytes + nbytes > self.max_bytes
             jobs = list(others.values())
             if fresh and not full:
-                job = _Job(store, [k for k, _ in fresh], [np.array(b, copy=True) for _, b in fresh], nbytes)
+                job = _Job(store, [k for k, _ in fresh], [np.array(b, copy=True) for _, b in fresh], nbytes, runs)
                 self._jobs.append(job)
                 self._pending.update(dict.fromkeys(job.keys, job))
                 jobs.append(job)
@@ -155,10 +166,15 @@ class WriteBehind:
             by_store.setdefault(id(job.store), []).append(job)
         for group in by_store.values():
             keys = [k for j in group for k in j.keys]
-            blocks = [b for j in group for b in j.blocks]
+            runs = []
+            for j in group:
+                at = 0
+                for n in j.runs:
+                    runs.append((j.keys[at:at + n], j.blocks[at:at + n]))
+                    at += n
             t = time.perf_counter()
             try:
-                written = group[0].store.store_blocks(keys, blocks)
+                written = group[0].store.store_runs(runs)
             except Exception:  # noqa: BLE001 - the store counts its own failures; never kill the writer
                 log.exception("kv write-behind: store failed")
                 written = 0

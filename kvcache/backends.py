@@ -7,7 +7,8 @@ node, and a store is one `OpenWriteMany`, parallel chunk writes and one `CloseWr
 local filesystem the same calls are plain `os.stat`/`open`/`os.replace`. Any other fsspec
 filesystem gets the generic calls (`info`, multi-path `cat`, multi-file `pipe`).
 
-A `BlockRef` is what one stat told us about a block file. Blocks never change once written (their
+A `BlockRef` is what one stat told us about a block file (a segment of one or more blocks, see
+`segments.py`), or a byte range of one (`offset`, `size`). Blocks never change once written (their
 path is their content's key), so a ref stays good until the file is removed; a read through a ref
 whose file vanished reports the block missing, never other bytes.
 """
@@ -27,8 +28,9 @@ from fsspec.implementations.local import LocalFileSystem
 @dataclass(frozen=True)
 class BlockRef:
     path: str
-    size: int
+    size: int  # bytes: of the whole file (a stat), or of the range from `offset`
     handle: Any = None  # chainfs: the file's Inode (id, layout, length)
+    offset: int = 0  # where the range starts in the file
 
 
 HUGE_BATCH = 4 << 20  # a batch at least this big is read into one mapping backed by huge pages
@@ -75,12 +77,12 @@ class Backend:
         return out
 
     def read_many(self, refs: Sequence[BlockRef]) -> list[bytes | Exception]:
+        """Each ref's byte range (`size` bytes from `offset`), or its failure; a range the file
+        does not hold whole is an error, never fewer bytes."""
         paths = [r.path for r in refs]
-        data = self.fs.cat(paths, on_error="return")
-        if not isinstance(data, dict):  # a single path comes back as bytes
-            data = {paths[0]: data}
-        data = {self.fs._strip_protocol(p): v for p, v in data.items()}
-        return [data.get(p, FileNotFoundError(2, "no such file", p)) for p in paths]
+        data = self.fs.cat_ranges(paths, [r.offset for r in refs], [r.offset + r.size for r in refs],
+                                  on_error="return")
+        return [_whole(r, d) for r, d in zip(refs, data)]
 
     def write_many(self, blobs: dict[str, bytes]) -> list[BlockRef | Exception]:
         """Writes whole block files, each visible atomically; each one's ref or its failure."""
@@ -120,7 +122,9 @@ class LocalBackend(Backend):
         for ref in refs:
             try:
                 with open(ref.path, "rb") as f:
-                    out.append(f.read())
+                    if ref.offset:
+                        f.seek(ref.offset)
+                    out.append(_whole(ref, f.read(ref.size)))
             except OSError as exc:
                 out.append(exc)
         return out
@@ -155,14 +159,23 @@ class ChainfsBackend(Backend):
         holes: set[int] = set()
         # Fresh buffers the caller owns (no copy into bytes: decode may keep them as the arrays).
         data = batch_buffers([r.size for r in refs])
-        self.client.read_ranges_into([(r.handle, 0, r.size, d) for r, d in zip(refs, data)], holes)
+        self.client.read_ranges_into([(r.handle, r.offset, r.offset + r.size, d) for r, d in zip(refs, data)], holes)
         # A whole block never has sparse chunks: a hole means its file was removed and collected.
-        return [FileNotFoundError(2, "block file was removed", r.path) if k in holes else d
+        return [FileNotFoundError(2, "block file was removed", r.path) if k in holes
+                else EOFError(f"{r.path} holds {r.handle.length} bytes, not {r.offset + r.size}")
+                if r.offset + r.size > r.handle.length else d
                 for k, (r, d) in enumerate(zip(refs, data))]
 
     def write_many(self, blobs: dict[str, bytes]) -> list[BlockRef | Exception]:
         return [r if isinstance(r, Exception) else BlockRef(p, int(r.length), r)
                 for p, r in zip(blobs, self.client.write_files(blobs))]
+
+
+def _whole(ref: BlockRef, data: Any) -> Any:
+    """`data` if it is the ref's whole range; a short read (a file cut or replaced) is an error."""
+    if isinstance(data, BaseException) or len(data) == ref.size:
+        return data
+    return EOFError(f"{ref.path}: {len(data)} bytes at {ref.offset}, expected {ref.size}")
 
 
 def backend_for(fs: fsspec.AbstractFileSystem) -> Backend:

@@ -12,9 +12,11 @@ import threading
 import time
 from collections import OrderedDict
 
+from chainfs.kvcache.backends import BlockRef
+
 
 class LRUIndex:
-    """path -> size, ordered from least to most recently accessed. Thread-safe."""
+    """name (a segment file's) -> size, ordered from least to most recently accessed. Thread-safe."""
 
     def __init__(self) -> None:
         self._entries: OrderedDict[str, int] = OrderedDict()
@@ -38,6 +40,12 @@ class LRUIndex:
             old = self._entries.pop(path, None)
             self._bytes += size - (old or 0)
             self._entries[path] = size
+
+    def refresh(self, path: str) -> None:
+        """Records an access to an entry of known size (no-op for one not indexed)."""
+        with self._lock:
+            if path in self._entries:
+                self._entries.move_to_end(path)
 
     def discard(self, path: str) -> None:
         with self._lock:
@@ -70,3 +78,56 @@ class LRUIndex:
             self._entries = entries
             self._bytes = sum(entries.values())
             self.rebuilt_at = time.monotonic()
+
+
+class RefCache:
+    """key -> BlockRef (where the block is: its range in a segment file) of blocks known to exist,
+    least recently used dropped first. Thread-safe. Also knows which keys each file holds, so an
+    evicted or vanished segment drops all of its blocks at once."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(0, capacity)
+        self._refs: OrderedDict[bytes, BlockRef] = OrderedDict()
+        self._by_path: dict[str, set[bytes]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> BlockRef | None:
+        with self._lock:
+            ref = self._refs.get(key)
+            if ref is not None:
+                self._refs.move_to_end(key)
+            return ref
+
+    def put(self, key: bytes, ref: BlockRef) -> None:
+        if not self.capacity:
+            return
+        with self._lock:
+            self._drop(key)
+            self._refs[key] = ref
+            self._by_path.setdefault(ref.path, set()).add(key)
+            while len(self._refs) > self.capacity:
+                self._drop(next(iter(self._refs)))
+
+    def pop(self, key: bytes) -> None:
+        with self._lock:
+            self._drop(key)
+
+    def pop_path(self, path: str) -> None:
+        """Forgets every block of the file at `path`."""
+        with self._lock:
+            for key in list(self._by_path.get(path, ())):
+                self._drop(key)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._refs.clear()
+            self._by_path.clear()
+
+    def _drop(self, key: bytes) -> None:
+        ref = self._refs.pop(key, None)
+        if ref is not None:
+            keys = self._by_path.get(ref.path)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_path[ref.path]

@@ -1,17 +1,19 @@
 """KVBlockStore: prefix KV blocks on any fsspec filesystem (chainfs, `file`, `memory`, ...).
 
 Why this shape:
-- `lookup` decides hits from ONE batched stat of every full block of the prompt (on chainfs one
-  `StatMany` round trip, whatever the number of blocks; no header reads): a block file that exists
-  with more than a header is a hit. What the stat returned (the inode) rides in the `Lookup`, so
-  `load` does not stat again: it reads every hit block in one batched call (on chainfs one batched
-  read per storage node) and verifies each (checksum, key, length) before returning it.
+- Blocks are packed into segment files, runs of consecutive blocks found by their last block's
+  key (`segments.py`): one file write per segment, one read per stretch of a segment.
+- `lookup` decides hits from ONE batched stat of every full block's path of the prompt (on chainfs
+  one `StatMany` round trip, whatever the number of blocks; no header reads): a segment file found
+  at block i's path holds blocks i-m+1 .. i, m from its length. Where each block is (inode, offset)
+  rides in the `Lookup`, so `load` does not stat again: it reads every hit block in one batched
+  call (on chainfs one batched read per storage node) and verifies each (checksum, key, length).
 - Blocks never change once written (the path is the key of their content), so the store keeps
   their refs (inodes) in a bounded cache and a repeated lookup costs no round trip; a block that
   vanished since (evicted by another engine) reads as missing, and is then a miss, never an error
   or other bytes.
-- A block appears whole or not at all: on chainfs a batch of block files is one batched open and
-  one batched close, each file visible at close; on the local filesystem each is written to a
+- A block appears whole or not at all: on chainfs a batch of segment files is one batched open and
+  one batched close, each file visible at close (after its bytes are durable on every replica); on the local filesystem each is written to a
   temporary name and renamed over its final path.
 - Backend failures never propagate: they are counted, logged, and turned into misses, so an
   engine keeps serving (recomputing) while the store is away and hits again when it returns.
@@ -45,11 +47,13 @@ from chainfs.kvcache.backends import BlockRef, backend_for
 from chainfs.kvcache.blockformat import CorruptBlock
 from chainfs.kvcache.breaker import CircuitBreaker, GuardedBackend, StoreUnavailable, is_unreachable
 from chainfs.kvcache.hashing import Namespace, block_keys
-from chainfs.kvcache.index import LRUIndex
+from chainfs.kvcache.index import LRUIndex, RefCache
+from chainfs.kvcache.segments import covered, ranges, segment_blocks_for, split_run
 from chainfs.kvcache.stats import CacheStats
 
 log = logging.getLogger(__name__)
 _KEY_NAME = re.compile(r"^[0-9a-f]{32}$")
+_SIZE_NAME = re.compile(r"^block-bytes-([0-9]+)$")  # an empty file naming the namespace's block size
 _STALE_TMP_S = 600.0
 # chainfs options of a store opened by URL: a cache call gives up fast (a miss is cheap, a stalled
 # engine is not); the breaker then skips the backend until its probe (every PROBE_S) succeeds.
@@ -72,11 +76,16 @@ class Lookup:
 
 
 class KVBlockStore:
-    """Blocks live at `<root>/<namespace dir>/<ab>/<cd>/<key hex>`."""
+    """Segments live at `<root>/<namespace dir>/<ab>/<cd>/<key hex of their last block>`.
+
+    `segment_blocks`: at most this many blocks per segment file (1: a file per block; None: as
+    `segments.segment_blocks_for` picks from the block size). `block_bytes`: a block file's size,
+    if the caller knows it (otherwise learned from the first block stored, loaded or found)."""
 
     def __init__(self, fs: fsspec.AbstractFileSystem, root: str, namespace: Namespace,
                  capacity_bytes: int | None = None, refresh_interval: float = 30.0,
-                 ref_cache_blocks: int = 65536) -> None:
+                 ref_cache_blocks: int = 65536, segment_blocks: int | None = None,
+                 block_bytes: int | None = None) -> None:
         self.breaker = CircuitBreaker(self._probe, PROBE_S, name="kv store")
         self.fs = fs
         self.namespace = namespace
@@ -87,6 +96,9 @@ class KVBlockStore:
         self.stats = CacheStats()
         self.index = LRUIndex()
         self._refs = RefCache(ref_cache_blocks)
+        self.segment_blocks = segment_blocks
+        self.block_bytes = block_bytes
+        self._size_marked = False  # whether the store holds our block-bytes file
         self._refresh_lock = threading.Lock()
         self._next_refresh = 0.0
         self.rebuild_index()
@@ -137,10 +149,11 @@ class KVBlockStore:
         """`lookup` by block keys: how many leading blocks are stored."""
         refs = self._refs_of(keys, "lookup")
         hits = 0
-        for key, ref in zip(keys, refs):
+        for ref in refs:
             if ref is None:
                 break
-            self.index.touch(key.hex(), ref.size)
+            if not hits or ref.path != refs[hits - 1].path:  # type: ignore[union-attr]
+                self.index.refresh(_name(ref.path))
             hits += 1
         query_tokens = len(keys) * self.block_tokens if query_tokens is None else query_tokens
         self.stats.add(queries=1, query_tokens=query_tokens, query_blocks=len(keys),
@@ -152,7 +165,7 @@ class KVBlockStore:
         self._refs.clear()
 
     def _refs_of(self, keys: list[bytes], what: str) -> list[BlockRef | None]:
-        """Each block's ref (None: not stored), from the cache or ONE stat of all the others."""
+        """Each block's ref (None: not stored), from the cache or ONE stat of all the others' paths."""
         refs: list[BlockRef | None] = [self._refs.get(k) for k in keys]
         todo = [i for i, r in enumerate(refs) if r is None]
         if not todo:
@@ -163,22 +176,51 @@ class KVBlockStore:
         except Exception as exc:  # noqa: BLE001 - any backend failure is a miss
             self._backend_error(what, exc)
             return refs  # the cached ones still count; the others are misses
+        found: list[BlockRef | None] = [None] * len(keys)
         failure: BaseException | None = None
-        for i, path, st in zip(todo, paths, stats):
-            key = keys[i]
-            if isinstance(st, BlockRef) and st.size > blockformat.HEADER_SIZE:
-                refs[i] = st
-                self._refs.put(key, st)
-                continue
+        for i, st in zip(todo, stats):
             if isinstance(st, BlockRef):
-                self._corrupt(path, key, CorruptBlock(f"block file of {st.size} bytes has no payload"))
-            else:
-                if not isinstance(st, FileNotFoundError):
-                    failure = st
-                self.index.discard(key.hex())
+                found[i] = st
+            elif not isinstance(st, FileNotFoundError):
+                failure = st
         if failure is not None:  # counted once per call, not once per block
             self._backend_error(what, failure)
-        return refs
+        first = next((f for f in found if f is not None), None)
+        if first is None or not self._know_block_bytes(first, what):
+            return refs
+        for i, seg in enumerate(found):
+            if seg is None:
+                continue
+            if seg.size <= blockformat.HEADER_SIZE or seg.size % self.block_bytes:  # type: ignore[operator]
+                self._corrupt(seg.path, keys[i], CorruptBlock(f"segment of {seg.size} bytes holds no whole "
+                                                              f"blocks of {self.block_bytes}"))
+                found[i] = None
+            else:
+                self.index.touch(_name(seg.path), seg.size)
+        out = covered(found, refs, self.block_bytes)  # type: ignore[arg-type]
+        for i in todo:
+            if out[i] is not None:
+                self._refs.put(keys[i], out[i])  # type: ignore[arg-type]
+        return out
+
+    def _know_block_bytes(self, seg: BlockRef, what: str) -> bool:
+        """Learns a block file's size (once per store) from the header of a segment's first block."""
+        if self.block_bytes:
+            return True
+        try:
+            (head,) = self.backend.read_many([BlockRef(seg.path, blockformat.HEADER_SIZE, seg.handle)])
+            if isinstance(head, BaseException):
+                raise head
+            self.block_bytes = blockformat.decode_header(bytes(head)).total_size
+        except FileNotFoundError:
+            return False
+        except CorruptBlock as exc:
+            self._corrupt(seg.path, bytes.fromhex(_name(seg.path)), exc)
+            return False
+        except Exception as exc:  # noqa: BLE001
+            self._backend_error(what, exc)
+            return False
+        return True
 
     def load(self, found: Lookup, max_blocks: int | None = None) -> list[np.ndarray]:
         """The verified tensors of the leading hit blocks, in one batched read through the refs
@@ -195,33 +237,43 @@ class KVBlockStore:
             refs = refs[:refs.index(None)]
         if not refs:
             return []
+        stretches = ranges(refs)  # type: ignore[arg-type]
         try:
-            blobs = self.backend.read_many(refs)  # type: ignore[arg-type]
+            blobs = self.backend.read_many([r for r, _ in stretches])
         except Exception as exc:  # noqa: BLE001
             self._backend_error("load", exc)
             return []
         out: list[np.ndarray] = []
-        nbytes = 0
-        for i, (key, ref, blob) in enumerate(zip(keys, refs, blobs)):
+        nbytes = at = 0
+        for (stretch, count), blob in zip(stretches, blobs):
+            if isinstance(blob, FileNotFoundError):
+                self.stats.add(load_missing=1)
+                self._forget(keys[at], stretch.path)
+                break
+            if isinstance(blob, EOFError):  # the file is shorter than it was: cut or replaced
+                self._corrupt(stretch.path, keys[at], CorruptBlock(str(blob)))
+                break
             if isinstance(blob, BaseException):
-                if isinstance(blob, FileNotFoundError):
-                    self.stats.add(load_missing=1)
-                else:
-                    self._backend_error("load", blob)
-                self._forget(key)
-            else:
-                try:
-                    arr = blockformat.decode(blob, key, copy=isinstance(blob, bytes))  # else ours: kept
+                self._backend_error("load", blob)
+                self._forget(keys[at], stretch.path)
+                break
+            size, view = stretch.size // count, memoryview(blob)
+            for j in range(count):
+                key = keys[at]
+                try:  # ours (not bytes): kept as the array, no copy
+                    arr = blockformat.decode(view[j * size:(j + 1) * size], key, copy=isinstance(blob, bytes))
                 except CorruptBlock as exc:
-                    self._corrupt(ref.path, key, exc)  # type: ignore[union-attr]
-                else:
-                    nbytes += len(blob)
-                    self.index.touch(key.hex(), len(blob))
-                    out.append(arr)
-                    continue
-            for later in keys[i + 1:]:  # blocks past a bad one: ask the store again next time
-                self._refs.pop(later)
+                    self._corrupt(stretch.path, key, exc)
+                    break
+                out.append(arr)
+                nbytes += size
+                at += 1
+            else:
+                self.index.refresh(_name(stretch.path))
+                continue
             break
+        for later in keys[len(out):]:  # blocks past a bad one: ask the store again next time
+            self._refs.pop(later)
         self.stats.add(loaded_blocks=len(out), loaded_tokens=len(out) * self.block_tokens, bytes_read=nbytes)
         return out
 
@@ -236,28 +288,61 @@ class KVBlockStore:
         return self.store_blocks(keys[start_block:start_block + len(blocks)], blocks)
 
     def store_blocks(self, keys: Sequence[bytes], blocks: Sequence[np.ndarray]) -> int:
-        """Writes blocks by key (`keys[i]` is the key of `blocks[i]`), skipping those known present."""
-        todo = {self.path_of(k): (k, blockformat.encode(k, kv, self.block_tokens))
-                for k, kv in zip(keys, blocks) if k.hex() not in self.index}
-        skipped = len(keys) - len(todo)
+        """Writes one run of consecutive blocks of a prompt by key (`keys[i]` is the key of
+        `blocks[i]`, block i + 1 follows block i), skipping those known present."""
+        return self.store_runs([(keys, blocks)])
+
+    def holds(self, key: bytes) -> bool:
+        """Whether the block is known to be stored (by this store's writes, lookups or listing)."""
+        return self._refs.get(key) is not None or key.hex() in self.index
+
+    def store_runs(self, runs: Sequence[tuple[Sequence[bytes], Sequence[np.ndarray]]]) -> int:
+        """Writes several runs (see `store_blocks`) in one batched write; returns blocks written.
+
+        Each run's blocks not known present are packed into segments (`segments.py`), so a run
+        must be consecutive blocks of one prompt: a segment is found by its last block's key."""
+        segments: dict[str, tuple[list[bytes], list[bytes]]] = {}
+        skipped = 0
+        for keys, blocks in runs:
+            stretch: list[tuple[bytes, bytes]] = []
+            for k, kv in [*zip(keys, blocks), (None, None)]:
+                if k is not None and not self.holds(k):
+                    stretch.append((k, blockformat.encode(k, kv, self.block_tokens)))
+                    continue
+                skipped += k is not None
+                if not stretch:
+                    continue
+                self.block_bytes = self.block_bytes or len(stretch[0][1])
+                per = self.segment_blocks or segment_blocks_for(self.block_bytes, self.block_tokens)
+                for seg in split_run(stretch, per):
+                    path = self.path_of(seg[-1][0])
+                    if len(seg) > len(segments.get(path, ((), ()))[0]):  # two runs end alike: keep the longer
+                        segments[path] = ([k for k, _ in seg], [b for _, b in seg])
+                stretch = []
         written = nbytes = 0
-        if todo:
-            blobs = {path: blob for path, (_, blob) in todo.items()}
+        if segments:
+            blobs = {path: b"".join(enc) if len(enc) > 1 else enc[0] for path, (_, enc) in segments.items()}
+            if not self._size_marked:  # so a lookup in a fresh store need not read a header
+                blobs[f"{self.dir}/block-bytes-{self.block_bytes}"] = b""
             try:
                 results: list[BlockRef | Exception] = self.backend.write_many(blobs)
             except Exception as exc:  # noqa: BLE001
                 results = [exc] * len(blobs)
             failure: Exception | None = None
-            for (key, blob), result in zip(todo.values(), results):
+            for (path, (keys, enc)), result in zip(segments.items(), results):
                 if isinstance(result, Exception):
                     failure = result
                     continue
-                self.index.touch(key.hex(), len(blob))
-                self._refs.put(key, result)
-                written += 1
-                nbytes += len(blob)
+                self.index.touch(_name(path), len(blobs[path]))
+                at = 0
+                for key, blob in zip(keys, enc):
+                    self._refs.put(key, BlockRef(path, len(blob), result.handle, at))
+                    at += len(blob)
+                written += len(keys)
+                nbytes += at
             if failure is not None:
                 self._backend_error("store", failure)
+            self._size_marked = self._size_marked or not isinstance(results[-1], Exception)
         if written:
             self.stats.add(stored_blocks=written, bytes_written=nbytes)
         self.stats.add(skipped_blocks=skipped)
@@ -269,14 +354,14 @@ class KVBlockStore:
     # -- capacity -------------------------------------------------------------------------------
 
     def evict(self) -> int:
-        """Removes least recently used blocks until the store fits its capacity."""
+        """Removes least recently used segments until the store fits its capacity."""
         if self.capacity_bytes is None:
             return 0
         victims = self.index.victims(self.capacity_bytes)
         if not victims:
             return 0
         for v in victims:
-            self._refs.pop(bytes.fromhex(v))
+            self._refs.pop_path(self.path_of(bytes.fromhex(v)))
         try:
             self.backend.remove_many([self.path_of(bytes.fromhex(v)) for v in victims])
         except Exception as exc:  # noqa: BLE001
@@ -300,6 +385,9 @@ class KVBlockStore:
             name = path.rsplit("/", 1)[-1]
             if _KEY_NAME.match(name):
                 entries[name] = (int(info.get("size") or 0), _file_time(info))
+            elif _SIZE_NAME.match(name) and path.rsplit("/", 2)[-2] == self.namespace.dirname:
+                self.block_bytes = self.block_bytes or int(_SIZE_NAME.match(name).group(1))  # type: ignore[union-attr]
+                self._size_marked = self._size_marked or self.block_bytes == int(name.rsplit("-", 1)[1])
             elif ".tmp-" in name and self._local and now - _file_time(info) > _STALE_TMP_S:
                 try:  # a writer died between write and rename
                     self.fs.rm_file(path)
@@ -323,12 +411,17 @@ class KVBlockStore:
         """Counted and dropped from the index, so the engine recomputes and `store` rewrites it."""
         log.warning("kv block %s is corrupt (%s): treating as a miss", path, exc)
         self.stats.add(corrupt_blocks=1)
-        self._forget(key)
+        self._forget(key, path)
 
-    def _forget(self, key: bytes) -> None:
-        """A block found missing or bad: neither its ref nor its index entry may be trusted."""
+    def _forget(self, key: bytes, path: str | None = None) -> None:
+        """A block found missing or bad in the file at `path`: neither its ref, nor those of the
+        file's other blocks, nor the file's index entry may be trusted."""
         self._refs.pop(key)
-        self.index.discard(key.hex())
+        if path is not None:
+            self._refs.pop_path(path)
+            self.index.discard(_name(path))
+        else:
+            self.index.discard(key.hex())
 
     def _backend_error(self, what: str, exc: BaseException) -> None:
         if isinstance(exc, StoreUnavailable):  # skipped at once: the breaker is open
@@ -349,37 +442,9 @@ class KVBlockStore:
         self.breaker.close()
 
 
-class RefCache:
-    """key -> BlockRef of blocks known to exist, least recently used dropped first. Thread-safe."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = max(0, capacity)
-        self._refs: OrderedDict[bytes, BlockRef] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: bytes) -> BlockRef | None:
-        with self._lock:
-            ref = self._refs.get(key)
-            if ref is not None:
-                self._refs.move_to_end(key)
-            return ref
-
-    def put(self, key: bytes, ref: BlockRef) -> None:
-        if not self.capacity:
-            return
-        with self._lock:
-            self._refs[key] = ref
-            self._refs.move_to_end(key)
-            while len(self._refs) > self.capacity:
-                self._refs.popitem(last=False)
-
-    def pop(self, key: bytes) -> None:
-        with self._lock:
-            self._refs.pop(key, None)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._refs.clear()
+def _name(path: str) -> str:
+    """A segment file's index name: its last block's key, in hex."""
+    return path.rsplit("/", 1)[-1]
 
 
 def _file_time(info: dict[str, Any]) -> float:

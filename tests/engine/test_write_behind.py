@@ -24,13 +24,13 @@ class Gated:
     """A real block store whose writes wait until the test opens the gate."""
 
     def __init__(self, store: KVBlockStore) -> None:
-        self.store, self.index = store, store.index
+        self.store, self.holds = store, store.holds
         self.gate, self.entered = threading.Event(), threading.Event()
 
-    def store_blocks(self, keys, blocks) -> int:
+    def store_runs(self, runs) -> int:
         self.entered.set()
         assert self.gate.wait(30), "test never opened the gate"
-        return self.store.store_blocks(keys, blocks)
+        return self.store.store_runs(runs)
 
 
 def blocks(n: int, seed: int = 0) -> tuple[list[bytes], list[np.ndarray]]:
@@ -117,8 +117,8 @@ def test_the_compute_lock_is_not_held_while_storing(tiny_model: Transformer, tmp
     engine = Engine(model, cache, store_wait_s=0)  # answer without waiting for the stuck store
     store = cache.get()
     gate = threading.Event()
-    real = store.store_blocks
-    store.store_blocks = lambda keys, blocks: (gate.wait(30), real(keys, blocks))[1]  # type: ignore[method-assign]
+    real = store.store_runs
+    store.store_runs = lambda runs: (gate.wait(30), real(runs))[1]  # type: ignore[method-assign]
     prompt = list(b"a shared prefix for the write-behind test, long enough for blocks" * 3)
     first = engine.complete(prompt, max_tokens=2)
     second = engine.complete(prompt[::-1], max_tokens=2)  # would deadlock if the lock waited on stores

@@ -24,7 +24,7 @@ def chain_fs(cluster):
 
 def test_store_lookup_load_restart_and_corruption_on_chainfs(chain_fs, ns: Namespace) -> None:
     root = f"/kv-{uuid.uuid4().hex[:8]}"
-    store = KVBlockStore(chain_fs, root, ns, capacity_bytes=1 << 30)
+    store = KVBlockStore(chain_fs, root, ns, capacity_bytes=1 << 30, segment_blocks=1)  # a file per block
     toks = tokens(4 * B)
     blocks = [block_for(i) for i in range(4)]
     assert store.lookup(toks).hit_blocks == 0
@@ -41,7 +41,7 @@ def test_store_lookup_load_restart_and_corruption_on_chainfs(chain_fs, ns: Names
     blob = bytearray(chain_fs.cat_file(path))
     blob[-1] ^= 0xFF
     chain_fs.pipe_file(path, bytes(blob))  # a new inode: a store that cached the old one reads that
-    fresh = KVBlockStore(chain_fs, root, ns, capacity_bytes=1 << 30)
+    fresh = KVBlockStore(chain_fs, root, ns, capacity_bytes=1 << 30, segment_blocks=1)
     assert len(fresh.load(fresh.lookup(toks))) == 3
     assert fresh.stats.corrupt_blocks == 1
     assert fresh.store(toks, blocks[3:], start_block=3) == 1

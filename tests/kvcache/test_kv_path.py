@@ -35,11 +35,12 @@ def test_lookup_of_n_blocks_is_one_metadata_rpc_and_load_none(cluster, ns: Names
     assert meta_rpcs.namespace_calls() == {"OpenWriteMany": 1, "CloseWriteMany": 1}
 
     reader = KVBlockStore(fs, root, ns)  # another engine: knows nothing of these blocks
-    for n in (1, 7, 40):
+    longer = np.concatenate([toks, tokens(24 * B, seed=5)])  # the next turn: 40 shared blocks
+    for prompt in (toks, longer):
         reader.drop_cached_refs()
         meta_rpcs.reset()
-        found = reader.lookup(toks[:n * B])
-        assert found.hit_blocks == n and meta_rpcs.namespace_calls() == {"StatMany": 1}
+        found = reader.lookup(prompt)
+        assert found.hit_blocks == 40 and meta_rpcs.namespace_calls() == {"StatMany": 1}
     meta_rpcs.reset()
     loaded = reader.load(found)
     assert meta_rpcs.namespace_calls() == {}  # the lookup's inodes are reused: no second stat
@@ -80,13 +81,13 @@ def test_chainfs_store_behaves_like_file_store_on_random_prompts(cluster, ns: Na
 
 
 def test_block_removed_between_lookup_and_load_on_file_is_a_miss(ns: Namespace, tmp_path) -> None:
-    store = KVBlockStore(fsspec.filesystem("file"), str(tmp_path / "kv"), ns)
+    store = KVBlockStore(fsspec.filesystem("file"), str(tmp_path / "kv"), ns, segment_blocks=2)
     toks = tokens(4 * B)
     blocks = [block_for(i) for i in range(4)]
     store.store(toks, blocks)
     found = store.lookup(toks)
     assert found.hit_blocks == 4
-    os.unlink(store.path_of(found.keys[2]))
+    os.unlink(found.refs[2].path)  # the segment of blocks 2 and 3
     loaded = store.load(found)
     assert len(loaded) == 2 and store.stats.load_missing == 1 and store.stats.errors == 0
     for got, want in zip(loaded, blocks):
@@ -104,14 +105,14 @@ def gc_cluster(tmp_path_factory):
 
 def test_block_collected_between_lookup_and_load_on_chainfs_is_a_miss(gc_cluster, ns: Namespace) -> None:
     fs = chainfs_of(gc_cluster)
-    store = KVBlockStore(fs, f"/kv-{uuid.uuid4().hex[:8]}", ns)
+    store = KVBlockStore(fs, f"/kv-{uuid.uuid4().hex[:8]}", ns, segment_blocks=2)
     toks = tokens(4 * B, seed=11)
     blocks = [block_for(i) for i in range(4)]
     store.store(toks, blocks)
     found = store.lookup(toks)  # holds the inodes (and so does the store's ref cache)
     assert found.hit_blocks == 4
-    gone = found.refs[1].handle
-    fs.rm_file(store.path_of(found.keys[1]))
+    gone = found.refs[2].handle
+    fs.rm_file(found.refs[2].path)  # the segment of blocks 2 and 3
     client = fs.client
     deadline = time.monotonic() + 30
     while any(client.storage.list_chunks(chain, r, gone.id)
@@ -119,8 +120,9 @@ def test_block_collected_between_lookup_and_load_on_chainfs_is_a_miss(gc_cluster
         assert time.monotonic() < deadline, "the removed block's chunks were never collected"
         time.sleep(0.1)
     loaded = store.load(found)
-    assert len(loaded) == 1 and store.stats.load_missing == 1 and store.stats.errors == 0
-    np.testing.assert_array_equal(loaded[0], blocks[0])
-    assert store.lookup(toks).hit_blocks == 1
-    assert store.store(toks, blocks[1:], start_block=1) == 1  # recomputed and written again
+    assert len(loaded) == 2 and store.stats.load_missing == 1 and store.stats.errors == 0
+    for got, want in zip(loaded, blocks):
+        np.testing.assert_array_equal(got, want)
+    assert store.lookup(toks).hit_blocks == 2
+    assert store.store(toks, blocks[2:], start_block=2) == 2  # recomputed and written again
     assert len(store.load(store.lookup(toks))) == 4
