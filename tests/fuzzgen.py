@@ -47,6 +47,23 @@ class Pool:
     blobs: list[bytes] = field(default_factory=list)   # tokens, capabilities, ids as bytes
 
 
+def harvest(message: Message, pool: Pool) -> None:
+    """Adds every id, string and byte string of a reply (inodes, sessions, capabilities, whatever
+    fields the protos gain) to the pool, so requests can name things that exist."""
+    for f, value in message.ListFields():
+        for item in (value if _repeated(f) else [value]):
+            if isinstance(item, Message):
+                harvest(item, pool)
+            elif isinstance(item, bool):
+                continue
+            elif isinstance(item, int):
+                pool.ints.append(item)
+            elif isinstance(item, str) and len(item) <= 4096:
+                pool.strings.append(item)
+            elif isinstance(item, bytes) and len(item) <= 4096:
+                pool.blobs.append(item)
+
+
 def _repeated(f: d.FieldDescriptor) -> bool:
     """Whether a field is repeated (protobuf 7 has only `is_repeated`, 6.x only `label` before 6.31)."""
     flag = getattr(f, "is_repeated", None)

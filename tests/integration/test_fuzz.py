@@ -36,7 +36,7 @@ from chainfs.common.addresses import split_address
 from chainfs.proto import meta_pb2 as mpb
 from chainfs.proto import storage_pb2, storage_pb2_grpc
 
-from tests.fuzzgen import Fuzzer, Pool, case_rng, message_class
+from tests.fuzzgen import Fuzzer, Pool, case_rng, harvest, message_class
 from tests.private_home import private_config_home
 
 pytestmark = pytest.mark.integration
@@ -110,22 +110,16 @@ def seed_cluster(e: Env) -> None:
     admin.mkdir(PREFIX, layout=small)
     admin.write_file("/seed/a", os.urandom(200_000))
     admin.write_file(PREFIX + "/b", b"tenant bytes" * 1000)
-    writer = admin.open_writer("/seed/open")  # left open: its session id is a target too
-    e.pool.ints.append(writer.session.inode.id)
-    session = writer.session.session_id  # 32 hex digits (an int in older protos)
-    (e.pool.strings if isinstance(session, str) else e.pool.ints).append(session)
+    writer = admin.open_writer("/seed/open")  # left open: its session (id, capability) is a target too
+    harvest(writer.session, e.pool)
     for path in ("/", "/seed", "/seed/a", PREFIX, PREFIX + "/b"):
-        inode = admin.stat(path)
-        e.pool.ints += [inode.id, inode.parent_id, *inode.layout.chains]
+        harvest(admin.stat(path), e.pool)
         e.pool.paths.append(path)
-    for node in e.table.nodes:
-        e.pool.ints.append(node.node_id)
-        e.pool.strings += [node.address, node.data_address]
-    for chain in e.table.chains:
-        e.pool.ints += [chain.chain_id, chain.version] + [t.target_id for t in chain.targets]
-    e.pool.ints.append(e.table.version)
-    e.pool.strings += [e.cluster.address, "fuzz-client:1"]
+    harvest(e.table, e.pool)  # node, chain and target ids, versions, addresses
+    e.pool.strings += [e.cluster.address, "fuzz-client:1", *e.tokens.values()]
     e.pool.blobs += [t.encode() for t in e.tokens.values()]
+    for values in (e.pool.ints, e.pool.strings, e.pool.blobs):
+        values[:] = sorted(set(values), key=repr)  # one of each, in an order the seed alone decides
 
 
 def all_methods() -> list[tuple[str, type, bool, bool, bool]]:
@@ -361,6 +355,12 @@ def check_phase(e: Env, mode: str, problems: list[str], before: dict, outside_be
         was = {p: v for p, v in before["namespace"].items() if not p.startswith(PREFIX + "/") and p != PREFIX}
         if outside != was:
             problems.append(f"prefix token changed paths outside {PREFIX}: {sorted(set(outside) ^ set(was))[:5]}")
+        # nor any chunk of a file outside it (chunk capabilities: nodes check the inode's rights)
+        inodes = {mpb.Inode.FromString(v).id for v in was.values()}
+        moved = {k for k in set(before["chunks"]) | set(after["chunks"]) if k[2] in inodes
+                 and before["chunks"].get(k) != after["chunks"].get(k)}
+        if moved:
+            problems.append(f"prefix token changed chunks of files outside {PREFIX}: {sorted(moved)[:5]}")
     new = files_outside(e) - outside_before
     if new:
         problems.append(f"{mode}: files appeared outside the cluster dir: {sorted(new)[:5]}")
