@@ -13,18 +13,18 @@ import threading
 import time
 
 from chainfs.engine.presets import ModelConfig
-from chainfs.kvcache import KVBlockStore, Namespace
+from chainfs.kvcache import KVBlockStore, KVNamespace
 
 log = logging.getLogger(__name__)
 
 
-def namespace_for(config: ModelConfig, block_tokens: int) -> Namespace:
-    return Namespace(model=f"chainfs-engine-{config.name}-seed{config.seed}", dtype="float32",
+def namespace_for(config: ModelConfig, block_tokens: int) -> KVNamespace:
+    return KVNamespace(model=f"chainfs-engine-{config.name}-seed{config.seed}", dtype="float32",
                      layout=config.layout, block_tokens=block_tokens)
 
 
 class CacheHandle:
-    def __init__(self, url: str, namespace: Namespace, capacity_bytes: int | None = None,
+    def __init__(self, url: str, namespace: KVNamespace, capacity_bytes: int | None = None,
                  retry_interval: float = 2.0) -> None:
         self.url = url
         self.namespace = namespace

@@ -43,7 +43,7 @@ from chainfs.engine.writebehind import WriteBehind
 from chainfs.integrations.hf_model import fingerprint
 from chainfs.integrations.vllm_support import (Breaker, ConnectorSettings, Counters, LoadJob, PagedKV, SaveJob,
                                                StatsFile, load_blocks, open_store)
-from chainfs.kvcache import Namespace, block_keys
+from chainfs.kvcache import KVNamespace, block_keys
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -93,7 +93,7 @@ class _Req:
     loaded_tokens: int = 0
 
 
-def namespace_for(vllm_config: VllmConfig, settings: ConnectorSettings) -> tuple[Namespace, tuple[int, ...]]:
+def namespace_for(vllm_config: VllmConfig, settings: ConnectorSettings) -> tuple[KVNamespace, tuple[int, ...]]:
     """The key namespace and the per-layer shape of one block, from the model and cache config."""
     mc, pc, cc = vllm_config.model_config, vllm_config.parallel_config, vllm_config.cache_config
     if pc.tensor_parallel_size * pc.pipeline_parallel_size != 1:
@@ -106,7 +106,7 @@ def namespace_for(vllm_config: VllmConfig, settings: ConnectorSettings) -> tuple
         path = Path(mc.model)
         model_id = f"{path.name}-{fingerprint(path)}" if path.is_dir() else f"{mc.model}@{mc.revision or 'main'}"
     layout = f"LBHNC.L{layers}.H{heads}.N{block}.C{2 * head}"
-    return Namespace(model=model_id, dtype=dtype, layout=layout, block_tokens=block), (heads, block, 2 * head)
+    return KVNamespace(model=model_id, dtype=dtype, layout=layout, block_tokens=block), (heads, block, 2 * head)
 
 
 class ChainfsConnector(KVConnectorBase_V1):

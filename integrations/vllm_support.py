@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import fsspec
 import numpy as np
 
-from chainfs.kvcache import KVBlockStore, Lookup, Namespace
+from chainfs.kvcache import KVBlockStore, Lookup, KVNamespace
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class ConnectorSettings:
         return s
 
 
-def open_store(settings: ConnectorSettings, namespace: Namespace) -> KVBlockStore:
+def open_store(settings: ConnectorSettings, namespace: KVNamespace) -> KVBlockStore:
     """The block store of `settings.url`; chainfs operations get the connector's short deadline."""
     options: dict[str, Any] = {}
     if settings.url.startswith("chainfs://"):

@@ -39,7 +39,7 @@ from rich.table import Table
 
 from chainfs.kvcache import blockformat
 from chainfs.kvcache.bench_peers import MooncakePeer, PeerUnavailable, RedisPeer, start_peer
-from chainfs.kvcache.hashing import Namespace
+from chainfs.kvcache.hashing import KVNamespace
 from chainfs.kvcache.store import KVBlockStore, Lookup
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class StoreTarget:
 
     def __init__(self, name: str, fs: fsspec.AbstractFileSystem, root: str, size: Size) -> None:
         self.name = name
-        ns = Namespace(model=f"bench-{size.name}", dtype="float32", layout=str(size.shape),
+        ns = KVNamespace(model=f"bench-{size.name}", dtype="float32", layout=str(size.shape),
                        block_tokens=size.tokens)
         self.store = KVBlockStore(fs, root, ns)
 

@@ -18,8 +18,9 @@ DIGEST_SIZE = 16  # bytes; 128-bit keys make collisions negligible for any reali
 
 
 @dataclass(frozen=True)
-class Namespace:
-    """Everything that makes two blocks of KV interchangeable."""
+class KVNamespace:
+    """Everything that makes two blocks of KV interchangeable (named apart from the metaserver's
+    file namespace, `chainfs.metaserver.namespace.Namespace`)."""
 
     model: str
     dtype: str
@@ -51,7 +52,7 @@ def token_bytes(tokens: Sequence[int] | np.ndarray) -> bytes:
     return np.asarray(tokens, dtype="<u4").tobytes()
 
 
-def salted_seed(namespace: Namespace, salt: str | bytes | None = None) -> bytes:
+def salted_seed(namespace: KVNamespace, salt: str | bytes | None = None) -> bytes:
     """The chain's starting value: the namespace seed, mixed with a tenant's salt when there is one
     (vLLM's `cache_salt`), so tenants with different salts never share a block."""
     if not salt:
@@ -60,7 +61,7 @@ def salted_seed(namespace: Namespace, salt: str | bytes | None = None) -> bytes:
     return hashlib.blake2b(namespace.seed + raw, digest_size=DIGEST_SIZE, person=b"chainfs-kv-salt").digest()
 
 
-def block_keys(namespace: Namespace, tokens: Sequence[int] | np.ndarray,
+def block_keys(namespace: KVNamespace, tokens: Sequence[int] | np.ndarray,
                salt: str | bytes | None = None) -> list[bytes]:
     """Keys of the full blocks of `tokens`: h_i = H(h_{i-1} || tokens of block i), h_{-1} = the
     (salted) seed."""

@@ -46,7 +46,7 @@ from chainfs.kvcache import blockformat
 from chainfs.kvcache.backends import BlockRef, backend_for
 from chainfs.kvcache.blockformat import CorruptBlock
 from chainfs.kvcache.breaker import CircuitBreaker, GuardedBackend, StoreUnavailable, is_unreachable
-from chainfs.kvcache.hashing import Namespace, block_keys
+from chainfs.kvcache.hashing import KVNamespace, block_keys
 from chainfs.kvcache.index import LRUIndex, RefCache
 from chainfs.kvcache.segments import covered, ranges, segment_blocks_for, split_run
 from chainfs.kvcache.stats import CacheStats
@@ -82,7 +82,7 @@ class KVBlockStore:
     `segments.segment_blocks_for` picks from the block size). `block_bytes`: a block file's size,
     if the caller knows it (otherwise learned from the first block stored, loaded or found)."""
 
-    def __init__(self, fs: fsspec.AbstractFileSystem, root: str, namespace: Namespace,
+    def __init__(self, fs: fsspec.AbstractFileSystem, root: str, namespace: KVNamespace,
                  capacity_bytes: int | None = None, refresh_interval: float = 30.0,
                  ref_cache_blocks: int = 65536, segment_blocks: int | None = None,
                  block_bytes: int | None = None) -> None:
@@ -116,7 +116,7 @@ class KVBlockStore:
         self._local = isinstance(fs, LocalFileSystem)
 
     @classmethod
-    def from_url(cls, url: str, namespace: Namespace, **kwargs: Any) -> "KVBlockStore":
+    def from_url(cls, url: str, namespace: KVNamespace, **kwargs: Any) -> "KVBlockStore":
         """`chainfs://HOST:PORT/dir`, `file:///dir`, `memory://dir`, or any fsspec URL."""
         options = dict(CHAINFS_OPTIONS) if url.startswith("chainfs://") else {}
         fs, path = fsspec.core.url_to_fs(url, **options)

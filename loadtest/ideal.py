@@ -11,7 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
-from chainfs.kvcache.hashing import Namespace, block_keys
+from chainfs.kvcache.hashing import KVNamespace, block_keys
 from chainfs.loadtest.workload import Request
 
 REPLAY_NAMESPACE = "offline-replay"
@@ -35,7 +35,7 @@ def max_reusable(prompt_tokens: int, block_tokens: int) -> int:
 
 
 def request_keys(requests: Iterable[Request], block_tokens: int) -> list[list[bytes]]:
-    ns = Namespace(model=REPLAY_NAMESPACE, dtype="-", layout="-", block_tokens=block_tokens)
+    ns = KVNamespace(model=REPLAY_NAMESPACE, dtype="-", layout="-", block_tokens=block_tokens)
     return [block_keys(ns, r.prompt) for r in requests]
 
 

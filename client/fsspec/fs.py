@@ -31,7 +31,7 @@ from chainfs.common.paths import checked_path
 from chainfs.proto import meta_pb2 as mpb
 
 from chainfs.client.files.chainclient import ChainClient
-from chainfs.client.fsspec.fs_file import ChainFile
+from chainfs.client.fsspec.fs_file import ChainfsFile
 from chainfs.client.fsspec.clients import PROTOCOL, shared_client
 from chainfs.client.fsspec.gevent_setup import init_gevent_if_patched
 from chainfs.client.fsspec.info import join, to_datetime, to_info, to_inode
@@ -330,8 +330,8 @@ class ChainFileSystem(AbstractFileSystem):
     # ---- writing ----
 
     def _open(self, path: str, mode: str = "rb", block_size: int | None = None, autocommit: bool = True,
-              cache_options: dict | None = None, **kwargs: Any) -> ChainFile:
-        return ChainFile(self, self._strip_protocol(path), mode=mode, block_size=block_size,
+              cache_options: dict | None = None, **kwargs: Any) -> ChainfsFile:
+        return ChainfsFile(self, self._strip_protocol(path), mode=mode, block_size=block_size,
                          autocommit=autocommit, cache_options=cache_options, **kwargs)
 
     def pipe(self, path: str | dict[str, bytes], value: bytes | None = None, **kwargs: Any) -> None:

@@ -1,4 +1,4 @@
-"""ChainFile: the fsspec file object, and a read-ahead cache that fetches whole windows in parallel.
+"""ChainfsFile: the fsspec file object, and a read-ahead cache that fetches whole windows in parallel.
 
 Writes go through a write session opened when the file is opened (so `xb` fails at open): with
 `wb`/`xb` the new inode stays unlinked until `commit()`, so readers see the old file or the new one
@@ -105,7 +105,7 @@ class ReadAheadCache(BaseCache):
             self._data = b""
 
 
-class ChainFile(AbstractBufferedFile):
+class ChainfsFile(AbstractBufferedFile):
     """A chainfs file opened through fsspec (modes rb, wb, ab, xb)."""
 
     fs: "ChainFileSystem"

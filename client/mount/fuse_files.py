@@ -232,7 +232,7 @@ class OpenFile:
 
     def _stored(self, inode: mpb.Inode, start: int, end: int, checked: bool = True) -> bytes:
         """Committed bytes; a hole in a file that is no longer at its path may be collected chunks,
-        and zeros would then be wrong bytes, so that fails (as ChainFile's reads do)."""
+        and zeros would then be wrong bytes, so that fails (as ChainfsFile's reads do)."""
         holes: set[int] = set()
         data = self.client.read_ranges([(inode, start, end)], holes)[0]
         if holes and checked:

@@ -44,7 +44,7 @@ def _errno_of(exc: BaseException) -> int:
     return errno.EIO
 
 
-class ChainFuse(Operations):
+class ChainfsFuse(Operations):
     """fusepy operations mapped onto chainfs calls; OSErrors keep their errno."""
 
     use_ns = True  # times cross as integer nanoseconds, as chainfs stores them
@@ -277,13 +277,13 @@ def mount(url: str, mountpoint: str, foreground: bool = True, debug: bool = Fals
     fs = ChainFileSystem(address=parsed.address, retry_deadline=MOUNT_RETRY_DEADLINE)
     fs.client.meta.probe(1.0)  # fail now, naming the address, if the cluster is unreachable
     fs.info(parsed.path)
-    ops: Operations = ChainFuse(fs) if parsed.path == "/" else _Rooted(fs, parsed.path)
+    ops: Operations = ChainfsFuse(fs) if parsed.path == "/" else _Rooted(fs, parsed.path)
     FUSE(ops, mountpoint, foreground=foreground, nothreads=False, big_writes=True, max_read=1 << 20,
          max_write=1 << 20, fsname=f"chainfs#{parsed.address}", subtype="chainfs", debug=debug,
          default_permissions=True)
 
 
-class _Rooted(ChainFuse):
+class _Rooted(ChainfsFuse):
     """A mount of a subdirectory: every path is taken below `root`."""
 
     def __init__(self, fs: ChainFileSystem, root: str) -> None:

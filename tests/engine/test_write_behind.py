@@ -15,9 +15,9 @@ from chainfs.engine.cache import CacheHandle, namespace_for
 from chainfs.engine.model import Transformer
 from chainfs.engine.service import Engine
 from chainfs.engine.writebehind import WriteBehind
-from chainfs.kvcache import KVBlockStore, Lookup, Namespace, block_keys
+from chainfs.kvcache import KVBlockStore, Lookup, KVNamespace, block_keys
 
-NS = Namespace(model="wb", dtype="float32", layout="L1.KV.H1.T.D4", block_tokens=4)
+NS = KVNamespace(model="wb", dtype="float32", layout="L1.KV.H1.T.D4", block_tokens=4)
 
 
 class Gated:

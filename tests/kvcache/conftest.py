@@ -8,14 +8,14 @@ from typing import Iterator
 import fsspec
 import pytest
 
-from chainfs.kvcache import Namespace
+from chainfs.kvcache import KVNamespace
 
 from kvblocks import B
 
 
 @pytest.fixture()
-def ns() -> Namespace:
-    return Namespace(model="test-model", dtype="float32", layout="L2.KV.H2.T.D4", block_tokens=B)
+def ns() -> KVNamespace:
+    return KVNamespace(model="test-model", dtype="float32", layout="L2.KV.H2.T.D4", block_tokens=B)
 
 
 @pytest.fixture(params=["file", "memory"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fsspec
 import numpy as np
 
-from chainfs.kvcache import KVBlockStore, Namespace
+from chainfs.kvcache import KVBlockStore, KVNamespace
 from chainfs.kvcache.store import _KEY_NAME
 
 B = 8
@@ -25,7 +25,7 @@ def tokens(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, n)
 
 
-def open_store(fs: fsspec.AbstractFileSystem, root: str, ns: Namespace, **kw) -> KVBlockStore:
+def open_store(fs: fsspec.AbstractFileSystem, root: str, ns: KVNamespace, **kw) -> KVBlockStore:
     return KVBlockStore(fs, root, ns, **kw)
 
 

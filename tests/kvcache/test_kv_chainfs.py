@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("chainfs.client.fsspec.fs")
 
-from chainfs.kvcache import KVBlockStore, Namespace, block_keys  # noqa: E402
+from chainfs.kvcache import KVBlockStore, KVNamespace, block_keys  # noqa: E402
 from kvblocks import B, block_for, disk_usage, tokens  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -22,7 +22,7 @@ def chain_fs(cluster):
     return fsspec.filesystem("chainfs", host=host, port=int(port))
 
 
-def test_store_lookup_load_restart_and_corruption_on_chainfs(chain_fs, ns: Namespace) -> None:
+def test_store_lookup_load_restart_and_corruption_on_chainfs(chain_fs, ns: KVNamespace) -> None:
     root = f"/kv-{uuid.uuid4().hex[:8]}"
     store = KVBlockStore(chain_fs, root, ns, capacity_bytes=1 << 30, segment_blocks=1)  # a file per block
     toks = tokens(4 * B)
@@ -48,7 +48,7 @@ def test_store_lookup_load_restart_and_corruption_on_chainfs(chain_fs, ns: Names
     assert len(fresh.load(fresh.lookup(toks))) == 4
 
 
-def test_eviction_on_chainfs(chain_fs, ns: Namespace) -> None:
+def test_eviction_on_chainfs(chain_fs, ns: KVNamespace) -> None:
     root = f"/kv-{uuid.uuid4().hex[:8]}"
     one = KVBlockStore(chain_fs, root, ns)
     one.store(tokens(B, seed=0), [block_for(0)])

@@ -8,13 +8,13 @@ import threading
 import fsspec
 import numpy as np
 
-from chainfs.kvcache import KVBlockStore, Namespace, blockformat
+from chainfs.kvcache import KVBlockStore, KVNamespace, blockformat
 from kvblocks import B, SHAPE, block_for, disk_usage, open_store, tokens
 
 BLOCK_FILE = blockformat.HEADER_SIZE + int(np.prod(SHAPE)) * 4
 
 
-def test_lru_evicts_least_recently_accessed(tmp_path, ns: Namespace) -> None:
+def test_lru_evicts_least_recently_accessed(tmp_path, ns: KVNamespace) -> None:
     store = open_store(fsspec.filesystem("file"), str(tmp_path), ns, capacity_bytes=3 * BLOCK_FILE)
     seqs = [tokens(B, seed=s) for s in range(4)]
     for i in range(3):
@@ -26,7 +26,7 @@ def test_lru_evicts_least_recently_accessed(tmp_path, ns: Namespace) -> None:
     assert disk_usage(store) <= 3 * BLOCK_FILE
 
 
-def test_capacity_holds_under_writes_while_readers_never_see_corrupt_blocks(tmp_path, ns: Namespace) -> None:
+def test_capacity_holds_under_writes_while_readers_never_see_corrupt_blocks(tmp_path, ns: KVNamespace) -> None:
     fs = fsspec.filesystem("file")
     capacity = 10 * BLOCK_FILE
     writer = open_store(fs, str(tmp_path), ns, capacity_bytes=capacity)
@@ -66,7 +66,7 @@ def test_capacity_holds_under_writes_while_readers_never_see_corrupt_blocks(tmp_
     assert loaded[0] > 0, "readers should have found some blocks before they were evicted"
 
 
-def _hammer(root: str, ns: Namespace) -> None:
+def _hammer(root: str, ns: KVNamespace) -> None:
     store = KVBlockStore(fsspec.filesystem("file"), root, ns)
     for _ in range(3):
         for s in range(10):  # both processes write the same keys at the same time
@@ -74,7 +74,7 @@ def _hammer(root: str, ns: Namespace) -> None:
             store.store(tokens(2 * B, seed=s), [block_for(1000 * s), block_for(1000 * s + 1)])
 
 
-def test_two_writer_processes_never_corrupt_the_store(tmp_path, ns: Namespace) -> None:
+def test_two_writer_processes_never_corrupt_the_store(tmp_path, ns: KVNamespace) -> None:
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_hammer, args=(str(tmp_path), ns)) for _ in range(2)]
     for p in procs:

@@ -8,11 +8,11 @@ import sys
 import numpy as np
 import pytest
 
-from chainfs.kvcache import CorruptBlock, Namespace, block_keys
+from chainfs.kvcache import CorruptBlock, KVNamespace, block_keys
 from chainfs.kvcache import blockformat
 
 
-def test_keys_are_chained_full_blocks_only(ns: Namespace) -> None:
+def test_keys_are_chained_full_blocks_only(ns: KVNamespace) -> None:
     toks = list(range(20))
     keys = block_keys(ns, toks)
     assert len(keys) == 20 // ns.block_tokens
@@ -21,19 +21,19 @@ def test_keys_are_chained_full_blocks_only(ns: Namespace) -> None:
     assert all(a != b for a, b in zip(keys, changed)), "a change in block 0 must change every later key"
 
 
-def test_namespace_separates_models_layouts_and_block_sizes(ns: Namespace) -> None:
+def test_namespace_separates_models_layouts_and_block_sizes(ns: KVNamespace) -> None:
     toks = list(range(64))
-    others = [Namespace("other", ns.dtype, ns.layout, ns.block_tokens),
-              Namespace(ns.model, "float16", ns.layout, ns.block_tokens),
-              Namespace(ns.model, ns.dtype, "L9.KV.H2.T.D4", ns.block_tokens)]
+    others = [KVNamespace("other", ns.dtype, ns.layout, ns.block_tokens),
+              KVNamespace(ns.model, "float16", ns.layout, ns.block_tokens),
+              KVNamespace(ns.model, ns.dtype, "L9.KV.H2.T.D4", ns.block_tokens)]
     for other in others:
         assert block_keys(other, toks)[0] != block_keys(ns, toks)[0]
         assert other.dirname != ns.dirname
 
 
-def test_keys_are_stable_across_processes(ns: Namespace) -> None:
-    code = ("from chainfs.kvcache import Namespace, block_keys;"
-            f"print(block_keys(Namespace({ns.model!r}, {ns.dtype!r}, {ns.layout!r}, {ns.block_tokens}),"
+def test_keys_are_stable_across_processes(ns: KVNamespace) -> None:
+    code = ("from chainfs.kvcache import KVNamespace, block_keys;"
+            f"print(block_keys(KVNamespace({ns.model!r}, {ns.dtype!r}, {ns.layout!r}, {ns.block_tokens}),"
             " list(range(16)))[1].hex())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONHASHSEED": "123"})
@@ -58,3 +58,9 @@ def test_block_roundtrip_and_rejections() -> None:
             blockformat.decode(data, key)
     with pytest.raises(CorruptBlock):
         blockformat.decode(blob, bytes(16))  # right bytes, wrong path
+
+
+def test_the_old_name_namespace_still_imports_with_a_deprecation_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="KVNamespace"):
+        from chainfs.kvcache import Namespace
+    assert Namespace is KVNamespace

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from chainfs.cluster import LocalCluster
-from chainfs.kvcache import KVBlockStore, Namespace
+from chainfs.kvcache import KVBlockStore, KVNamespace
 from kvblocks import B, SHAPE, block_for, tokens
 from metacount import meta_rpcs  # noqa: F401 - fixture
 
@@ -24,7 +24,7 @@ def chainfs_of(cluster: LocalCluster) -> fsspec.AbstractFileSystem:
     return fsspec.filesystem("chainfs", host=host, port=int(port))
 
 
-def test_lookup_of_n_blocks_is_one_metadata_rpc_and_load_none(cluster, ns: Namespace, meta_rpcs) -> None:
+def test_lookup_of_n_blocks_is_one_metadata_rpc_and_load_none(cluster, ns: KVNamespace, meta_rpcs) -> None:
     fs = chainfs_of(cluster)
     root = f"/kv-{uuid.uuid4().hex[:8]}"
     toks = tokens(40 * B, seed=3)
@@ -53,7 +53,7 @@ def test_lookup_of_n_blocks_is_one_metadata_rpc_and_load_none(cluster, ns: Names
     assert miss.hit_blocks == 0 and meta_rpcs.namespace_calls() == {"StatMany": 1}
 
 
-def test_chainfs_store_behaves_like_file_store_on_random_prompts(cluster, ns: Namespace, tmp_path) -> None:
+def test_chainfs_store_behaves_like_file_store_on_random_prompts(cluster, ns: KVNamespace, tmp_path) -> None:
     """The same requests against both stores: the same hits and byte-identical blocks at every step."""
     stores = [KVBlockStore(chainfs_of(cluster), f"/kv-{uuid.uuid4().hex[:8]}", ns),
               KVBlockStore(fsspec.filesystem("file"), str(tmp_path / "kv"), ns)]
@@ -80,7 +80,7 @@ def test_chainfs_store_behaves_like_file_store_on_random_prompts(cluster, ns: Na
     assert snaps[0]["hit_blocks"] > 0 and snaps[0]["errors"] == snaps[1]["errors"] == 0
 
 
-def test_block_removed_between_lookup_and_load_on_file_is_a_miss(ns: Namespace, tmp_path) -> None:
+def test_block_removed_between_lookup_and_load_on_file_is_a_miss(ns: KVNamespace, tmp_path) -> None:
     store = KVBlockStore(fsspec.filesystem("file"), str(tmp_path / "kv"), ns, segment_blocks=2)
     toks = tokens(4 * B)
     blocks = [block_for(i) for i in range(4)]
@@ -103,7 +103,7 @@ def gc_cluster(tmp_path_factory):
         yield cluster
 
 
-def test_block_collected_between_lookup_and_load_on_chainfs_is_a_miss(gc_cluster, ns: Namespace) -> None:
+def test_block_collected_between_lookup_and_load_on_chainfs_is_a_miss(gc_cluster, ns: KVNamespace) -> None:
     fs = chainfs_of(gc_cluster)
     store = KVBlockStore(fs, f"/kv-{uuid.uuid4().hex[:8]}", ns, segment_blocks=2)
     toks = tokens(4 * B, seed=11)

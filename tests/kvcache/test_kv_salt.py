@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from chainfs.kvcache import KVBlockStore, Namespace, block_keys
+from chainfs.kvcache import KVBlockStore, KVNamespace, block_keys
 from chainfs.kvcache import blockformat
 
 from kvblocks import B, tokens
 
 
-def test_salt_changes_every_key_and_no_salt_is_the_plain_chain(ns: Namespace) -> None:
+def test_salt_changes_every_key_and_no_salt_is_the_plain_chain(ns: KVNamespace) -> None:
     t = tokens(4 * B)
     plain, a, b = block_keys(ns, t), block_keys(ns, t, "tenant-a"), block_keys(ns, t, "tenant-b")
     assert block_keys(ns, t, None) == block_keys(ns, t, "") == plain
@@ -18,7 +18,7 @@ def test_salt_changes_every_key_and_no_salt_is_the_plain_chain(ns: Namespace) ->
     assert not set(plain) & set(a) and not set(a) & set(b)
 
 
-def test_salted_blocks_hit_only_the_same_salt(fs_root, ns: Namespace) -> None:
+def test_salted_blocks_hit_only_the_same_salt(fs_root, ns: KVNamespace) -> None:
     fs, root = fs_root
     store = KVBlockStore(fs, root, ns)
     t = tokens(3 * B, seed=5)

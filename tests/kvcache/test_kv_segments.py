@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 
-from chainfs.kvcache import Namespace, block_keys
+from chainfs.kvcache import KVNamespace, block_keys
 from kvblocks import B, block_for, open_store, tokens
 
 
@@ -14,7 +14,7 @@ def _names(store) -> list[str]:
     return sorted(p.rsplit("/", 1)[-1] for p in store.fs.find(store.dir))
 
 
-def test_runs_pack_into_segments_found_by_one_stat(fs_root, ns: Namespace) -> None:
+def test_runs_pack_into_segments_found_by_one_stat(fs_root, ns: KVNamespace) -> None:
     fs, root = fs_root
     writer = open_store(fs, root, ns, segment_blocks=4)
     toks = tokens(10 * B, seed=1)
@@ -39,7 +39,7 @@ def test_runs_pack_into_segments_found_by_one_stat(fs_root, ns: Namespace) -> No
     assert reader.lookup(other).hit_blocks == 4
 
 
-def test_vanished_segment_ends_the_hits_and_is_rewritten(fs_root, ns: Namespace) -> None:
+def test_vanished_segment_ends_the_hits_and_is_rewritten(fs_root, ns: KVNamespace) -> None:
     fs, root = fs_root
     store = open_store(fs, root, ns, segment_blocks=4)
     toks = tokens(10 * B, seed=3)
@@ -54,7 +54,7 @@ def test_vanished_segment_ends_the_hits_and_is_rewritten(fs_root, ns: Namespace)
     assert len(store.load(store.lookup(toks))) == 10
 
 
-def test_segment_of_other_blocks_is_a_miss_never_wrong_bytes(tmp_path, ns: Namespace) -> None:
+def test_segment_of_other_blocks_is_a_miss_never_wrong_bytes(tmp_path, ns: KVNamespace) -> None:
     import fsspec
     fs = fsspec.filesystem("file")
     store = open_store(fs, str(tmp_path / "kv"), ns, segment_blocks=4)
@@ -72,7 +72,7 @@ def test_segment_of_other_blocks_is_a_miss_never_wrong_bytes(tmp_path, ns: Names
     assert [int(x.sum() == block_for(i).sum()) for i, x in enumerate(fresh.load(fresh.lookup(a)))] == [1] * 4
 
 
-def test_store_opened_before_any_block_learns_the_size_from_a_header(fs_root, ns: Namespace) -> None:
+def test_store_opened_before_any_block_learns_the_size_from_a_header(fs_root, ns: KVNamespace) -> None:
     fs, root = fs_root
     early = open_store(fs, root, ns)  # empty store: no size marker in its listing
     writer = open_store(fs, root, ns)

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from chainfs.cluster.process import wait_for
-from chainfs.kvcache import KVBlockStore, Namespace, block_keys
+from chainfs.kvcache import KVBlockStore, KVNamespace, block_keys
 from kvblocks import B, block_for, open_store, tokens
 
 
@@ -17,7 +17,7 @@ def fill(store: KVBlockStore, toks: np.ndarray, seed: int = 0) -> list[np.ndarra
     return blocks
 
 
-def test_lookup_load_store_roundtrip(fs_root, ns: Namespace) -> None:
+def test_lookup_load_store_roundtrip(fs_root, ns: KVNamespace) -> None:
     fs, root = fs_root
     store = open_store(fs, root, ns)
     toks = tokens(5 * B + 3)
@@ -40,7 +40,7 @@ def test_lookup_load_store_roundtrip(fs_root, ns: Namespace) -> None:
     assert s["hit_tokens"] == 8 * B and s["queries"] == 3 and s["bytes_read"] > 0 and s["errors"] == 0
 
 
-def test_lookup_stats_only_and_load_reads_without_a_second_stat(fs_root, ns: Namespace) -> None:
+def test_lookup_stats_only_and_load_reads_without_a_second_stat(fs_root, ns: KVNamespace) -> None:
     fs, root = fs_root
     fill(KVBlockStore(fs, root, ns), tokens(12 * B))
     counting = CountingFS(fs)
@@ -71,7 +71,7 @@ class CountingFS:
         return attr
 
 
-def test_corrupt_and_truncated_blocks_are_misses_counted_and_rewritten(tmp_path, ns: Namespace) -> None:
+def test_corrupt_and_truncated_blocks_are_misses_counted_and_rewritten(tmp_path, ns: KVNamespace) -> None:
     import fsspec
     fs = fsspec.filesystem("file")
     store = open_store(fs, str(tmp_path / "kv"), ns, segment_blocks=1)  # a file per block
@@ -96,7 +96,7 @@ def test_corrupt_and_truncated_blocks_are_misses_counted_and_rewritten(tmp_path,
     assert fresh.lookup(toks).hit_blocks == 1 and fresh.stats.corrupt_blocks == 1
 
 
-def test_restart_rebuilds_index_and_keeps_hits(fs_root, ns: Namespace) -> None:
+def test_restart_rebuilds_index_and_keeps_hits(fs_root, ns: KVNamespace) -> None:
     fs, root = fs_root
     first = open_store(fs, root, ns)
     toks = tokens(6 * B)
@@ -124,7 +124,7 @@ class FlakyFS:
         return attr
 
 
-def test_backend_failures_are_misses_and_recover(fs_root, ns: Namespace) -> None:
+def test_backend_failures_are_misses_and_recover(fs_root, ns: KVNamespace) -> None:
     fs, root = fs_root
     flaky = FlakyFS(fs)
     store = KVBlockStore(flaky, root, ns, capacity_bytes=1 << 20)
@@ -143,7 +143,7 @@ def test_backend_failures_are_misses_and_recover(fs_root, ns: Namespace) -> None
     store.close()
 
 
-def test_other_failures_leave_the_breaker_closed(fs_root, ns: Namespace) -> None:
+def test_other_failures_leave_the_breaker_closed(fs_root, ns: KVNamespace) -> None:
     """A missing directory or a bad path says nothing about reachability: no fail-fast."""
     fs, root = fs_root
     store = KVBlockStore(fs, root, ns)
@@ -153,7 +153,7 @@ def test_other_failures_leave_the_breaker_closed(fs_root, ns: Namespace) -> None
     assert store.stats.unavailable == 0
 
 
-def test_dtype_and_layout_survive(tmp_path, ns: Namespace) -> None:
+def test_dtype_and_layout_survive(tmp_path, ns: KVNamespace) -> None:
     import fsspec
     store = open_store(fsspec.filesystem("file"), str(tmp_path), ns)
     toks = tokens(B)

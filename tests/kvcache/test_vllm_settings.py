@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chainfs.integrations.vllm_support import Breaker, ConnectorSettings, open_store
-from chainfs.kvcache import Namespace
+from chainfs.kvcache import KVNamespace
 from chainfs.loadtest.vllm_engines import tiers
 
 
@@ -19,7 +19,7 @@ def test_settings_validate_every_key() -> None:
 
 
 def test_a_store_that_is_down_is_a_miss_and_opens_the_breaker(tmp_path) -> None:
-    ns = Namespace(model="m", dtype="bfloat16", layout="LBHNC.L2.H1.N32.C128", block_tokens=32)
+    ns = KVNamespace(model="m", dtype="bfloat16", layout="LBHNC.L2.H1.N32.C128", block_tokens=32)
     port = 1  # nothing listens there
     settings = ConnectorSettings.from_extra({"url": f"chainfs://127.0.0.1:{port}/kv", "retry_deadline_s": 0.5})
     store = open_store(settings, ns)  # the index rebuild fails: counted, not raised
