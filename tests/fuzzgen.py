@@ -105,7 +105,11 @@ class Fuzzer:
             return rng.choice((base, base, base, base + "/" + m, base + "/../" + m, base + "/./x", base + "\x00" + m,
                                base.rstrip("/") + "/" + "n" * 256))
         if r < 0.6 and self.pool.strings:
-            return rng.choice(self.pool.strings)
+            real = rng.choice(self.pool.strings)
+            if real and rng.random() < 0.3:  # one character off: a forged session id or capability
+                at = rng.randrange(len(real))
+                return real[:at] + rng.choice("0aZ._-/") + real[at + 1:]
+            return real
         return rng.choice((
             "", "/", ".", "..", "/..", "//", "/./", "../" + m, "../../" + m, "../../../../" + m,
             "/../../" + m, "/a/../../../" + m, "a/b/../../../" + m, m, "/" + m, "/" + m + "/..",

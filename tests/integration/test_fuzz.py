@@ -268,15 +268,23 @@ def fuzz_grpc(e: Env, mode: str, problems: list[str]) -> int:
 
 
 def fuzz_data_port(e: Env, mode: str, problems: list[str]) -> None:
-    """Random frames on the nodes' data ports, before and after OP_AUTH; every reply must be a
-    well-formed frame whose error, if any, is not INTERNAL, and the node must answer in time."""
+    """Random frames on the nodes' data ports, before and after OP_AUTH (and, without a token, on
+    their short-circuit Unix sockets); every reply must be a well-formed frame whose error, if
+    any, is not INTERNAL, and the node must answer in time."""
     for k in range(FRAMES):
         case = f"{mode}:data:{k}"
         rng = case_rng(SEED, case)
         fz = Fuzzer(rng, e.pool, MARKER)
         node = rng.choice(e.table.nodes)
         sent: list[str] = []  # each frame's prefix and how many bytes followed it
-        with socket.create_connection(split_address(node.data_address), timeout=CALL_TIMEOUT) as sock:
+        if mode == "none" and node.local_socket and rng.random() < 0.3:
+            # the short-circuit socket: no token (mode 0600), read-only opens of chunk files
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(CALL_TIMEOUT)
+            sock.connect(node.local_socket)
+        else:
+            sock = socket.create_connection(split_address(node.data_address), timeout=CALL_TIMEOUT)
+        with sock:
             try:
                 if mode in ("prefix", "user") and rng.random() < 0.85:
                     wire.authenticate(sock, e.tokens[mode])
