@@ -34,9 +34,7 @@ def split_path(path: str) -> list[str]:
                 raise ChainfsError(Reason.INVALID_ARGUMENT, f"path escapes the root: {path!r}")
             parts.pop()
             continue
-        if len(name.encode("utf-8")) > MAX_NAME_BYTES:
-            raise ChainfsError(Reason.NAME_TOO_LONG, f"name longer than {MAX_NAME_BYTES} bytes: {name[:40]}...")
-        parts.append(name)
+        parts.append(validate_name(name))
     if len(parts) > MAX_DEPTH:
         raise ChainfsError(Reason.INVALID_ARGUMENT, f"path deeper than {MAX_DEPTH} levels")
     return parts
@@ -53,11 +51,12 @@ def normalize(path: str) -> str:
 
 
 def validate_name(name: str) -> str:
-    """A single directory entry name (no separators, not '.' or '..')."""
+    """A single directory entry name (no separators, not '.' or '..', at most MAX_NAME_BYTES);
+    `split_path` checks each component with it."""
     if not name or name in (".", "..") or "/" in name or "\x00" in name:
         raise ChainfsError(Reason.INVALID_ARGUMENT, f"invalid name: {name!r}")
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
-        raise ChainfsError(Reason.NAME_TOO_LONG, f"name longer than {MAX_NAME_BYTES} bytes")
+        raise ChainfsError(Reason.NAME_TOO_LONG, f"name longer than {MAX_NAME_BYTES} bytes: {name[:40]}...")
     return name
 
 
