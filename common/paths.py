@@ -15,6 +15,8 @@ def split_path(path: str) -> list[str]:
     Accepts '/a//b/./c' and 'a/b' (taken from the root); '..' is resolved lexically but may never
     climb above the root. Raises ChainfsError(INVALID_ARGUMENT or NAME_TOO_LONG).
     """
+    if _is_canonical(path):
+        return path[1:].split("/")
     if not isinstance(path, str):
         raise ChainfsError(Reason.INVALID_ARGUMENT, f"path must be a string, not {type(path).__name__}")
     if "\x00" in path:
@@ -47,7 +49,17 @@ def join_parts(parts: list[str]) -> str:
 
 def normalize(path: str) -> str:
     """The canonical form of a path: '/' or '/a/b'."""
+    if _is_canonical(path):  # most paths already are (a KV lookup sends dozens per call)
+        return path
     return join_parts(split_path(path))
+
+
+def _is_canonical(path: object) -> bool:
+    """Whether `path` is already what `normalize` returns, judged without splitting it: absolute,
+    no empty, '.' or '..' names, no NUL, short enough that no name or depth limit can bite."""
+    return (isinstance(path, str) and len(path) > 1 and path[0] == "/" and path[-1] != "/"
+            and path.isascii() and len(path) <= MAX_NAME_BYTES and "//" not in path
+            and "/." not in path and "\x00" not in path)
 
 
 def validate_name(name: str) -> str:

@@ -97,3 +97,23 @@ def test_chain_of_stripes_round_robin() -> None:
     assert chunk_count(0, 4096) == 0 and chunk_count(4097, 4096) == 2
     with pytest.raises(ValueError):
         chain_of(mpb.Layout(chunk_size=4096), 0)
+
+
+def test_canonical_shortcut_agrees_with_the_full_rules(monkeypatch) -> None:
+    """Paths already canonical skip the split; on random paths both ways give the same answer."""
+    import random
+
+    import chainfs.common.paths as paths
+
+    def outcome(p: str):
+        try:
+            return paths.split_path(p), paths.normalize(p)
+        except ChainfsError as exc:
+            return exc.reason
+
+    rng = random.Random(1)
+    samples = ["".join(rng.choice("ab./\x00\u00e9") for _ in range(rng.randint(0, 12))) for _ in range(20000)]
+    samples += ["/" + "a" * 300, "/kv/ns/ab/cd/" + "f" * 32, "/.hidden", "/a/..", "/a/b/"]
+    fast = [outcome(p) for p in samples]
+    monkeypatch.setattr(paths, "_is_canonical", lambda p: False)
+    assert fast == [outcome(p) for p in samples]
