@@ -71,6 +71,7 @@ class ClusterState:
     tls: bool = False               # mutual TLS everywhere, certificates in tls/ (cluster/certs.py)
     auth: bool = True               # every call carries a token signed with auth/secret (auth_files.py)
     limits: DataLimits = field(default_factory=DataLimits)  # the storage nodes' data-service limits
+    capability_ttl: float | None = None  # seconds the metaserver's chunk capabilities last (None: its default)
 
     @property
     def meta(self) -> ServerState:
@@ -103,6 +104,7 @@ class ClusterState:
             netns_tag=data.get("netns_tag", ""), netns_hosts=data.get("netns_hosts", 0),
             scrub_mib_s=data.get("scrub_mib_s", 16.0), scrub_interval=data.get("scrub_interval", 600.0),
             tls=data.get("tls", False), auth=data.get("auth", True), limits=DataLimits(**data.get("limits", {})),
+            capability_ttl=data.get("capability_ttl"),
         )
 
 
@@ -115,7 +117,8 @@ class LocalCluster(HaMixin):
                  gc_grace: float = 30.0, fsync: bool = True, meta_backend: str = "rocksdb",
                  metaservers: int = 1, etcd_members: int = 1, netns: bool = False,
                  scrub_mib_s: float = 16.0, scrub_interval: float = 600.0, tls: bool = False,
-                 auth: bool = True, limits: DataLimits | None = None) -> None:
+                 auth: bool = True, limits: DataLimits | None = None,
+                 capability_ttl: float | None = None) -> None:
         if storage_nodes < 1:
             raise ValueError(f"storage_nodes must be >= 1, got {storage_nodes}")
         if not 1 <= replicas <= storage_nodes:
@@ -144,7 +147,7 @@ class LocalCluster(HaMixin):
             host=host, replicas=replicas, targets_per_node=targets_per_node,
             heartbeat_timeout=heartbeat_timeout, gc_interval=gc_interval, gc_grace=gc_grace,
             meta_backend=meta_backend, scrub_mib_s=scrub_mib_s, scrub_interval=scrub_interval, tls=tls, auth=auth,
-            limits=limits or DataLimits(),
+            limits=limits or DataLimits(), capability_ttl=capability_ttl,
             metas=[ServerState(port=port if i == 0 else 0, data_dir=str(self.root / ("meta" if i == 0 else f"meta-{i}")),
                                log=str(self.root / "logs" / ("meta.log" if i == 0 else f"meta-{i}.log")))
                    for i in range(metaservers)],
@@ -233,6 +236,8 @@ class LocalCluster(HaMixin):
         if self.state.tls:
             args += certs.server_args(self.root, self._meta_name(i), self.state.host_of(meta))
         args += auth_files.server_args(self.root, self._meta_name(i)) if self.state.auth else ["--insecure"]
+        if self.state.capability_ttl is not None:
+            args += ["--capability-ttl", str(self.state.capability_ttl)]
         if self.state.meta_backend == "etcd":
             args += ["--meta-backend", "etcd", "--etcd", ",".join(self._etcd().endpoints),
                      "--etcd-prefix", self.state.etcd_prefix]

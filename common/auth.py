@@ -108,16 +108,19 @@ def load_secret(path: str | os.PathLike[str]) -> bytes:
 
 # ---- tokens ----
 
-def _b64(data: bytes) -> str:
+def b64(data: bytes) -> str:
+    """Unpadded base64url (tokens and capabilities)."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _unb64(text: str) -> bytes:
+def unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _mac(secret: bytes, body: str) -> str:
-    return _b64(hmac.new(secret, body.encode("ascii"), hashlib.sha256).digest())
+def sign(secret: bytes, body: str) -> str:
+    """base64url(HMAC-SHA256(secret, body)): the MAC of tokens and, over their own prefix, of
+    chunk capabilities (common/capabilities.py)."""
+    return b64(hmac.new(secret, body.encode("ascii"), hashlib.sha256).digest())
 
 
 def issue(secret: bytes, kind: str, name: str, *, root: bool = False, prefix: str = "",
@@ -133,8 +136,8 @@ def issue(secret: bytes, kind: str, name: str, *, root: bool = False, prefix: st
         prefix = posixpath.normpath(prefix)
     payload = {"k": kind, "n": name, "r": bool(root), "p": prefix,
                "e": int(time.time() + ttl) if ttl else 0}
-    body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
-    return f"{PREFIX}.{body}.{_mac(secret, body)}"
+    body = b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
+    return f"{PREFIX}.{body}.{sign(secret, body)}"
 
 
 def verify(secret: bytes, token: str, now: float | None = None) -> Identity:
@@ -143,10 +146,10 @@ def verify(secret: bytes, token: str, now: float | None = None) -> Identity:
     parts = token.split(".") if token else []
     if len(parts) != 3 or parts[0] != PREFIX:
         raise ChainfsError(Reason.UNAUTHENTICATED, "malformed token (expected cfs1.PAYLOAD.MAC)")
-    if not hmac.compare_digest(_mac(secret, parts[1]), parts[2]):
+    if not hmac.compare_digest(sign(secret, parts[1]), parts[2]):
         raise ChainfsError(Reason.UNAUTHENTICATED, "bad token: not signed by this cluster's secret")
     try:
-        p = json.loads(_unb64(parts[1]))
+        p = json.loads(unb64(parts[1]))
         ident = Identity(kind=str(p["k"]), name=str(p["n"]), root=bool(p.get("r")),
                          prefix=str(p.get("p") or ""), expires=int(p.get("e") or 0))
     except (ValueError, KeyError, TypeError) as exc:

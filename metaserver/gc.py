@@ -20,6 +20,7 @@ from typing import Callable
 
 import grpc
 
+from chainfs.common import capabilities
 from chainfs.common.errors import reason_of
 from chainfs.common.rpc import ChannelPool
 from chainfs.metaserver.cluster_manager import ClusterManager
@@ -141,7 +142,8 @@ class GarbageCollector:
         address = self.cluster.node_info(head.node_id).address
         self._pace()
         request = storage_pb2.RemoveChunksRequest(chain_id=chain_id, chain_version=chain.version, inode=inode_id,
-                                                  from_index=0, request_id=f"gc:{inode_id}:{chain_id}")
+                                                  from_index=0, request_id=f"gc:{inode_id}:{chain_id}",
+                                                  capability=capabilities.grant(inode_id, capabilities.REMOVE))
         try:
             stub = storage_pb2_grpc.StorageStub(self.channels.get(address))
             stub.RemoveChunks(request, timeout=RPC_TIMEOUT)

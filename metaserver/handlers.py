@@ -11,7 +11,7 @@ import logging
 
 import grpc
 
-from chainfs.common import auth, config
+from chainfs.common import auth, capabilities, config
 from chainfs.common.addresses import split_address
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.common.rpc import handler
@@ -61,10 +61,35 @@ def _check_batch(count: int) -> None:
         raise ChainfsError(Reason.INVALID_ARGUMENT, f"a batch holds at most {config.MAX_BATCH} items, not {count}")
 
 
-def _inode_result(result: pb.Inode | ChainfsError) -> pb.InodeResult:
+def _inode_result(result: pb.Inode | ChainfsError, holder: str | None = None) -> pb.InodeResult:
+    """`holder` given: a file's inode carries a read capability for that caller (StatMany)."""
     if isinstance(result, ChainfsError):
         return pb.InodeResult(reason=result.reason.value, message=result.message)
-    return pb.InodeResult(inode=result)
+    reply = pb.InodeResult(inode=result)
+    if holder is not None and result.type == pb.FILE:
+        reply.inode.capability = capabilities.grant(result.id, capabilities.READ, holder)
+    return reply
+
+
+def _readable(inode: pb.Inode, holder: str) -> pb.Inode:
+    """A copy of a file's inode carrying a read capability (Stat): what a read of it needs."""
+    if inode.type != pb.FILE or auth.secret() is None:
+        return inode
+    reply = pb.Inode()
+    reply.CopyFrom(inode)
+    reply.capability = capabilities.grant(inode.id, capabilities.READ, holder)
+    return reply
+
+
+def _writable(session: pb.WriteSession, holder: str) -> pb.WriteSession:
+    """The session's inode carries the capability to write it (OpenWrite(Many), RenewSession)."""
+    if auth.secret() is not None:
+        session.inode.capability = capabilities.grant(session.inode.id, capabilities.SESSION_RIGHTS, holder)
+    return session
+
+
+def _caller(context: grpc.ServicerContext) -> str:
+    return auth.principal(auth.identity_of(context))
 
 
 class NamespaceServicer(pb_grpc.NamespaceServicer):
@@ -82,7 +107,7 @@ class NamespaceServicer(pb_grpc.NamespaceServicer):
 
     @handler
     def Stat(self, request: pb.PathRequest, context: grpc.ServicerContext) -> pb.Inode:
-        return self.ns.stat(_need_path(request.path))
+        return _readable(self.ns.stat(_need_path(request.path)), _caller(context))
 
     @handler
     def List(self, request: pb.ListRequest, context: grpc.ServicerContext) -> pb.ListReply:
@@ -107,14 +132,16 @@ class NamespaceServicer(pb_grpc.NamespaceServicer):
 
     @handler
     def OpenWrite(self, request: pb.OpenWriteRequest, context: grpc.ServicerContext) -> pb.WriteSession:
-        return self.ns.open_write(
+        caller = _caller(context)
+        return _writable(self.ns.open_write(
             _need_path(request.path), request.mode, request.parents, _layout(request), request.client_id,
-            request.request_id, auth.principal(auth.identity_of(context)),
-        )
+            request.request_id, caller,
+        ), caller)
 
     @handler
     def RenewSession(self, request: pb.SessionRequest, context: grpc.ServicerContext) -> pb.WriteSession:
-        return self.ns.renew_session(request.session_id, auth.principal(auth.identity_of(context)))
+        caller = _caller(context)
+        return _writable(self.ns.renew_session(request.session_id, caller), caller)
 
     @handler
     def CloseWrite(self, request: pb.CloseWriteRequest, context: grpc.ServicerContext) -> pb.Inode:
@@ -124,16 +151,18 @@ class NamespaceServicer(pb_grpc.NamespaceServicer):
     @handler
     def StatMany(self, request: pb.StatManyRequest, context: grpc.ServicerContext) -> pb.StatManyReply:
         _check_batch(len(request.paths))
-        return pb.StatManyReply(results=[_inode_result(r) for r in self.ns.stat_many(request.paths)])
+        holder = _caller(context) if auth.secret() is not None else None
+        return pb.StatManyReply(results=[_inode_result(r, holder) for r in self.ns.stat_many(request.paths)])
 
     @handler
     def OpenWriteMany(self, request: pb.OpenWriteManyRequest, context: grpc.ServicerContext) -> pb.OpenWriteManyReply:
         _check_batch(len(request.paths))
+        caller = _caller(context)
         results = self.ns.open_write_many(request.paths, request.mode, request.parents, _layout(request),
-                                          request.client_id, auth.principal(auth.identity_of(context)))
+                                          request.client_id, caller)
         return pb.OpenWriteManyReply(results=[
             pb.SessionResult(reason=r.reason.value, message=r.message) if isinstance(r, ChainfsError)
-            else pb.SessionResult(session=r) for r in results])
+            else pb.SessionResult(session=_writable(r, caller)) for r in results])
 
     @handler
     def CloseWriteMany(self, request: pb.CloseWriteManyRequest,
@@ -152,7 +181,12 @@ class NamespaceServicer(pb_grpc.NamespaceServicer):
     @handler
     def CheckNamespace(self, request: pb.Empty, context: grpc.ServicerContext) -> pb.NamespaceCheckReply:
         chains = {cid for cid, _ in self.ns.chains.chain_lengths()} if self.ns.chains is not None else None
-        return check_namespace(self.ns, chains)
+        reply = check_namespace(self.ns, chains)
+        if auth.secret() is not None:  # fsck --verify-data reads every file: an admin's read capabilities
+            caller = _caller(context)
+            for inode in reply.files:
+                inode.capability = capabilities.grant(inode.id, capabilities.READ, caller)
+        return reply
 
 
 class ClusterManagerServicer(pb_grpc.ClusterManagerServicer):

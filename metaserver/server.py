@@ -24,7 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from chainfs.common import config
 from chainfs.common.errors import ChainfsError
 from chainfs.common.metrics import MetricsEndpoint, server_registry, start_endpoint
-from chainfs.common import auth, serving, tls
+from chainfs.common import auth, capabilities, serving, tls
 from chainfs.common.rpc import bind, make_server
 from chainfs.metaserver.cluster_manager import ClusterManager
 from chainfs.metaserver.election import ManagerElection
@@ -222,6 +222,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--gc-rate", type=float, default=DEFAULT_GC_RATE,
                    help="at most this many chunk removal calls per second")
     serving.add_process_args(p)
+    capabilities.add_server_args(p)
     return p
 
 
@@ -257,6 +258,7 @@ def run_server(args_list: list[str] | None = None, args: argparse.Namespace | No
     try:
         tls.configure_from_args(args)
         auth.configure_from_args(args, "meta")
+        capabilities.set_ttl(args.capability_ttl)
         server = server_from_args(args)
     except (ValueError, OSError) as exc:
         log.error("%s", exc)

@@ -66,7 +66,7 @@ class Layout(_message.Message):
     def __init__(self, chunk_size: _Optional[int] = ..., stripe_width: _Optional[int] = ..., replication: _Optional[int] = ..., chains: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Inode(_message.Message):
-    __slots__ = ("id", "type", "length", "layout", "ctime_ns", "mtime_ns", "mode", "parent_id", "uid", "gid", "atime_ns")
+    __slots__ = ("id", "type", "length", "layout", "ctime_ns", "mtime_ns", "mode", "parent_id", "uid", "gid", "atime_ns", "capability")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +78,7 @@ class Inode(_message.Message):
     UID_FIELD_NUMBER: _ClassVar[int]
     GID_FIELD_NUMBER: _ClassVar[int]
     ATIME_NS_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITY_FIELD_NUMBER: _ClassVar[int]
     id: int
     type: InodeType
     length: int
@@ -89,7 +90,8 @@ class Inode(_message.Message):
     uid: int
     gid: int
     atime_ns: int
-    def __init__(self, id: _Optional[int] = ..., type: _Optional[_Union[InodeType, str]] = ..., length: _Optional[int] = ..., layout: _Optional[_Union[Layout, _Mapping]] = ..., ctime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., mode: _Optional[int] = ..., parent_id: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., atime_ns: _Optional[int] = ...) -> None: ...
+    capability: str
+    def __init__(self, id: _Optional[int] = ..., type: _Optional[_Union[InodeType, str]] = ..., length: _Optional[int] = ..., layout: _Optional[_Union[Layout, _Mapping]] = ..., ctime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., mode: _Optional[int] = ..., parent_id: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., atime_ns: _Optional[int] = ..., capability: _Optional[str] = ...) -> None: ...
 
 class DirEntry(_message.Message):
     __slots__ = ("name", "inode")

@@ -35,7 +35,7 @@ class ChunkId(_message.Message):
     def __init__(self, inode: _Optional[int] = ..., index: _Optional[int] = ...) -> None: ...
 
 class WriteHeader(_message.Message):
-    __slots__ = ("chain_id", "chain_version", "chunk", "offset", "length", "replace", "data_crc", "chunk_size", "request_id", "version", "from_target")
+    __slots__ = ("chain_id", "chain_version", "chunk", "offset", "length", "replace", "data_crc", "chunk_size", "request_id", "version", "from_target", "capability")
     CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
     CHAIN_VERSION_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class WriteHeader(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     FROM_TARGET_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITY_FIELD_NUMBER: _ClassVar[int]
     chain_id: int
     chain_version: int
     chunk: ChunkId
@@ -58,7 +59,8 @@ class WriteHeader(_message.Message):
     request_id: str
     version: int
     from_target: int
-    def __init__(self, chain_id: _Optional[int] = ..., chain_version: _Optional[int] = ..., chunk: _Optional[_Union[ChunkId, _Mapping]] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., replace: _Optional[bool] = ..., data_crc: _Optional[int] = ..., chunk_size: _Optional[int] = ..., request_id: _Optional[str] = ..., version: _Optional[int] = ..., from_target: _Optional[int] = ...) -> None: ...
+    capability: str
+    def __init__(self, chain_id: _Optional[int] = ..., chain_version: _Optional[int] = ..., chunk: _Optional[_Union[ChunkId, _Mapping]] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., replace: _Optional[bool] = ..., data_crc: _Optional[int] = ..., chunk_size: _Optional[int] = ..., request_id: _Optional[str] = ..., version: _Optional[int] = ..., from_target: _Optional[int] = ..., capability: _Optional[str] = ...) -> None: ...
 
 class WriteRequest(_message.Message):
     __slots__ = ("header", "data")
@@ -119,10 +121,12 @@ class ReadItem(_message.Message):
     def __init__(self, chain_id: _Optional[int] = ..., chain_version: _Optional[int] = ..., chunk: _Optional[_Union[ChunkId, _Mapping]] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
 
 class ReadRequest(_message.Message):
-    __slots__ = ("items",)
+    __slots__ = ("items", "capabilities")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[ReadItem]
-    def __init__(self, items: _Optional[_Iterable[_Union[ReadItem, _Mapping]]] = ...) -> None: ...
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, items: _Optional[_Iterable[_Union[ReadItem, _Mapping]]] = ..., capabilities: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ReadItemHeader(_message.Message):
     __slots__ = ("item", "status", "meta", "length", "data_crc", "message")
@@ -169,20 +173,22 @@ class ChunkListReply(_message.Message):
     def __init__(self, chunks: _Optional[_Iterable[_Union[ChunkMeta, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class RemoveChunksRequest(_message.Message):
-    __slots__ = ("chain_id", "chain_version", "inode", "from_index", "request_id", "from_target")
+    __slots__ = ("chain_id", "chain_version", "inode", "from_index", "request_id", "from_target", "capability")
     CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
     CHAIN_VERSION_FIELD_NUMBER: _ClassVar[int]
     INODE_FIELD_NUMBER: _ClassVar[int]
     FROM_INDEX_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     FROM_TARGET_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITY_FIELD_NUMBER: _ClassVar[int]
     chain_id: int
     chain_version: int
     inode: int
     from_index: int
     request_id: str
     from_target: int
-    def __init__(self, chain_id: _Optional[int] = ..., chain_version: _Optional[int] = ..., inode: _Optional[int] = ..., from_index: _Optional[int] = ..., request_id: _Optional[str] = ..., from_target: _Optional[int] = ...) -> None: ...
+    capability: str
+    def __init__(self, chain_id: _Optional[int] = ..., chain_version: _Optional[int] = ..., inode: _Optional[int] = ..., from_index: _Optional[int] = ..., request_id: _Optional[str] = ..., from_target: _Optional[int] = ..., capability: _Optional[str] = ...) -> None: ...
 
 class RemoveChunksReply(_message.Message):
     __slots__ = ("removed",)

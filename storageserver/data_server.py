@@ -20,7 +20,7 @@ from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
-from chainfs.common import auth, config, tls, wire
+from chainfs.common import auth, capabilities, config, tls, wire
 from chainfs.common.checksum import BLOCK_BYTES
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.common.metrics import record_request
@@ -233,7 +233,7 @@ class DataServer:
                     scratch, failure = self._write(conn, header, payload_len, scratch, ident)
                     record_request(SERVICE, "Write", time.perf_counter() - started, failure)
                 elif op == wire.OP_READ and not local and not payload_len:
-                    scratch = self._read(conn, header, scratch)
+                    scratch = self._read(conn, header, scratch, ident)
                     record_request(SERVICE, "Read", time.perf_counter() - started)
                 elif op == wire.OP_OPEN_LOCAL and local and not payload_len:
                     self._open_local(conn, header)
@@ -331,6 +331,7 @@ class DataServer:
         try:
             header = self._parse(storage_pb2.WriteHeader, raw)
             auth.check_forward(header, ident)
+            capabilities.require(header.capability, header.chunk.inode, capabilities.WRITE, ident)
             if header.length != payload_len:
                 raise ChainfsError(Reason.INVALID_ARGUMENT,
                                    f"header announces {header.length} bytes, frame carries {payload_len}")
@@ -353,11 +354,13 @@ class DataServer:
         wire.send_frame(conn, wire.OP_OK, reply.SerializeToString())
         return scratch, None
 
-    def _read(self, conn: socket.socket, raw: bytes, scratch: bytearray) -> bytearray:
+    def _read(self, conn: socket.socket, raw: bytes, scratch: bytearray,
+              ident: auth.Identity | None = None) -> bytearray:
         try:
             request = self._parse(storage_pb2.ReadRequest, raw)
             if not request.items:  # the reply is one frame per item: none would leave the peer waiting
                 raise ChainfsError(Reason.INVALID_ARGUMENT, "a data-port read names at least one item")
+            capabilities.require_read(request.capabilities, (i.chunk.inode for i in request.items), ident)
         except ChainfsError as exc:
             wire.send_error(conn, exc)
             return scratch
@@ -424,6 +427,9 @@ class DataServer:
 
     def _open_local(self, conn: socket.socket, raw: bytes) -> None:
         request = self._parse(storage_pb2.ReadRequest, raw)
+        # no token on this socket (mode 0600), but the read capabilities still: a process of the
+        # node's user reads only what the metaserver let its caller stat
+        capabilities.require_read(request.capabilities, (i.chunk.inode for i in request.items), None)
         if len(request.items) > MAX_LOCAL_ITEMS:
             wire.send_error(conn, ChainfsError(Reason.INVALID_ARGUMENT,
                                                f"at most {MAX_LOCAL_ITEMS} chunks per short-circuit open"))

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import grpc
 
-from chainfs.common import auth, config, stall
+from chainfs.common import auth, capabilities, config, stall
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.common.rpc import handler
 from chainfs.proto import storage_pb2, storage_pb2_grpc
@@ -79,13 +79,17 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("body") != "header":
             raise ChainfsError(Reason.INVALID_ARGUMENT, "a write stream starts with its header")
-        auth.check_forward(first.header, auth.identity_of(context))
+        ident = auth.identity_of(context)
+        auth.check_forward(first.header, ident)
+        capabilities.require(first.header.capability, first.header.chunk.inode, capabilities.WRITE, ident)
         body = StreamBody(request_iterator, first.header.length)
         return self.replicator.write(first.header, body, context.time_remaining())
 
     @handler
     def Read(self, request: storage_pb2.ReadRequest,
              context: grpc.ServicerContext) -> Iterator[storage_pb2.ReadReply]:
+        capabilities.require_read(request.capabilities, (i.chunk.inode for i in request.items),
+                                  auth.identity_of(context))
         yield from self.reader.read(request)
 
     @handler
@@ -96,6 +100,7 @@ class StorageServicer(storage_pb2_grpc.StorageServicer):
     @handler
     def RemoveChunks(self, request: storage_pb2.RemoveChunksRequest,
                      context: grpc.ServicerContext) -> storage_pb2.RemoveChunksReply:
+        capabilities.require(request.capability, request.inode, capabilities.REMOVE, auth.identity_of(context))
         return self.replicator.remove_chunks(request, context.time_remaining())
 
     @handler

@@ -15,6 +15,10 @@ from __future__ import annotations
 import logging
 from concurrent.futures import Future
 
+import grpc
+
+from chainfs.common import capabilities
+from chainfs.common.errors import to_exception
 from chainfs.common.retry import call_with_retry
 from chainfs.proto import meta_pb2 as mpb
 from chainfs.proto import storage_pb2 as spb
@@ -57,27 +61,40 @@ def remove_chunks_from(client: ChainClient, inode: mpb.Inode, from_index: int) -
             chain = client.routing.chain(chain_id)
             head = head_of(chain)
             request = spb.RemoveChunksRequest(chain_id=chain_id, chain_version=chain.version, inode=inode.id,
-                                              from_index=from_index, request_id=client.storage.request_id())
+                                              from_index=from_index, request_id=client.storage.request_id(),
+                                              capability=client.storage.capability(inode.id, capabilities.REMOVE))
             stub = spb_grpc.StorageStub(CHANNELS.get(client.routing.node_address(head.node_id), client.routing.token))
             stub.RemoveChunks(request, timeout=client.storage.timeout)
 
-        call_with_retry(remove, client.storage.retry_deadline, before_retry=client.routing.refresh,
-                        what=f"removal of chunks on chain {chain_id}")
+        try:
+            call_with_retry(remove, client.storage.retry_deadline, before_retry=client.routing.refresh,
+                            what=f"removal of chunks on chain {chain_id}",
+                            retryable=client.storage.renewing(inode.id, capabilities.REMOVE))
+        except grpc.RpcError as exc:  # the built-in exception of the error table
+            raise to_exception(exc, f"chunks of inode {inode.id} from {from_index}") from None
 
 
 def cut(client: ChainClient, path: str, inode: mpb.Inode, length: int) -> mpb.Inode:
     """Shrinks a committed file to `length` keeping its inode (and so its owner, mode and handles):
     the boundary chunk is rewritten to end at `length`, later chunks are deleted, then the length
-    is published."""
+    is published. The chunk work runs under an APPEND session on the inode, abandoned afterwards
+    (it changes no length): the session is what the capabilities to write and remove its chunks
+    come with, and it keeps appenders out meanwhile."""
     if length >= inode.length:
         raise ValueError(f"cut to {length} does not shrink a file of {inode.length} bytes: {path}")
-    cs = inode.layout.chunk_size
-    if length:
-        index = (length - 1) // cs
-        start = index * cs
-        head = client.read_ranges([(inode, start, length)])[0]
-        client.storage.write_chunk(chain_of(inode.layout, index), inode.id, index, head, cs, 0, True)
-        remove_chunks_from(client, inode, index + 1)
-    else:
-        remove_chunks_from(client, inode, 0)
+    session = client.open_writer(path, mpb.APPEND, parents=False).session
+    try:
+        if session.inode.id != inode.id:
+            raise FileNotFoundError(2, "file was replaced during the cut", path)
+        cs = inode.layout.chunk_size
+        if length:
+            index = (length - 1) // cs
+            start = index * cs
+            head = client.read_ranges([(inode, start, length)])[0]
+            client.storage.write_chunk(chain_of(inode.layout, index), inode.id, index, head, cs, 0, True)
+            remove_chunks_from(client, inode, index + 1)
+        else:
+            remove_chunks_from(client, inode, 0)
+    finally:
+        client.meta.close_write(session.session_id, session.inode.length, commit=False, path=path)
     return client.meta.set_attr(path, length=length)

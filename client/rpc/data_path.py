@@ -48,14 +48,15 @@ def write_chunk(address: str, header: spb.WriteHeader, data: bytes | bytearray |
 
 
 def read_items(address: str, items: Sequence[spb.ReadItem], views: Sequence[memoryview],
-               timeout: float, token: str | None = None) -> Iterator[tuple[int, spb.ReadItemHeader]]:
+               timeout: float, token: str | None = None,
+               capabilities: Sequence[str] = ()) -> Iterator[tuple[int, spb.ReadItemHeader]]:
     """One OP_READ for a batch: yields (position, header) with the bytes already in views[position].
 
     A reply longer than its view (never sent by a correct node) is reported as CHECKSUM_MISMATCH.
     """
     try:
         with CONNECTIONS.connection(address, timeout, token) as sock:
-            raw = spb.ReadRequest(items=items).SerializeToString()
+            raw = spb.ReadRequest(items=items, capabilities=capabilities).SerializeToString()
             wire.send_frame(sock, wire.OP_READ, raw)
             # Small items arrive many to a segment: a buffered reader takes them in a few large
             # recvs (and copies each out), large payloads still go straight into their views. The
@@ -82,14 +83,15 @@ def read_items(address: str, items: Sequence[spb.ReadItem], views: Sequence[memo
         raise _transport_error(exc, address) from None
 
 
-def open_local(socket_path: str, items: Sequence[spb.ReadItem], timeout: float
-               ) -> tuple[list[spb.ReadItemHeader], list[int]]:
+def open_local(socket_path: str, items: Sequence[spb.ReadItem], timeout: float,
+               capabilities: Sequence[str] = ()) -> tuple[list[spb.ReadItemHeader], list[int]]:
     """Asks the node on this machine for its committed chunk files: headers, and the descriptors
     of the OK items in order (the caller closes them)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(socket_path)
-        wire.send_frame(sock, wire.OP_OPEN_LOCAL, spb.ReadRequest(items=items).SerializeToString())
+        wire.send_frame(sock, wire.OP_OPEN_LOCAL,
+                        spb.ReadRequest(items=items, capabilities=capabilities).SerializeToString())
         first, fds, _flags, _addr = socket.recv_fds(sock, wire.PREFIX.size, MAX_LOCAL_ITEMS)
         try:
             prefix = bytearray(first)

@@ -18,6 +18,8 @@ from chainfs.common.tls import TlsArg, register as register_tls, resolve as reso
 from chainfs.proto import meta_pb2 as pb
 from chainfs.proto import meta_pb2_grpc as pb_grpc
 
+from chainfs.client.rpc.grants import CapabilityCache
+
 T = TypeVar("T")
 
 # One pool per process: every client of the same metaserver shares its channel.
@@ -56,6 +58,8 @@ class MetaClient:
         self._current = 0
         self._stub_cache: tuple[grpc.Channel, pb_grpc.NamespaceStub, pb_grpc.ClusterManagerStub] | None = None
         self._request_ids = RequestIds()
+        # the chunk capabilities of the inodes this client stats and writes (client/rpc/grants.py)
+        self.caps = CapabilityCache()
 
     @property
     def current(self) -> str:
@@ -112,7 +116,19 @@ class MetaClient:
     def stat(self, path: str) -> pb.Inode:
         path = checked_path(path)
         req = pb.PathRequest(path=path)
-        return self._call(lambda: self._ns.Stat(req, timeout=self.timeout), path)
+        inode = self._call(lambda: self._ns.Stat(req, timeout=self.timeout), path)
+        self._learn_read(inode, path)
+        return inode
+
+    def _learn_read(self, inode: pb.Inode, path: str) -> None:
+        if inode.capability:
+            self.caps.learn(inode.id, inode.capability, "r", lambda: self.stat(path))
+
+    def _learn_session(self, session: pb.WriteSession) -> None:
+        if session.inode.capability:
+            sid, path = session.session_id, session.path
+            self.caps.learn(session.inode.id, session.inode.capability, "rwd",
+                            lambda: self.renew_session(sid, path))
 
     def list_page(self, path: str, start_after: str = "", limit: int = 0) -> pb.ListReply:
         path = checked_path(path)
@@ -155,11 +171,15 @@ class MetaClient:
         path = checked_path(path)
         req = pb.OpenWriteRequest(path=path, mode=mode, parents=parents, layout=layout, client_id=client_id,
                                   request_id=self.request_id())
-        return self._call(lambda: self._ns.OpenWrite(req, timeout=self.timeout), path)
+        session = self._call(lambda: self._ns.OpenWrite(req, timeout=self.timeout), path)
+        self._learn_session(session)
+        return session
 
     def renew_session(self, session_id: str, path: str | None = None) -> pb.WriteSession:
         req = pb.SessionRequest(session_id=session_id)
-        return self._call(lambda: self._ns.RenewSession(req, timeout=self.timeout), path)
+        session = self._call(lambda: self._ns.RenewSession(req, timeout=self.timeout), path)
+        self._learn_session(session)
+        return session
 
     def close_write(self, session_id: str, length: int, commit: bool = True,
                     path: str | None = None) -> pb.Inode:
@@ -175,6 +195,9 @@ class MetaClient:
         for part in _batches(checked):
             req = pb.StatManyRequest(paths=part)
             reply = self._call(lambda: self._ns.StatMany(req, timeout=self.timeout), part[0])
+            for r, p in zip(reply.results, part):
+                if not r.reason:
+                    self._learn_read(r.inode, p)
             out.extend(_item(r.inode, r, p) for r, p in zip(reply.results, part))
         return out
 
@@ -186,6 +209,9 @@ class MetaClient:
         for part in _batches(checked):
             req = pb.OpenWriteManyRequest(paths=part, mode=mode, parents=parents, layout=layout, client_id=client_id)
             reply = self._call(lambda: self._ns.OpenWriteMany(req, timeout=self.timeout), part[0])
+            for r in reply.results:
+                if not r.reason:
+                    self._learn_session(r.session)
             out.extend(_item(r.session, r, p) for r, p in zip(reply.results, part))
         return out
 
@@ -204,7 +230,10 @@ class MetaClient:
 
     def check_namespace(self) -> pb.NamespaceCheckReply:
         """The metaserver's namespace check (fsck): problems, linked files, pending inodes."""
-        return self._call(lambda: self._ns.CheckNamespace(pb.Empty(), timeout=max(self.timeout, 60.0)), None)
+        reply = self._call(lambda: self._ns.CheckNamespace(pb.Empty(), timeout=max(self.timeout, 60.0)), None)
+        for inode, path in zip(reply.files, reply.file_paths):
+            self._learn_read(inode, path)
+        return reply
 
     def probe(self, timeout: float) -> None:
         """Fails within `timeout` seconds, naming the address, when no metaserver can be reached
@@ -287,6 +316,11 @@ class RoutingCache:
     def token(self) -> str | None:
         """The token this client presents to the cluster's storage nodes (its metaserver's)."""
         return self._meta.token
+
+    @property
+    def caps(self) -> CapabilityCache:
+        """The chunk capabilities its metadata client collected (client/rpc/grants.py)."""
+        return self._meta.caps
 
     def chain(self, chain_id: int) -> pb.ChainInfo:
         self.table()

@@ -15,11 +15,11 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import grpc
 
-from chainfs.common import config
+from chainfs.common import capabilities, config
 from chainfs.common.chains import head_target, serving_targets
 from chainfs.common.checksum import crc32c
 from chainfs.common.errors import ChainfsError, Reason, is_retryable, make_exception, reason_of
@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 CHANNELS = ChannelPool()
 HOST_ID = local_host_id()
+# a node refused the chunk capability (expired, say): renewed once, then the request is retried
+CAPABILITY_REFUSALS = (Reason.UNAUTHENTICATED, Reason.PERMISSION_DENIED)
 
 _ITEM_REASON = {
     spb.PENDING: Reason.PENDING,
@@ -96,6 +98,30 @@ class StorageClient:
     def request_id(self) -> str:
         return self._request_ids.next()
 
+    def capability(self, inode: int, right: str) -> str:
+        """The chunk capability for `right` on `inode` this client holds ("" when none)."""
+        caps = getattr(self.routing, "caps", None)
+        return caps.get(inode, right) if caps is not None else ""
+
+    def renew_capability(self, inode: int, right: str) -> bool:
+        """After a node refused the held capability: a new one, if there is a way to get it."""
+        caps = getattr(self.routing, "caps", None)
+        return caps is not None and caps.refresh(inode, right)
+
+    def renewing(self, inode: int, right: str) -> Callable[[Reason], bool]:
+        """A `call_with_retry` predicate: the retryable reasons, and once a capability refusal
+        after which a new capability was got (it lapsed, or the node's clock is ahead of ours)."""
+        renewed = False
+
+        def retryable(reason: Reason) -> bool:
+            nonlocal renewed
+            if reason in CAPABILITY_REFUSALS and not renewed:
+                renewed = True
+                return self.renew_capability(inode, right)
+            return is_retryable(reason)
+
+        return retryable
+
     # ---- writes ----
 
     def write_chunk(self, chain_id: int, inode: int, index: int, data: bytes | memoryview,
@@ -111,6 +137,7 @@ class StorageClient:
                 chain_id=chain_id, chain_version=chain.version,
                 chunk=spb.ChunkId(inode=inode, index=index), offset=offset, length=len(data),
                 replace=replace, data_crc=data_crc, chunk_size=chunk_size, request_id=request_id,
+                capability=self.capability(inode, capabilities.WRITE),
             )
             node = self.routing.node(head.node_id)
             if node.data_address:
@@ -119,7 +146,8 @@ class StorageClient:
 
         try:
             return call_with_retry(attempt, self.retry_deadline, before_retry=self._refresh_quietly,
-                                   what=f"write of chunk {inode}:{index}")
+                                   what=f"write of chunk {inode}:{index}",
+                                   retryable=self.renewing(inode, capabilities.WRITE))
         except (grpc.RpcError, ChainfsError) as exc:
             raise _as_error(exc, f"write of chunk {inode}:{index} on chain {chain_id}") from None
 
@@ -140,6 +168,7 @@ class StorageClient:
         """
         todo = {i: _Pending(s) for i, s in enumerate(specs)}
         backoff = Backoff(self.retry_deadline)
+        renewed: set[int] = set()  # inodes whose refused read capability was renewed (once each)
         last_error: Exception | None = None
         while todo:
             by_node: dict[int, list[tuple[int, spb.ReadItem, memoryview]]] = defaultdict(list)
@@ -162,7 +191,15 @@ class StorageClient:
                     for i in done:
                         todo.pop(i)
                     failed.update(errors)
+            fresh: dict[int, bool] = {}  # this round's renewals: every item of the inode tries again
             for i, reason in failed.items():
+                inode = todo[i].spec.inode
+                if reason in CAPABILITY_REFUSALS and (inode in fresh or inode not in renewed):
+                    if inode not in fresh:
+                        renewed.add(inode)
+                        fresh[inode] = self.renew_capability(inode, capabilities.READ)
+                    if fresh[inode]:
+                        continue
                 if not is_retryable(reason):
                     if reason in _REPLICA_FAULTS:
                         self._report_bad(todo[i])
@@ -277,10 +314,16 @@ class StorageClient:
                ) -> Iterator[tuple[int, spb.ReadItemHeader]]:
         items = [item for _, item, _ in batch]
         views = [view for _, _, view in batch]
+        caps = self._read_caps(items)
         if node.data_address:
-            return data_path.read_items(node.data_address, items, views, self.timeout, self.routing.token)
-        replies = self._stub(node.node_id).Read(spb.ReadRequest(items=items), timeout=self.timeout)
+            return data_path.read_items(node.data_address, items, views, self.timeout, self.routing.token, caps)
+        replies = self._stub(node.node_id).Read(spb.ReadRequest(items=items, capabilities=caps), timeout=self.timeout)
         return _receive_stream(replies, views)
+
+    def _read_caps(self, items: list[spb.ReadItem]) -> list[str]:
+        """One read capability per inode the items name (those this client holds)."""
+        caps = (self.capability(inode, capabilities.READ) for inode in dict.fromkeys(i.chunk.inode for i in items))
+        return [c for c in caps if c]
 
     def _read_local(self, node: mpb.NodeInfo, batch: list[tuple[int, spb.ReadItem, memoryview]],
                     done: set[int], missing: set[int]) -> list[tuple[int, spb.ReadItem, memoryview]]:
@@ -289,7 +332,8 @@ class StorageClient:
         for at in range(0, len(batch), data_path.MAX_LOCAL_ITEMS):
             part = batch[at:at + data_path.MAX_LOCAL_ITEMS]
             try:
-                headers, fds = data_path.open_local(node.local_socket, [item for _, item, _ in part], self.timeout)
+                items = [item for _, item, _ in part]
+                headers, fds = data_path.open_local(node.local_socket, items, self.timeout, self._read_caps(items))
             except (OSError, ChainfsError) as exc:
                 log.debug("short-circuit open at %s failed (%s); reading over the network", node.local_socket, exc)
                 network.extend(part)

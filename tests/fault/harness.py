@@ -24,6 +24,7 @@ from chainfs.cluster import LocalCluster
 from chainfs.cluster.process import wait_for
 from chainfs.proto import meta_pb2 as mpb
 
+from tests.grants import grant
 from tests.linearizability import Recorder, check_history
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,8 @@ class Load:
 
     def _register_client(self, i: int) -> None:
         c = client(self.cluster, self.meta_timeout)
+        for inode in self.reg_inodes:  # registers are chunks written straight to the nodes
+            grant(self.cluster, c, inode.id)
         rnd = random.Random(100 + i)
         n = 0
         while not self._stop.is_set():

@@ -16,6 +16,7 @@ from chainfs.proto import meta_pb2 as mpb
 from chainfs.proto import storage_pb2 as spb
 from chainfs.proto import storage_pb2_grpc as spb_grpc
 
+from tests.grants import capability
 from tests.fault.harness import CHUNK, WAIT, client, make_cluster, node_index, the_chain, wait_state
 
 pytestmark = pytest.mark.fault
@@ -85,7 +86,8 @@ def test_fsck_names_files_whose_chunks_are_gone(tmp_path: Path) -> None:
         head = next(n.address for n in cluster.routing().nodes if n.node_id == chain.targets[0].node_id)
         stub = spb_grpc.StorageStub(ChannelPool().get(head))
         stub.RemoveChunks(spb.RemoveChunksRequest(chain_id=chain.chain_id, chain_version=chain.version,
-                                                  inode=gone.id, from_index=0, request_id="test:rm"), timeout=10)
+                                                  inode=gone.id, from_index=0, request_id="test:rm",
+                                                  capability=capability(cluster, gone.id, "d")), timeout=10)
         done = run_fsck(cluster.url)
         assert done.returncode == 1, done.stdout
         assert f"file /g/gone (inode {gone.id}): 3 of 3 chunks missing on every replica" in done.stdout

@@ -24,6 +24,7 @@ from chainfs.cluster.process import wait_for
 from chainfs.common.dataconn import local_host_id
 from chainfs.proto import meta_pb2 as mpb
 
+from tests.grants import grant
 from tests.fault.harness import (
     REG_BYTES, T, WAIT, Load, client, make_cluster, node_index, the_chain, wait_fsck_clean, wait_state,
 )
@@ -90,6 +91,8 @@ def test_partition_chain_head_from_manager_and_successors(cluster: LocalCluster)
         load.wait_acked(3)
         probe = frozen_probe(cluster)
         reg = load.reg_inodes[0]
+        grant(cluster, probe, reg.id)  # it reads the register's chunk straight from the nodes
+        wait_for(lambda: serves(probe, reg, 0), T, "the head to serve before the cut", interval=0.05)  # non-vacuous
         lab.cut(cluster.host_index("storage", head),
                 [cluster.host_index("meta", i) for i in range(3)]
                 + [cluster.host_index("storage", i) for i in successors])

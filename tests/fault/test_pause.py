@@ -22,12 +22,13 @@ from tests.fault.harness import (
 pytestmark = pytest.mark.fault
 
 
-def direct_read(stub: spb_grpc.StorageStub, chain_id: int, chain_version: int, inode: int) -> tuple[int, str]:
+def direct_read(stub: spb_grpc.StorageStub, chain_id: int, chain_version: int, inode: int,
+                cap: str = "") -> tuple[int, str]:
     """One Read straight to a node (no client retries): (item status, tag read or "")."""
     item = spb.ReadItem(chain_id=chain_id, chain_version=chain_version, chunk=spb.ChunkId(inode=inode, index=0),
                         offset=0, length=REG_BYTES)
     status, data = None, bytearray()
-    for reply in stub.Read(spb.ReadRequest(items=[item]), timeout=10):
+    for reply in stub.Read(spb.ReadRequest(items=[item], capabilities=[cap] if cap else []), timeout=10):
         if reply.HasField("header"):
             status = reply.header.status
         else:
@@ -46,7 +47,7 @@ def test_paused_node_fences_and_never_serves_stale(tmp_path: Path, role: int) ->
         victim = chain.targets[role]
         address = next(n.address for n in cluster.routing().nodes if n.node_id == victim.node_id)
         stub = spb_grpc.StorageStub(ChannelPool().get(address))
-        assert direct_read(stub, chain.chain_id, chain.version, inode.id) == (spb.OK, "old")
+        assert direct_read(stub, chain.chain_id, chain.version, inode.id, c.stat("/p/reg").capability) == (spb.OK, "old")
 
         index = node_index(cluster, victim.node_id)
         cluster.pause_storage(index)
@@ -58,12 +59,13 @@ def test_paused_node_fences_and_never_serves_stale(tmp_path: Path, role: int) ->
             cluster.resume_storage(index)
 
         # From SIGCONT on: whatever version the reader believes in, never the old value.
+        cap = c.stat("/p/reg").capability
         seen: list[tuple[int, str]] = []
 
         def serving_new() -> bool:
             for version in (chain.version, new_version, the_chain(cluster).version):
                 try:
-                    status, tag = direct_read(stub, chain.chain_id, version, inode.id)
+                    status, tag = direct_read(stub, chain.chain_id, version, inode.id, cap)
                 except grpc.RpcError:
                     continue
                 seen.append((status, tag))

@@ -18,6 +18,8 @@ from chainfs.proto import meta_pb2_grpc as mpb_grpc
 from chainfs.proto import storage_pb2 as spb
 from chainfs.proto import storage_pb2_grpc as spb_grpc
 
+from tests.grants import capability
+
 pytestmark = pytest.mark.integration
 
 BIG = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
@@ -54,6 +56,7 @@ def test_storage_refuses_bad_writes(client: ChainClient, cluster: LocalCluster, 
                   offset=0, length=len(data), replace=False, data_crc=crc32c(data), chunk_size=65536,
                   request_id="bad-input:1")
     header.update(change)
+    header["capability"] = capability(cluster, header["chunk"].inode, "w")  # validation runs behind it
     stream = iter([spb.WriteRequest(header=spb.WriteHeader(**header)), spb.WriteRequest(data=data)])
     with pytest.raises(grpc.RpcError) as info:
         stub.Write(stream, timeout=10)
@@ -64,11 +67,11 @@ def test_storage_refuses_bad_writes(client: ChainClient, cluster: LocalCluster, 
             assert client.storage.list_chunks(chain.chain_id, replica, inode) == []
 
 
-def test_storage_refuses_bad_crc_and_stale_version(client: ChainClient) -> None:
+def test_storage_refuses_bad_crc_and_stale_version(client: ChainClient, cluster: LocalCluster) -> None:
     chain, stub = _head(client)
     data = b"payload"
     base = dict(chain_id=chain.chain_id, chunk=spb.ChunkId(inode=888_888, index=0), offset=0,
-                length=len(data), replace=True, chunk_size=65536)
+                length=len(data), replace=True, chunk_size=65536, capability=capability(cluster, 888_888, "w"))
     cases = [
         (dict(chain_version=chain.version, data_crc=crc32c(data) ^ 1, request_id="bad:crc"), Reason.CHECKSUM_MISMATCH),
         (dict(chain_version=chain.version + 1000, data_crc=crc32c(data), request_id="bad:ver"), Reason.STALE_ROUTING),
@@ -81,13 +84,14 @@ def test_storage_refuses_bad_crc_and_stale_version(client: ChainClient) -> None:
     assert client.storage.list_chunks(chain.chain_id, 0, 888_888) == []
 
 
-def test_storage_read_of_bad_items_gets_invalid_status(client: ChainClient) -> None:
+def test_storage_read_of_bad_items_gets_invalid_status(client: ChainClient, cluster: LocalCluster) -> None:
     chain, stub = _head(client)
     items = [spb.ReadItem(chain_id=chain.chain_id, chain_version=chain.version,
                           chunk=spb.ChunkId(inode=0, index=0), offset=0, length=10),
              spb.ReadItem(chain_id=chain.chain_id, chain_version=chain.version,
                           chunk=spb.ChunkId(inode=5, index=0), offset=1 << 30, length=10)]
-    headers = [r.header for r in stub.Read(spb.ReadRequest(items=items), timeout=10) if r.HasField("header")]
+    request = spb.ReadRequest(items=items, capabilities=[capability(cluster, 0, "r"), capability(cluster, 5, "r")])
+    headers = [r.header for r in stub.Read(request, timeout=10) if r.HasField("header")]
     assert [h.status for h in headers] == [spb.INVALID, spb.INVALID]
 
 

@@ -13,6 +13,7 @@ from chainfs.cluster import LocalCluster
 from chainfs.common.config import MiB
 from chainfs.proto import meta_pb2 as mpb
 from tests.chunkfiles import chunk_metas
+from tests.grants import grant
 
 pytestmark = pytest.mark.integration
 
@@ -99,7 +100,7 @@ def test_concurrent_writers_to_distinct_files(client: ChainClient) -> None:
         assert client.read_file(path) == data
 
 
-def test_same_chunk_writers_never_yield_torn_reads(client: ChainClient) -> None:
+def test_same_chunk_writers_never_yield_torn_reads(cluster: LocalCluster, client: ChainClient) -> None:
     """Writers replace one chunk with uniform patterns; readers of any replica see one whole pattern."""
     client.mkdir("/torn", layout=mpb.Layout(chunk_size=256 * 1024, stripe_width=1))
     size = 256 * 1024
@@ -110,13 +111,14 @@ def test_same_chunk_writers_never_yield_torn_reads(client: ChainClient) -> None:
     seen: set[int] = set()
     problems: list[str] = []
 
-    def writer(k: int) -> None:
-        c = ChainClient(client.address)
+    def writer(k: int) -> None:  # beneath the file API: chunk writes into a committed inode
+        c = grant(cluster, ChainClient(client.address), inode.id)
         for round_ in range(6):
             c.storage.write_chunk(chain_id, inode.id, 0, patterns[(k + round_) % len(patterns)], size)
 
     def reader(replica: int | None) -> None:
         c = ChainClient(client.address)
+        c.stat("/torn/chunk")  # its read capability
         while not stop.is_set():
             data = c.storage.read([ReadSpec(chain_id, inode.id, 0, 0, size, replica)])[0]
             if len(data) != size or data.count(data[:1]) != size:

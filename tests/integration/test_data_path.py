@@ -105,7 +105,7 @@ def test_short_circuit_falls_back_when_the_file_is_replaced(client: ChainClient,
     chain = client.routing.chain(inode.layout.chains[0])
     item = spb.ReadItem(chain_id=chain.chain_id, chain_version=chain.version,
                         chunk=spb.ChunkId(inode=inode.id, index=0), offset=0, length=CHUNK)
-    headers, fds = data_path.open_local(node.local_socket, [item], 5.0)
+    headers, fds = data_path.open_local(node.local_socket, [item], 5.0, [client.stat(path).capability])
     try:
         assert headers[0].status == spb.OK
         # A new version of the chunk commits: the version the descriptor names is no longer current.
@@ -149,7 +149,7 @@ def test_short_circuit_refuses_a_syncing_or_unknown_replica(cluster: LocalCluste
     node = next(n for n in client.routing.refresh().nodes if n.node_id == chain.targets[0].node_id)
     stale = spb.ReadItem(chain_id=chain.chain_id, chain_version=chain.version + 1000,
                          chunk=spb.ChunkId(inode=inode.id, index=0), offset=0, length=CHUNK)
-    headers, fds = data_path.open_local(node.local_socket, [stale], 5.0)
+    headers, fds = data_path.open_local(node.local_socket, [stale], 5.0, [client.stat(f"{sc_dir}/f").capability])
     assert fds == [] and headers[0].status == spb.STALE_ROUTING
 
 
@@ -160,7 +160,8 @@ def test_a_cut_through_forward_that_dies_halfway_commits_nothing(client: ChainCl
     data = random.Random(4).randbytes(CHUNK)
     header = spb.WriteHeader(chain_id=chain.chain_id, chain_version=chain.version,
                              chunk=spb.ChunkId(inode=inode.id, index=0), offset=0, length=len(data),
-                             replace=True, data_crc=crc32c(data), chunk_size=CHUNK, request_id="cut:1")
+                             replace=True, data_crc=crc32c(data), chunk_size=CHUNK, request_id="cut:1",
+                             capability=client.storage.capability(inode.id, "w"))
     raw = header.SerializeToString()
     with socket.create_connection(split_address(head.data_address)) as sock:
         wire.authenticate(sock, client.routing.token or "")
@@ -169,6 +170,7 @@ def test_a_cut_through_forward_that_dies_halfway_commits_nothing(client: ChainCl
     # The head and its successors saw half a chunk: every replica must end with nothing, not even
     # a pending version (reads answer "not found", never PENDING, once each has given up).
     deadline = time.monotonic() + 30
+    cap = client.stat(f"{sc_dir}/f").capability
     while True:
         statuses = []
         for replica in range(3):
@@ -176,7 +178,8 @@ def test_a_cut_through_forward_that_dies_halfway_commits_nothing(client: ChainCl
                                 chunk=spb.ChunkId(inode=inode.id, index=0), offset=0, length=CHUNK)
             node = next(n for n in client.routing.table().nodes if n.node_id == chain.targets[replica].node_id)
             view = memoryview(bytearray(CHUNK))
-            statuses.extend(h.status for _, h in data_path.read_items(node.data_address, [item], [view], 5.0))
+            statuses.extend(h.status for _, h in data_path.read_items(node.data_address, [item], [view], 5.0,
+                                                                         capabilities=[cap]))
         if all(s == spb.CHUNK_NOT_FOUND for s in statuses):
             break
         assert time.monotonic() < deadline, f"replicas still hold something: {statuses}"
