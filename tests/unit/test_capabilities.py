@@ -55,6 +55,9 @@ def test_node_checks(monkeypatch: pytest.MonkeyPatch) -> None:
         assert reason(capabilities.require, cap, 7, "w", alice) == Reason.PERMISSION_DENIED
         assert reason(capabilities.require, "", 7, "w", alice) == Reason.UNAUTHENTICATED
         capabilities.require("", 7, "w", node)  # nodes hold the secret: forwards need none
+        root = auth.Identity("user", "root", root=True)
+        capabilities.require_read([], [7], root)  # fsck reads every listed chunk
+        assert reason(capabilities.require, "", 7, "w", root) == Reason.UNAUTHENTICATED  # but writes as anyone
         auth.set_secret(None)
         capabilities.require("", 7, "w", alice)  # insecure: nothing is checked
     finally:
