@@ -50,7 +50,8 @@ class Submitted:
     """What `submit` did with a request's blocks, and a way to wait until they are in the store."""
 
     queued: int
-    _jobs: tuple[_Job, ...] = ()  # this request's job and those already holding its duplicates
+    _jobs: tuple[_Job, ...] = ()
+    duplicates: int = 0  # blocks not queued as they were queued or stored already  # this request's job and those already holding its duplicates
 
     def wait(self, timeout: float) -> bool:
         """True once every block of the request is written (or refused); False after `timeout`."""
@@ -93,8 +94,10 @@ class WriteBehind:
         self._thread = threading.Thread(target=self._run, name="kv-write-behind", daemon=True)
         self._thread.start()
 
-    def submit(self, store: KVBlockStore, keys: Sequence[bytes], blocks: Sequence[np.ndarray]) -> Submitted:
-        """Queues consecutive blocks of a prompt (keys[i] is the key of blocks[i]) and returns at once."""
+    def submit(self, store: KVBlockStore, keys: Sequence[bytes], blocks: Sequence[np.ndarray],
+               copy: bool = True) -> Submitted:
+        """Queues consecutive blocks of a prompt (keys[i] is the key of blocks[i]) and returns at once.
+        `copy=False`: the caller hands the arrays over (a copy of its own it will not touch again)."""
         s = self.stats
         with self._cond:
             if self._closed:
@@ -119,7 +122,7 @@ class WriteBehind:
             full = bool(fresh) and s.pending_bytes + nbytes > self.max_bytes
             jobs = list(others.values())
             if fresh and not full:
-                job = _Job(store, [k for k, _ in fresh], [np.array(b, copy=True) for _, b in fresh], nbytes, runs)
+                job = _Job(store, [k for k, _ in fresh], [np.array(b, copy=True) if copy else b for _, b in fresh], nbytes, runs)
                 self._jobs.append(job)
                 self._pending.update(dict.fromkeys(job.keys, job))
                 jobs.append(job)
@@ -135,8 +138,8 @@ class WriteBehind:
             if full:
                 log.warning("kv write-behind queue full (%d bytes pending): %d blocks dropped",
                             s.pending_bytes, len(fresh))
-                return Submitted(0, tuple(others.values()))
-            return Submitted(len(fresh), tuple(jobs))
+                return Submitted(0, tuple(others.values()), duplicates)
+            return Submitted(len(fresh), tuple(jobs), duplicates)
 
     def _run(self) -> None:
         while True:

@@ -42,8 +42,9 @@ from vllm.v1.metrics.cache_hit_source import CacheHitSource
 from chainfs.engine.writebehind import WriteBehind
 from chainfs.integrations.hf_model import fingerprint
 from chainfs.integrations.vllm_support import (Breaker, ConnectorSettings, Counters, LoadJob, PagedKV, SaveJob,
-                                               StatsFile, load_blocks, open_store)
+                                               StatsFile, load_blocks, open_store, scheduler_stats_path)
 from chainfs.kvcache import KVNamespace, block_keys
+from chainfs.kvcache.direct import stored_prefix
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -69,11 +70,16 @@ class ChainfsWorkerMetadata(KVConnectorWorkerMetadata):
     """What the worker's loads gave, per request, back to the scheduler side."""
 
     loaded_tokens: dict[str, int] = field(default_factory=dict)
+    load_s: dict[str, float] = field(default_factory=dict)
+    unsaved: set[str] = field(default_factory=set)  # requests whose saves the worker dropped
 
     def aggregate(self, other: KVConnectorWorkerMetadata) -> KVConnectorWorkerMetadata:
         if isinstance(other, ChainfsWorkerMetadata):
             for k, v in other.loaded_tokens.items():
                 self.loaded_tokens[k] = self.loaded_tokens.get(k, 0) + v
+            for k, t in other.load_s.items():
+                self.load_s[k] = self.load_s.get(k, 0.0) + t
+            self.unsaved |= other.unsaved
         return self
 
 
@@ -88,9 +94,13 @@ class _Req:
     load: LoadJob | None = None  # waiting to be sent to the worker
     load_first: int = 0          # index of the first block of `load` in the request
     load_planned: int = 0        # tokens of the load sent to the worker, until it reports back
+    sent: list[bytes] = field(default_factory=list)  # keys this request sent to be saved
+    unsaved: bool = False        # the worker dropped some of them: nothing to wait for
     local_tokens: int = 0
     external_tokens: int = 0
     loaded_tokens: int = 0
+    lookup_s: float = 0.0
+    load_s: float = 0.0
 
 
 def namespace_for(vllm_config: VllmConfig, settings: ConnectorSettings) -> tuple[KVNamespace, tuple[int, ...]]:
@@ -135,14 +145,19 @@ class ChainfsConnector(KVConnectorBase_V1):
         self._num_blocks = kv_cache_config.num_blocks if kv_cache_config is not None else 0
         # scheduler side
         self._reqs: dict[str, _Req] = {}
-        self._lookups: dict[str, tuple[list[bytes], tuple[Any, ...], int]] = {}  # req -> keys, hit refs, local
+        self._lookups: dict[str, tuple[list[bytes], tuple[Any, ...], int, float]] = {}  # keys, refs, local, s
         # worker side
         self._paged: PagedKV | None = None
         self._writer: WriteBehind | None = None
         self._stats_file: StatsFile | None = None
+        if role == KVConnectorRole.SCHEDULER and self.settings.stats_path:  # lookups and answer waits
+            self._stats_file = StatsFile(scheduler_stats_path(self.settings.stats_path),
+                                         lambda: {"pid": os.getpid(), "connector": self.counters.snapshot()})
         self._store_errors = 0
         self._failed_block_ids: set[int] = set()
         self._loaded: dict[str, int] = {}
+        self._load_s: dict[str, float] = {}
+        self._unsaved: set[str] = set()
         log.info("ChainfsConnector (%s) on %s, namespace %s", role.name, self.settings.url, self.namespace.canonical)
 
     @property
@@ -159,23 +174,26 @@ class ChainfsConnector(KVConnectorBase_V1):
         usable = (len(prompt) - 1) // self.block_tokens  # the last prompt token is always computed
         if usable == 0:
             return 0, False
+        t0 = time.perf_counter()
         head = prompt[:usable * self.block_tokens]
         keys = self.store.keys_of(head, request.cache_salt)
         if self.breaker.open:
             self.counters.add(lookup_skipped=1)
-            self._lookups[request.request_id] = (keys, (), num_computed_tokens)
+            self._lookups[request.request_id] = (keys, (), num_computed_tokens, 0.0)
             return 0, False
         with self.breaker.watch(self.store):
             found = self.store.lookup(head, keys=keys)
-        self.counters.add(lookups=1, lookup_hit_tokens=found.hit_tokens)
-        self._lookups[request.request_id] = (keys, found.refs, num_computed_tokens)
+        took = time.perf_counter() - t0
+        self.counters.add(lookups=1, lookup_hit_tokens=found.hit_tokens, lookup_s=took)
+        self._lookups[request.request_id] = (keys, found.refs, num_computed_tokens, took)
         return max(0, found.hit_tokens - num_computed_tokens), False
 
     def update_state_after_alloc(self, request: Request, blocks: KVCacheBlocks, num_external_tokens: int) -> None:
-        keys, refs, local = self._lookups.pop(request.request_id, ([], (), request.num_computed_tokens))
+        keys, refs, local, took = self._lookups.pop(request.request_id, ([], (), request.num_computed_tokens, 0.0))
         st = self._reqs.get(request.request_id)
         if st is None:
             st = self._reqs[request.request_id] = _Req(request)
+        st.lookup_s += took
         if len(keys) > len(st.keys):
             st.keys = keys
         st.block_ids = list(blocks.get_block_ids()[0])
@@ -226,28 +244,63 @@ class ChainfsConnector(KVConnectorBase_V1):
         if full > st.stored_blocks:
             if full > len(st.keys):  # blocks past the prompt's (decoded tokens): extend the chain
                 st.keys = block_keys(self.namespace, list(tokens[:full * b]), st.request.cache_salt)
-            meta.saves.append(SaveJob(st.keys[st.stored_blocks:full], st.block_ids[st.stored_blocks:full]))
+            job = SaveJob(st.request.request_id, st.keys[st.stored_blocks:full], st.block_ids[st.stored_blocks:full])
+            meta.saves.append(job)
+            st.sent.extend(job.keys)
             st.stored_blocks = full
 
     def update_connector_output(self, connector_output: KVConnectorOutput) -> None:
         meta = connector_output.kv_connector_worker_meta
         if isinstance(meta, ChainfsWorkerMetadata):
+            for req_id in meta.unsaved:
+                if req_id in self._reqs:
+                    self._reqs[req_id].unsaved = True
             for req_id, n in meta.loaded_tokens.items():
                 st = self._reqs.get(req_id)
                 if st is None:
                     continue
                 st.loaded_tokens += n
+                st.load_s += meta.load_s.get(req_id, 0.0)
                 if n < st.load_planned:  # vLLM recomputes the rest: save those blocks again
                     st.stored_blocks = min(st.stored_blocks, st.load_first + n // self.block_tokens)
                 st.load_planned = 0
 
     def request_finished(self, request: Request, block_ids: list[int]) -> tuple[bool, dict[str, Any] | None]:
+        """Called before vLLM sends the request's last output: the answer waits (bounded) until the
+        blocks it sent to be saved are in the store, so that its next turn finds them on any server."""
         self._lookups.pop(request.request_id, None)
         st = self._reqs.pop(request.request_id, None)
         if st is None:
             return False, None
+        waited = self._wait_saved(st)
         return False, {"chainfs": {"local_tokens": st.local_tokens, "external_tokens": st.external_tokens,
-                                   "loaded_tokens": st.loaded_tokens}}
+                                   "loaded_tokens": st.loaded_tokens, "lookup_ms": round(1000 * st.lookup_s, 3),
+                                   "load_ms": round(1000 * st.load_s, 3), "save_wait_ms": round(1000 * waited, 3)}}
+
+    def _wait_saved(self, st: _Req) -> float:
+        """Polls the store until every block `st` sent is there, the store fails, or save_wait_s
+        passed; returns the time waited. This holds vLLM's engine loop (its only place to hold an
+        answer back), so it happens once, as the request finishes, after its decoding overlapped
+        with the writes."""
+        keys, limit = st.sent, self.settings.save_wait_s
+        if not keys or limit <= 0 or st.unsaved:
+            return 0.0
+        t0 = time.monotonic()
+        delay = 0.002
+        while not self.breaker.open:
+            with self.breaker.watch(self.store):
+                keys = keys[stored_prefix(self.store, keys):]
+            if not keys:
+                break
+            if time.monotonic() - t0 + delay > limit:
+                self.counters.add(save_wait_timeouts=1)
+                log.info("chainfs: blocks of %s not stored within %.1f s: answering", st.request.request_id, limit)
+                break
+            time.sleep(delay)
+            delay = min(2 * delay, 0.02)
+        waited = time.monotonic() - t0
+        self.counters.add(save_waits=1, save_wait_s=waited)
+        return waited
 
     # ==== worker side ===========================================================================
 
@@ -270,19 +323,16 @@ class ChainfsConnector(KVConnectorBase_V1):
         for job in meta.loads:
             t0 = time.perf_counter()
             try:
-                blocks = load_blocks(self.store, self.breaker, job)
-                blocks = blocks[:next((i for i, blk in enumerate(blocks) if not self._paged.fits(blk)), len(blocks))]
-                if blocks:
-                    self._paged.scatter(job.block_ids[:len(blocks)], blocks)
+                n = load_blocks(self.store, self.breaker, job, self._paged)
             except Exception:  # noqa: BLE001 - the blocks are recomputed instead
                 log.exception("chainfs KV load failed")
-                blocks = []
-            failed = job.block_ids[len(blocks):]
+                n = 0
+            failed = job.block_ids[n:]
             self._failed_block_ids.update(failed)
-            loaded = len(blocks) * self.block_tokens
+            loaded, took = n * self.block_tokens, time.perf_counter() - t0
             self._loaded[job.req_id] = self._loaded.get(job.req_id, 0) + loaded
-            self.counters.add(loaded_tokens=loaded, load_failed_blocks=len(failed),
-                              load_s=time.perf_counter() - t0)
+            self._load_s[job.req_id] = self._load_s.get(job.req_id, 0.0) + took
+            self.counters.add(loaded_tokens=loaded, load_failed_blocks=len(failed), load_s=took)
 
     def wait_for_layer_load(self, layer_name: str) -> None:
         return  # start_load_kv loaded every layer before the forward pass
@@ -301,18 +351,22 @@ class ChainfsConnector(KVConnectorBase_V1):
         for job in meta.saves:
             if self.breaker.open:
                 self.counters.add(dropped_saves=1)
+                self._unsaved.add(job.req_id)
                 continue
-            self._writer.submit(self.store, job.keys, list(self._paged.gather(job.block_ids)))
+            done = self._writer.submit(self.store, job.keys, list(self._paged.gather(job.block_ids)), copy=False)
+            if done.queued + done.duplicates < len(job.keys):
+                self._unsaved.add(job.req_id)  # the queue was full: its answer need not wait
 
     def get_block_ids_with_load_errors(self) -> set[int]:
         failed, self._failed_block_ids = self._failed_block_ids, set()
         return failed
 
     def build_connector_worker_meta(self) -> KVConnectorWorkerMetadata | None:
-        if not self._loaded:
+        if not self._loaded and not self._unsaved:
             return None
-        loaded, self._loaded = self._loaded, {}
-        return ChainfsWorkerMetadata(loaded)
+        meta = ChainfsWorkerMetadata(self._loaded, self._load_s, self._unsaved)
+        self._loaded, self._load_s, self._unsaved = {}, {}, set()
+        return meta
 
     def shutdown(self) -> None:
         if self._writer is not None:

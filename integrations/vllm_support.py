@@ -26,6 +26,7 @@ import fsspec
 import numpy as np
 
 from chainfs.kvcache import KVBlockStore, Lookup, KVNamespace
+from chainfs.kvcache.direct import load_into
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,9 @@ class ConnectorSettings:
     max_pending_bytes: int = 256 << 20  # saves queued beyond this are dropped
     model_id: str | None = None       # names the model in block keys (default: from its directory)
     stats_path: str | None = None     # the worker writes its counters here as JSON
+    segment_blocks: int | None = 1    # blocks per file (None: the store packs runs; see below)
+    save_wait_s: float = 2.0          # a finished request's answer waits this long, at most, for its
+                                      # blocks to be in the store (0: answer at once)
 
     @classmethod
     def from_extra(cls, extra: dict[str, Any] | None) -> "ConnectorSettings":
@@ -60,8 +64,10 @@ class ConnectorSettings:
             raise ValueError(f"bad kv_connector_extra_config: {exc}") from None
         if s.capacity_bytes is not None and s.capacity_bytes < 0:
             raise ValueError("capacity_bytes must be >= 0")
-        if s.retry_deadline_s <= 0 or s.backoff_s < 0 or s.max_pending_bytes <= 0:
-            raise ValueError("retry_deadline_s and max_pending_bytes must be > 0, backoff_s >= 0")
+        if s.segment_blocks is not None and (not isinstance(s.segment_blocks, int) or s.segment_blocks < 1):
+            raise ValueError("segment_blocks must be a whole number >= 1 (or null)")
+        if s.retry_deadline_s <= 0 or s.backoff_s < 0 or s.max_pending_bytes <= 0 or s.save_wait_s < 0:
+            raise ValueError("retry_deadline_s and max_pending_bytes must be > 0, backoff_s and save_wait_s >= 0")
         return s
 
 
@@ -73,7 +79,11 @@ def open_store(settings: ConnectorSettings, namespace: KVNamespace) -> KVBlockSt
     fs, path = fsspec.core.url_to_fs(settings.url, **options)
     if settings.url.startswith("file://"):
         fs.makedirs(path, exist_ok=True)
-    return KVBlockStore(fs, path, namespace, capacity_bytes=settings.capacity_bytes or None)
+    # A file per block by default: vLLM reuses any shared prefix, and a packed segment is found only
+    # by its last block's key, so a prompt sharing part of a segment (another session's system
+    # prompt) would miss what vLLM's own cache would have hit (kvcache/segments.py).
+    return KVBlockStore(fs, path, namespace, capacity_bytes=settings.capacity_bytes or None,
+                        segment_blocks=settings.segment_blocks)
 
 
 class Breaker:
@@ -122,6 +132,7 @@ class LoadJob:
 
 @dataclass
 class SaveJob:
+    req_id: str
     keys: list[bytes]        # keys of the blocks this step finished
     block_ids: list[int]     # the vLLM blocks holding them
 
@@ -139,6 +150,10 @@ class Counters:
     load_failed_blocks: int = 0  # blocks that failed to load and were recomputed (worker)
     dropped_saves: int = 0       # save jobs not queued: the store was failing (worker)
     load_s: float = 0.0          # worker time spent loading
+    lookup_s: float = 0.0        # scheduler time spent in lookups (hashing and the store's stat)
+    save_waits: int = 0          # finished requests whose answer waited for their blocks (scheduler)
+    save_wait_s: float = 0.0     # time those answers waited
+    save_wait_timeouts: int = 0  # answers sent when save_wait_s ran out first
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **deltas: float) -> None:
@@ -172,14 +187,24 @@ class PagedKV:
         self.dtype = first.dtype
         self.raw = torch.int16 if first.dtype == torch.bfloat16 else first.dtype  # numpy has no bf16
         self.block_shape = (len(self.layers), *expected_block_shape)
+        # layer l of block k is one contiguous run of memory: a block file's payload ([layers, ...])
+        # is copied straight into those runs (kvcache.direct.load_into), with no array in between
+        self.direct = all(t.is_contiguous() for t in self.layers)
 
     def gather(self, block_ids: Sequence[int]) -> np.ndarray:
-        """A copy of the blocks, [n, layers, ...], detached from vLLM's memory."""
+        """A copy of the blocks, [n, layers, ...], detached from vLLM's memory (one copy)."""
         import torch
 
-        idx = torch.tensor(list(block_ids), dtype=torch.long)
-        out = torch.stack([t.index_select(0, idx) for t in self.layers], dim=1)
+        out = torch.empty((len(block_ids), *self.block_shape), dtype=self.dtype)
+        for layer, t in enumerate(self.layers):
+            for i, block_id in enumerate(block_ids):
+                out[i, layer].copy_(t[block_id])
         return out.view(self.raw).numpy()
+
+    def block_views(self, block_id: int) -> list[memoryview]:
+        """Writable byte views of block `block_id` in each layer, in layer order: a block file's
+        payload, split where its layers meet."""
+        return [memoryview(t[block_id].view(self.raw).numpy()).cast("B") for t in self.layers]
 
     def scatter(self, block_ids: Sequence[int], blocks: Sequence[np.ndarray]) -> None:
         import torch
@@ -232,10 +257,24 @@ class StatsFile:
         self.write()
 
 
-def load_blocks(store: KVBlockStore, breaker: Breaker, job: LoadJob) -> list[np.ndarray]:
-    """The leading blocks of `job` that load and verify (an empty list while the store is failing).
-    The lookup's refs ride along, so on chainfs this is one batched read and no stat."""
+def scheduler_stats_path(stats_path: str) -> str:
+    """Where the scheduler side writes its counters, beside the worker's `stats_path` (vLLM runs the
+    two sides in two processes)."""
+    return f"{stats_path.removesuffix('.json')}.scheduler.json"
+
+
+def load_blocks(store: KVBlockStore, breaker: Breaker, job: LoadJob, paged: PagedKV) -> int:
+    """Loads the leading blocks of `job` that read and verify into vLLM's blocks; returns how many
+    (0 while the store is failing). The lookup's refs ride along, so on chainfs this is one batched
+    read and no stat; each layer's part of a block file lands in that layer's slot directly."""
     if breaker.open or not job.keys:
-        return []
+        return 0
+    found = Lookup(list(job.keys), len(job.keys), store.block_tokens, tuple(job.refs))
     with breaker.watch(store):
-        return store.load(Lookup(list(job.keys), len(job.keys), store.block_tokens, tuple(job.refs)))
+        if paged.direct:
+            return load_into(store, found, [paged.block_views(b) for b in job.block_ids[:len(job.keys)]])
+        blocks = store.load(found)
+    blocks = blocks[:next((i for i, blk in enumerate(blocks) if not paged.fits(blk)), len(blocks))]
+    if blocks:
+        paged.scatter(job.block_ids[:len(blocks)], blocks)
+    return len(blocks)

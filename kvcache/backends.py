@@ -84,6 +84,16 @@ class Backend:
                                   on_error="return")
         return [_whole(r, d) for r, d in zip(refs, data)]
 
+    def read_many_into(self, refs: Sequence[BlockRef], views: Sequence[memoryview]) -> list[Exception | None]:
+        """Reads each ref's range into its view (writable, ref.size bytes): None or the failure.
+        Here: read, then copy; the backends below read in place."""
+        out: list[Exception | None] = []
+        for blob, view in zip(self.read_many(refs), views):
+            if not isinstance(blob, Exception):
+                view[:] = memoryview(blob).cast("B")
+            out.append(blob if isinstance(blob, Exception) else None)
+        return out
+
     def write_many(self, blobs: dict[str, bytes]) -> list[BlockRef | Exception]:
         """Writes whole block files, each visible atomically; each one's ref or its failure."""
         try:
@@ -129,6 +139,21 @@ class LocalBackend(Backend):
                 out.append(exc)
         return out
 
+    def read_many_into(self, refs: Sequence[BlockRef], views: Sequence[memoryview]) -> list[Exception | None]:
+        out: list[Exception | None] = []
+        for ref, view in zip(refs, views):
+            try:
+                fd = os.open(ref.path, os.O_RDONLY)
+                try:
+                    n = os.preadv(fd, [view], ref.offset)
+                finally:
+                    os.close(fd)
+                out.append(None if n == ref.size else EOFError(f"{ref.path}: {n} bytes at {ref.offset}, "
+                                                               f"expected {ref.size}"))
+            except OSError as exc:
+                out.append(exc)
+        return out
+
     def write_many(self, blobs: dict[str, bytes]) -> list[BlockRef | Exception]:
         out: list[BlockRef | Exception] = []
         for path, blob in blobs.items():
@@ -165,6 +190,13 @@ class ChainfsBackend(Backend):
                 else EOFError(f"{r.path} holds {r.handle.length} bytes, not {r.offset + r.size}")
                 if r.offset + r.size > r.handle.length else d
                 for k, (r, d) in enumerate(zip(refs, data))]
+
+    def read_many_into(self, refs: Sequence[BlockRef], views: Sequence[memoryview]) -> list[Exception | None]:
+        holes: set[int] = set()
+        self.client.read_ranges_into([(r.handle, r.offset, r.offset + r.size, v) for r, v in zip(refs, views)], holes)
+        return [FileNotFoundError(2, "block file was removed", r.path) if k in holes
+                else EOFError(f"{r.path} holds {r.handle.length} bytes, not {r.offset + r.size}")
+                if r.offset + r.size > r.handle.length else None for k, r in enumerate(refs)]
 
     def write_many(self, blobs: dict[str, bytes]) -> list[BlockRef | Exception]:
         return [r if isinstance(r, Exception) else BlockRef(p, int(r.length), r)

@@ -60,10 +60,16 @@ def kv_time_per_request(ok: list[dict], engines: list[dict] | None) -> dict[str,
     n = len(ok) or 1
     mean = lambda key: sum(float(r.get(key) or 0.0) for r in ok) / n  # noqa: E731
     writers = [e.get("write_behind") for e in engines or () if e.get("write_behind")]
-    return {"lookup": mean("kv_lookup_ms"), "load": mean("kv_load_ms"),
-            "store": sum(w["store_ms"] for w in writers) / n if writers else None,
-            "store_handoff": mean("kv_store_ms"), "store_wait": mean("kv_store_wait_ms"), "queue": mean("queue_ms"),
-            "prefill_compute": mean("prefill_compute_ms")}
+    out = {"lookup": mean("kv_lookup_ms"), "load": mean("kv_load_ms"),
+           "store": sum(w["store_ms"] for w in writers) / n if writers else None,
+           "store_handoff": mean("kv_store_ms"), "store_wait": mean("kv_store_wait_ms"), "queue": mean("queue_ms"),
+           "prefill_compute": mean("prefill_compute_ms")}
+    sched = [e for e in engines or () if "scheduler" in e]
+    if sched:  # vLLM: per-request times are the connectors' counters (its stream does not carry them)
+        total = lambda side, key: 1000 * sum(float(e.get(side, {}).get(key, 0.0)) for e in sched) / n  # noqa: E731
+        out.update(lookup=total("scheduler", "lookup_s"), load=total("connector", "load_s"),
+                   store_wait=total("scheduler", "save_wait_s"))
+    return out
 
 
 def scenario_figures(rows: list[dict], ideal_rate: float, model: ModelConfig,
@@ -148,6 +154,7 @@ ROWS: list[tuple[str, Any]] = [
     ("prefill compute s", lambda s: f"{s['prefill_compute_s']:.2f}"),
     ("per request ms: prefill compute", lambda s: f"{s['kv_ms_per_request']['prefill_compute']:.1f}"),
     ("per request ms: KV lookup / load / store", lambda s: _kv_ms(s['kv_ms_per_request'])),
+    ("per request ms: answer waits for its blocks", lambda s: f"{s['kv_ms_per_request']['store_wait']:.1f}"),
     ("KV read / written MB", lambda s: f"{s['kv_bytes_read'] / 1e6:.1f} / {s['kv_bytes_written'] / 1e6:.1f}"),
     ("KV read MB/s (break-even)", lambda s: f"{s['kv_read_bandwidth_mb_s']:.0f} ({s['break_even_bandwidth_mb_s']:.1f})"),
     ("$ per M input tokens", lambda s: f"{s['cost_per_million_input_usd']:.4f}"),

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from chainfs.integrations.vllm_server import VLLMServer, connector_config, start_servers
+from chainfs.integrations.vllm_support import scheduler_stats_path
 
 MAX_MODEL_LEN = 4096
 
@@ -33,6 +34,7 @@ def start_vllm(stack: ExitStack, count: int, model_dir: Path, caches: list[str],
         else:
             path = log_dir / f"vllm-{i}-connector.json"
             path.unlink(missing_ok=True)
+            Path(scheduler_stats_path(str(path))).unlink(missing_ok=True)
             stats.append(path)
             kvs.append(connector_config(cache, capacity, stats_path=str(path)))
     threads = max(1, (os.cpu_count() or 1) // count)
@@ -57,6 +59,11 @@ def vllm_engine_stats(servers: list[VLLMServer], stats: list[Path | None],
                 info.update(data)
                 break
             time.sleep(0.2)
+        if path is not None:
+            try:
+                info["scheduler"] = json.loads(Path(scheduler_stats_path(str(path))).read_text()).get("connector", {})
+            except (FileNotFoundError, ValueError):
+                pass
         out.append(info)
     return out
 

@@ -36,3 +36,10 @@ def disk_usage(store: KVBlockStore) -> int:
     except FileNotFoundError:
         return 0
     return sum(int(i.get("size") or 0) for p, i in listing.items() if _KEY_NAME.match(p.rsplit("/", 1)[-1]))
+
+
+def layer_views(n: int) -> tuple[np.ndarray, list[list[memoryview]]]:
+    """An engine-like destination for `load_into`: n blocks in one array, each block's layers as
+    separate writable byte views (as an engine's per-layer KV slots)."""
+    dest = np.zeros((n, *SHAPE), dtype=np.float32)
+    return dest, [[memoryview(dest[i, layer]).cast("B") for layer in range(SHAPE[0])] for i in range(n)]

@@ -11,7 +11,8 @@ import pytest
 pytest.importorskip("chainfs.client.fsspec.fs")
 
 from chainfs.kvcache import KVBlockStore, KVNamespace, block_keys  # noqa: E402
-from kvblocks import B, block_for, disk_usage, tokens  # noqa: E402
+from chainfs.kvcache.direct import load_into  # noqa: E402
+from kvblocks import B, block_for, disk_usage, layer_views, tokens  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -59,3 +60,20 @@ def test_eviction_on_chainfs(chain_fs, ns: KVNamespace) -> None:
         assert disk_usage(store) <= 3 * size
     assert store.stats.evictions == 5
     assert [store.lookup(tokens(B, seed=s)).hit_blocks for s in (5, 6, 7)] == [1, 1, 1]
+
+
+def test_load_into_per_layer_views_on_chainfs(chain_fs, ns: KVNamespace) -> None:
+    """Each layer of a block lands in its own view; a prefix whose later blocks vanished loads the
+    rest only (a file per block here, so that one block can go)."""
+    root = f"/kv-{uuid.uuid4().hex[:8]}"
+    store = KVBlockStore(chain_fs, root, ns, segment_blocks=1)
+    toks = tokens(3 * B)
+    blocks = [block_for(10 + i) for i in range(3)]
+    assert store.store(toks, blocks) == 3
+    fresh = KVBlockStore(chain_fs, root, ns, segment_blocks=1)  # no refs cached: the lookup's stat gives them
+    dest, views = layer_views(3)
+    assert load_into(fresh, fresh.lookup(toks), views) == 3
+    np.testing.assert_array_equal(dest, np.stack(blocks))
+    chain_fs.rm(fresh.path_of(block_keys(ns, toks)[1]))
+    later = KVBlockStore(chain_fs, root, ns, segment_blocks=1)
+    assert load_into(later, later.lookup(toks), layer_views(3)[1]) == 1  # stops where the prefix ends

@@ -8,7 +8,8 @@ import numpy as np
 
 from chainfs.cluster.process import wait_for
 from chainfs.kvcache import KVBlockStore, KVNamespace, block_keys
-from kvblocks import B, block_for, open_store, tokens
+from chainfs.kvcache.direct import load_into
+from kvblocks import B, block_for, layer_views, open_store, tokens
 
 
 def fill(store: KVBlockStore, toks: np.ndarray, seed: int = 0) -> list[np.ndarray]:
@@ -94,6 +95,30 @@ def test_corrupt_and_truncated_blocks_are_misses_counted_and_rewritten(tmp_path,
     assert len(store.load(store.lookup(toks))) == 1 and store.stats.corrupt_blocks == 2
     fresh = open_store(fs, str(tmp_path / "kv"), ns, segment_blocks=1)
     assert fresh.lookup(toks).hit_blocks == 1 and fresh.stats.corrupt_blocks == 1
+
+
+def test_load_into_reads_each_layer_into_its_own_slot_and_verifies(fs_root, ns: KVNamespace) -> None:
+    fs, root = fs_root
+    store = open_store(fs, root, ns)
+    toks = tokens(4 * B)
+    blocks = fill(store, toks)
+    dest, views = layer_views(4)
+    assert load_into(store, store.lookup(toks), views) == 4
+    np.testing.assert_array_equal(dest, np.stack(blocks))
+    assert store.stats.loaded_blocks == 4 and store.stats.corrupt_blocks == 0
+    # fewer destinations than hits: only those; destinations of another size: not read at all
+    assert load_into(store, store.lookup(toks), views[:2]) == 2
+    small = np.zeros(8, np.float32)
+    assert load_into(store, store.lookup(toks), [[memoryview(small).cast("B")]]) == 0
+    # a corrupt payload byte (in the last layer) stops the load at that block and is counted
+    single = open_store(fs, f"{root}-single", ns, segment_blocks=1)  # a file per block
+    fill(single, toks)
+    path = single.path_of(block_keys(ns, toks)[1])
+    data = bytearray(fs.cat_file(path))
+    data[-1] ^= 0xFF
+    fs.pipe_file(path, bytes(data))
+    fresh = open_store(fs, f"{root}-single", ns, segment_blocks=1)
+    assert load_into(fresh, fresh.lookup(toks), layer_views(4)[1]) == 1 and fresh.stats.corrupt_blocks == 1
 
 
 def test_restart_rebuilds_index_and_keeps_hits(fs_root, ns: KVNamespace) -> None:

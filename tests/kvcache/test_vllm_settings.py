@@ -13,7 +13,8 @@ def test_settings_validate_every_key() -> None:
     s = ConnectorSettings.from_extra({"url": "file:///tmp/kv", "capacity_bytes": 1e9})
     assert s.capacity_bytes == 1_000_000_000 and isinstance(s.capacity_bytes, int)
     for bad in ({}, {"url": "kv"}, {"url": "file:///x", "capacity": 1}, {"url": "file:///x", "capacity_bytes": -1},
-                {"url": "file:///x", "retry_deadline_s": 0}, {"url": "file:///x", "capacity_bytes": "lots"}):
+                {"url": "file:///x", "retry_deadline_s": 0}, {"url": "file:///x", "capacity_bytes": "lots"},
+                {"url": "file:///x", "save_wait_s": -1}):
         with pytest.raises(ValueError):
             ConnectorSettings.from_extra(bad)
 
