@@ -184,7 +184,8 @@ class ChainfsBackend(Backend):
         holes: set[int] = set()
         # Fresh buffers the caller owns (no copy into bytes: decode may keep them as the arrays).
         data = batch_buffers([r.size for r in refs])
-        self.client.read_ranges_into([(r.handle, r.offset, r.offset + r.size, d) for r, d in zip(refs, data)], holes)
+        self.client.read_ranges_into([(r.handle, r.offset, r.offset + r.size, d) for r, d in zip(refs, data)],
+                                     holes)
         # A whole block never has sparse chunks: a hole means its file was removed and collected.
         return [FileNotFoundError(2, "block file was removed", r.path) if k in holes
                 else EOFError(f"{r.path} holds {r.handle.length} bytes, not {r.offset + r.size}")

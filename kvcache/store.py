@@ -13,8 +13,8 @@ Why this shape:
   vanished since (evicted by another engine) reads as missing, and is then a miss, never an error
   or other bytes.
 - A block appears whole or not at all: on chainfs a batch of segment files is one batched open and
-  one batched close, each file visible at close (after its bytes are durable on every replica); on the local filesystem each is written to a
-  temporary name and renamed over its final path.
+  one batched close, each file visible at close (after its bytes are durable on every replica); on
+  the local filesystem each is written to a temporary name and renamed over its final path.
 - Backend failures never propagate: they are counted, logged, and turned into misses, so an
   engine keeps serving (recomputing) while the store is away and hits again when it returns.
   Every backend call goes through a circuit breaker (`breaker.py`): once the backend is
@@ -385,9 +385,10 @@ class KVBlockStore:
             name = path.rsplit("/", 1)[-1]
             if _KEY_NAME.match(name):
                 entries[name] = (int(info.get("size") or 0), _file_time(info))
-            elif _SIZE_NAME.match(name) and path.rsplit("/", 2)[-2] == self.namespace.dirname:
-                self.block_bytes = self.block_bytes or int(_SIZE_NAME.match(name).group(1))  # type: ignore[union-attr]
-                self._size_marked = self._size_marked or self.block_bytes == int(name.rsplit("-", 1)[1])
+            elif (marker := _SIZE_NAME.match(name)) and path.rsplit("/", 2)[-2] == self.namespace.dirname:
+                size = int(marker.group(1))
+                self.block_bytes = self.block_bytes or size
+                self._size_marked = self._size_marked or size == self.block_bytes
             elif ".tmp-" in name and self._local and now - _file_time(info) > _STALE_TMP_S:
                 try:  # a writer died between write and rename
                     self.fs.rm_file(path)
