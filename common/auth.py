@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable, Union
 
 import grpc
 
+from chainfs.common.addresses import PerAddress
 from chainfs.common.errors import ChainfsError, Reason, abort
 from chainfs.common.decoding import Malformed
 
@@ -175,8 +176,7 @@ def read_token_file(path: str | os.PathLike[str]) -> str:
 
 _lock = threading.Lock()
 _secret: bytes | None = None
-_process_token: str | None = None
-_by_address: dict[str, str | None] = {}
+_TOKENS: PerAddress[str] = PerAddress()  # the default is the process's own token
 _verified: dict[str, Identity] = {}
 MAX_VERIFIED = 4096
 
@@ -197,29 +197,19 @@ def secret() -> bytes | None:
 
 def set_process_token(token: str | None) -> None:
     """The token this process's outgoing calls carry unless an address has its own."""
-    global _process_token
-    with _lock:
-        _process_token = token
+    _TOKENS.set_default(token)
 
 
 def register(addresses: Iterable[str], token: str | None) -> None:
-    with _lock:
-        for address in addresses:
-            if address:
-                _by_address[address] = token
+    _TOKENS.register(addresses, token)
 
 
 def forget(addresses: Iterable[str]) -> None:
-    with _lock:
-        for address in addresses:
-            _by_address.pop(address, None)
+    _TOKENS.forget(addresses)
 
 
 def token_for(address: str) -> str | None:
-    with _lock:
-        if address in _by_address:
-            return _by_address[address]
-        return _process_token
+    return _TOKENS.get(address)
 
 
 def resolve(address: str, explicit: TokenArg = None) -> str | None:
@@ -231,8 +221,8 @@ def resolve(address: str, explicit: TokenArg = None) -> str | None:
         return None
     if isinstance(explicit, str) and explicit:
         return explicit
-    if _secret is not None and _process_token:
-        return _process_token  # a server process speaks as itself (its node token), never as a user
+    if _secret is not None and _TOKENS.default:
+        return _TOKENS.default  # a server process speaks as itself (its node token), never as a user
     env = os.environ.get(ENV_TOKEN_FILE)
     if env:
         return read_token_file(env)
@@ -243,11 +233,7 @@ def resolve(address: str, explicit: TokenArg = None) -> str | None:
         found = credentials.lookup(a)
         if found:
             return found
-    with _lock:
-        for a in addresses:
-            if _by_address.get(a):
-                return _by_address[a]
-        return _process_token
+    return _TOKENS.first_registered(addresses)
 
 
 def check(token: str | None) -> Identity:

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Iterable, Union
 
 import grpc
 
+from chainfs.common.addresses import PerAddress
+
 if TYPE_CHECKING:
     import argparse
 
@@ -96,41 +98,32 @@ class TlsConfig:
 TlsArg = Union[TlsConfig, str, os.PathLike, bool, None]
 
 _lock = threading.Lock()
-_process: TlsConfig | None = None
-_by_address: dict[str, TlsConfig | None] = {}
+_CONFIGS: PerAddress[TlsConfig] = PerAddress()  # the default is the process's own config
 _contexts: dict[tuple[TlsConfig, bool], ssl.SSLContext] = {}
 
 
 def set_process(cfg: TlsConfig | None) -> None:
     """This process's own identity: servers use it for their ports and every outgoing connection."""
-    global _process
-    with _lock:
-        _process = cfg
+    _CONFIGS.set_default(cfg)
 
 
 def process_config() -> TlsConfig | None:
-    return _process
+    return _CONFIGS.default
 
 
 def register(addresses: Iterable[str], cfg: TlsConfig | None) -> None:
     """Connections to these addresses use `cfg` (None: plaintext), whatever the process default."""
-    with _lock:
-        for address in addresses:
-            if address:
-                _by_address[address] = cfg
+    _CONFIGS.register(addresses, cfg)
 
 
 def forget(addresses: Iterable[str]) -> None:
     """Drops what `register` said of these addresses (a cluster that stopped)."""
-    with _lock:
-        for address in addresses:
-            _by_address.pop(address, None)
+    _CONFIGS.forget(addresses)
 
 
 def for_address(address: str) -> TlsConfig | None:
-    """Looked up on every call (ChannelPool.get): one dict read, no lock (writers swap whole
-    entries, which a reader sees before or after)."""
-    return _by_address.get(address, _process)
+    """Looked up on every call (ChannelPool.get), without a lock."""
+    return _CONFIGS.get(address)
 
 
 def resolve(address: str, explicit: TlsArg = None) -> TlsConfig | None:
@@ -154,12 +147,9 @@ def resolve(address: str, explicit: TlsArg = None) -> TlsConfig | None:
         found = tls_profiles.lookup(a)
         if found is not None:
             return found
-    with _lock:
-        for a in addresses:
-            if _by_address.get(a) is not None:
-                return _by_address[a]
-        if _process is not None:
-            return _process  # a server process's clients speak as the process
+    found = _CONFIGS.first_registered(addresses)  # else a server process's clients speak as the process
+    if found is not None:
+        return found
     if explicit is True:
         raise FileNotFoundError(2, f"tls=True but no TLS material found for {address} "
                                    f"(pass a directory, set ${ENV_DIR}, or start the cluster with --tls)")
@@ -177,7 +167,7 @@ def secure_or_insecure_channel(address: str, options: list) -> tuple[grpc.Channe
 
 
 def add_port(server: grpc.Server, address: str) -> int:
-    cfg = _process
+    cfg = _CONFIGS.default
     if cfg is None:
         return server.add_insecure_port(address)
     return server.add_secure_port(address, cfg.server_credentials())
@@ -204,7 +194,7 @@ def wrap_client(sock: socket.socket, address: str, host: str, timeout: float) ->
 
 def server_wrapper() -> "ssl.SSLContext | None":
     """The context a data server wraps accepted connections with (None: plaintext)."""
-    cfg = _process
+    cfg = _CONFIGS.default
     return None if cfg is None else _context(cfg, server_side=True)
 
 

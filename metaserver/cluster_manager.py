@@ -173,10 +173,7 @@ class ClusterManager:
             if node is not None:
                 _check_owner(node, owner)
             if node is None:
-                if node_id:
-                    txn.reserve(C_NODE, node_id)
-                else:
-                    node_id = txn.allocate(C_NODE)
+                node_id = txn.claim(C_NODE, node_id)
                 node = pb.NodeInfo(node_id=node_id, address=address, owner=owner)
                 changed = True
             elif owner and not node.owner:
@@ -206,10 +203,7 @@ class ClusterManager:
                         f"register: target {target_id} belongs to node {target.node_id}, not {node_id}",
                     )
                 if target is None:
-                    if target_id:
-                        txn.reserve(C_TARGET, target_id)
-                    else:
-                        target_id = txn.allocate(C_TARGET)
+                    target_id = txn.claim(C_TARGET, target_id)
                     target = pb.TargetInfo(target_id=target_id, node_id=node_id, path=path)
                     self.targets[target_id] = target
                     self._put_target(txn, target)

@@ -13,10 +13,10 @@ from when the last answered one was sent (the lease cannot have outlived that).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Callable
 
+from chainfs.common.background import LoopThread
 from chainfs.common.errors import ChainfsError
 from chainfs.metaserver.etcd_client import mod_equals, put_op
 from chainfs.metaserver.etcd_store import EtcdStore
@@ -41,8 +41,8 @@ class ManagerElection:
         self.leader = False
         self.lease_id = 0
         self._renewed_at = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._background = LoopThread("election", self._loop, join_timeout=10)
+        self._stop = self._background.stopping
         store.require_fence()
 
     @property
@@ -58,14 +58,11 @@ class ManagerElection:
         return "" if kv is None else kv.value.decode()
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="election", daemon=True)
-        self._thread.start()
+        self._background.start()
 
     def stop(self) -> None:
         """Stops campaigning; a leader revokes its lease so that another takes over at once."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._background.stop()
         if self.leader:
             self._step_down("stopping")
             self.client.revoke(self.lease_id)

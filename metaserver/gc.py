@@ -14,13 +14,13 @@ The rate is bounded: at most `batch` records per pass and `rate` RemoveChunks ca
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Callable
 
 import grpc
 
 from chainfs.common import capabilities
+from chainfs.common.background import LoopThread
 from chainfs.common.errors import reason_of
 from chainfs.common.rpc import ChannelPool
 from chainfs.metaserver.cluster_manager import ClusterManager
@@ -60,19 +60,16 @@ class GarbageCollector:
         self.clock = clock
         self.grace_ns = int(max(0.0, grace) * 1e9)
         self.wall_ns = wall_ns
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._background = LoopThread("gc", self._loop, join_timeout=10)
+        self._stop = self._background.stopping
         self._last_call = 0.0
         self._last_sweep = 0.0
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="gc", daemon=True)
-        self._thread.start()
+        self._background.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._background.stop()
         self.channels.close()
 
     def _loop(self) -> None:

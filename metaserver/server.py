@@ -21,6 +21,7 @@ from typing import Sequence
 
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from chainfs.common.background import LoopThread
 from chainfs.common import config
 from chainfs.common.errors import ChainfsError
 from chainfs.common.metrics import MetricsEndpoint, server_registry, start_endpoint
@@ -126,8 +127,8 @@ class MetaServer:
         # The state table runs a few times per heartbeat timeout, so a silent node is noticed soon
         # after T and a finished resync turns into SERVING promptly.
         self.monitor_interval = min(0.2, max(0.02, heartbeat_timeout / 10))
-        self._stop = threading.Event()
-        self._monitor: threading.Thread | None = None
+        self._monitor = LoopThread("chain-monitor", self._monitor_loop, join_timeout=10)
+        self._stop = self._monitor.stopping
         self._stopped = False
 
     @property
@@ -143,7 +144,6 @@ class MetaServer:
                                       self.host, self.metrics_port)
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        self._monitor = threading.Thread(target=self._monitor_loop, name="chain-monitor", daemon=True)
         self._monitor.start()
         self.gc.start()
         if isinstance(self.store, EtcdStore):
@@ -181,9 +181,7 @@ class MetaServer:
         self.grpc_server.stop(grace).wait()
         if self.metrics is not None:
             self.metrics.stop()
-        self._stop.set()
-        if self._monitor is not None:
-            self._monitor.join(timeout=10)
+        self._monitor.stop()
         self.gc.stop()
         self.extent_check.close()
         self.store.close()

@@ -391,6 +391,14 @@ class Txn(Reader):
         self.set_counter(name, value + 1)
         return value
 
+    def claim(self, name: bytes, wanted: int = 0) -> int:
+        """`wanted` when given (a registering node's saved id; reserved, so the counter never hands
+        it out again), otherwise the counter's next id."""
+        if wanted:
+            self.reserve(name, wanted)
+            return wanted
+        return self.allocate(name)
+
     def reserve(self, name: bytes, used: int) -> None:
         """Makes sure a counter never hands out `used` (an id that came from elsewhere)."""
         if self.counter(name, 1) <= used:

@@ -27,6 +27,7 @@ from typing import Iterator, Mapping
 
 import grpc
 
+from chainfs.common.background import LoopThread
 from chainfs.common import config
 from chainfs.common.errors import ChainfsError, Reason, reason_of
 from chainfs.common.rpc import ChannelPool
@@ -71,8 +72,8 @@ class Resyncer:
         self._running: dict[int, threading.Thread] = {}  # chain id -> job
         self._done: set[tuple[int, int]] = set()     # (chain id, chain version) synced successfully
         self._retry_at: dict[int, float] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._background = LoopThread("resync", self._loop)
+        self._stop = self._background.stopping
 
     # ---- local states for heartbeats ----
 
@@ -122,13 +123,10 @@ class Resyncer:
     # ---- predecessor side ----
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="resync", daemon=True)
-        self._thread.start()
+        self._background.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._background.stop()
         with self._mu:
             jobs = list(self._running.values())
         for job in jobs:

@@ -30,6 +30,7 @@ from typing import Callable, Protocol, Sequence
 
 import grpc
 
+from chainfs.common.background import LoopThread
 from chainfs.common import config
 from chainfs.common.chains import head_target
 from chainfs.common.files import write_atomically
@@ -165,8 +166,8 @@ class ClusterRouting:
         self._last_refresh = 0.0
         self._last_contact = 0.0  # monotonic time of the last answer from the manager
         self._heartbeat_timeout = config.HEARTBEAT_TIMEOUT
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._background = LoopThread("heartbeat", self._heartbeat_loop)
+        self._stop = self._background.stopping
         self._listeners: list[Callable[[list[int]], None]] = []
         # Reports each target's local state in heartbeats (resync decides); default: up to date.
         self.local_state: Callable[[int], int] = lambda target_id: meta_pb2.UPTODATE
@@ -305,15 +306,10 @@ class ClusterRouting:
             (stop.wait(poll) if stop is not None else time.sleep(poll))
 
     def start_heartbeats(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
-            self._thread.start()
+        self._background.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        self._background.stop()
 
     def _heartbeat_loop(self) -> None:
         failures = 0

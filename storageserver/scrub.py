@@ -15,6 +15,7 @@ import time
 from collections import deque
 from typing import Mapping
 
+from chainfs.common.background import LoopThread
 from chainfs.common.errors import ChainfsError
 from chainfs.common.config import MiB
 from chainfs.storageserver.chunk_ids import ChunkKey, key_of
@@ -41,11 +42,11 @@ class Scrubber:
         self.repairer = repairer
         self.rate = mib_s * MiB
         self.interval = interval
-        self._stop = threading.Event()
+        self._background = LoopThread("scrub", self._loop)
+        self._stop = self._background.stopping
         self._wake = threading.Event()
         self._suspects: deque[tuple[int, int, ChunkKey]] = deque()
         self._queued: set[tuple[int, int, ChunkKey]] = set()  # each suspect once, however often reported
-        self._thread: threading.Thread | None = None
         self._budget_from = time.monotonic()
         self._spent = 0
 
@@ -55,14 +56,12 @@ class Scrubber:
 
     def start(self) -> None:
         if self.enabled:
-            self._thread = threading.Thread(target=self._loop, name="scrub", daemon=True)
-            self._thread.start()
+            self._background.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._background.stop()
 
     def suspect(self, chain_id: int, target_id: int, key: ChunkKey) -> None:
         """A read found this copy bad: verify and repair it soon (a bounded queue without repeats;
