@@ -376,6 +376,7 @@ def check_phase(e: Env, mode: str, problems: list[str], before: dict, outside_be
         problems.append(f"{mode}: files named after the fuzzed paths: {escaped(e)[:5]}")
 
 
+@pytest.mark.timeout(max(300, 20 * ROUNDS))  # a long local run (CHAINFS_FUZZ_ROUNDS) gets longer
 def test_fuzz_every_rpc_and_the_data_port(env: Env) -> None:
     started = time.monotonic()
     outside_before = files_outside(env)
