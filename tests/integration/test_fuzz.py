@@ -22,7 +22,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import grpc
 import pytest
@@ -122,14 +122,24 @@ def seed_cluster(e: Env) -> None:
         values[:] = sorted(set(values), key=repr)  # one of each, in an order the seed alone decides
 
 
-def all_methods() -> list[tuple[str, type, bool, bool, bool]]:
-    """(method, request class, client streaming, server streaming, on the metaserver) of every RPC."""
+class Method(NamedTuple):
+    name: str          # /package.Service/Method
+    request: type
+    reply: type
+    cstream: bool      # client streaming
+    sstream: bool      # server streaming
+    on_meta: bool      # served by the metaserver (else by every storage node)
+
+
+def all_methods() -> list[Method]:
+    """Every RPC of every chainfs service, from the generated descriptors."""
     out = []
     for module in (mpb, storage_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             for m in service.methods:
-                out.append((f"/{service.full_name}/{m.name}", message_class(m.input_type),
-                            m.client_streaming, m.server_streaming, module is mpb))
+                out.append(Method(f"/{service.full_name}/{m.name}", message_class(m.input_type),
+                                  message_class(m.output_type), m.client_streaming, m.server_streaming,
+                                  module is mpb))
     return out
 
 
@@ -214,20 +224,22 @@ def servers_alive(e: Env) -> list[str]:
 
 # ---- sending ----
 
-def send(channel: grpc.Channel, method: str, cstream: bool, sstream: bool, request, metadata: tuple
-         ) -> tuple[grpc.StatusCode, str]:  # type: ignore[no-untyped-def]
-    """One call with raw-bytes (de)serializers and a deadline; its status code and details."""
+def send(channel: grpc.Channel, m: Method, request, metadata: tuple
+         ) -> tuple[grpc.StatusCode, str, bytes]:  # type: ignore[no-untyped-def]
+    """One call with raw-bytes (de)serializers and a deadline: its status code, details, and the
+    reply's bytes (b"" for a server stream)."""
+    reply = b""
     try:
-        if cstream:
-            channel.stream_unary(method)(iter(request), timeout=CALL_TIMEOUT, metadata=metadata)
-        elif sstream:
-            for _ in channel.unary_stream(method)(request, timeout=CALL_TIMEOUT, metadata=metadata):
+        if m.cstream:
+            reply = channel.stream_unary(m.name)(iter(request), timeout=CALL_TIMEOUT, metadata=metadata)
+        elif m.sstream:
+            for _ in channel.unary_stream(m.name)(request, timeout=CALL_TIMEOUT, metadata=metadata):
                 pass
         else:
-            channel.unary_unary(method)(request, timeout=CALL_TIMEOUT, metadata=metadata)
+            reply = channel.unary_unary(m.name)(request, timeout=CALL_TIMEOUT, metadata=metadata)
     except grpc.RpcError as err:
-        return err.code(), err.details() or ""
-    return grpc.StatusCode.OK, ""
+        return err.code(), err.details() or "", b""
+    return grpc.StatusCode.OK, "", reply
 
 
 def request_bytes(fz: Fuzzer, cls: type, cstream: bool):  # type: ignore[no-untyped-def]
@@ -245,16 +257,19 @@ def fuzz_grpc(e: Env, mode: str, problems: list[str]) -> int:
                 for a in [e.cluster.address] + [n.address for n in e.table.nodes]}
     sent = 0
     try:
-        for method, cls, cstream, sstream, on_meta in all_methods():
+        for m in all_methods():
             for r in range(ROUNDS):
-                case = f"{mode}:{method}:{r}"
+                case = f"{mode}:{m.name}:{r}"
                 rng = case_rng(SEED, case)
                 fz = Fuzzer(rng, e.pool, MARKER)
-                address = e.cluster.address if on_meta else rng.choice(e.table.nodes).address
+                address = e.cluster.address if m.on_meta else rng.choice(e.table.nodes).address
                 started = time.monotonic()
-                code, details = send(channels[address], method, cstream, sstream, request_bytes(fz, cls, cstream),
-                            e.metadata(mode, rng))
+                code, details, reply = send(channels[address], m, request_bytes(fz, m.request, m.cstream),
+                                            e.metadata(mode, rng))
                 sent += 1
+                if reply and len(e.pool.ints) < 5000:
+                    # what this call made (a session, an inode, a capability) is a target for later ones
+                    harvest(m.reply.FromString(reply), e.pool)
                 TALLY[(mode, code.name)] = TALLY.get((mode, code.name), 0) + 1
                 took = time.monotonic() - started
                 if code in FORBIDDEN:
@@ -382,7 +397,7 @@ def test_fuzz_every_rpc_and_the_data_port(env: Env) -> None:
     outside_before = files_outside(env)
     assert str(env.top / "outside" / "keep") in outside_before
     methods = all_methods()
-    assert len(methods) >= 25 and any(cs for _, _, cs, _, _ in methods) and any(ss for _, _, _, ss, _ in methods)
+    assert len(methods) >= 25 and any(m.cstream for m in methods) and any(m.sstream for m in methods)
 
     def snapshot() -> dict:
         return {"namespace": namespace(env), "chunks": chunks(env)}
