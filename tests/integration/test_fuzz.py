@@ -1,6 +1,6 @@
 """A fuzz test over every RPC of every chainfs gRPC service, and the TCP data port, against a real
 LocalCluster: random and mutated requests (tests/fuzzgen.py) sent with no token, forged tokens, a
-path-prefix user token and a plain user token.
+path-prefix user token, a plain user token and, last, a node token.
 
 What must hold, for every request:
 - no server process dies, and every one still answers its health check;
@@ -51,7 +51,9 @@ PREFIX = "/tenant"
 # DEADLINE_EXCEEDED that it hung, UNIMPLEMENTED that the method table is wrong.
 FORBIDDEN = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.DEADLINE_EXCEEDED,
              grpc.StatusCode.UNIMPLEMENTED}
-MODES = ("none", "forged", "prefix", "user")
+# Last, a node token (of a node that does not exist): it may reshape the cluster (register junk
+# nodes, forward writes), so only crashes, bad statuses, hangs and escapes are checked after it.
+MODES = ("none", "forged", "prefix", "user", "node")
 TALLY: dict[tuple[str, str], int] = {}  # (credential, status) -> calls, printed at the end
 
 
@@ -64,7 +66,8 @@ class Env:
         secret = auth_files.load_secret(cluster.root)
         self.secret = secret
         self.tokens = {"user": auth.issue(secret, "user", "fuzzer"),
-                       "prefix": auth.issue(secret, "user", "tenant", prefix=PREFIX)}
+                       "prefix": auth.issue(secret, "user", "tenant", prefix=PREFIX),
+                       "node": auth.issue(secret, "node", "storage-fuzz")}
         self.admin = ChainClient(cluster.address, retry_deadline=30.0)
         self.table = cluster.routing()
         self.pool = Pool()
@@ -301,7 +304,7 @@ def fuzz_data_port(e: Env, mode: str, problems: list[str]) -> None:
             sock = socket.create_connection(split_address(node.data_address), timeout=CALL_TIMEOUT)
         with sock:
             try:
-                if mode in ("prefix", "user") and rng.random() < 0.85:
+                if mode in ("prefix", "user", "node") and rng.random() < 0.85:
                     wire.authenticate(sock, e.tokens[mode])
                 elif mode == "forged":
                     wire.send_frame(sock, wire.OP_AUTH, e.forged(rng).encode())
@@ -405,16 +408,16 @@ def test_fuzz_every_rpc_and_the_data_port(env: Env) -> None:
     report: list[str] = []
     sent = 0
     for mode in MODES:
+        if mode == "node":  # the cluster still does its job after the clients' fuzzing
+            payload = os.urandom(300_000)
+            env.admin.write_file("/after-fuzz", payload)
+            assert env.admin.read_file("/after-fuzz") == payload
         before = snapshot()
         problems: list[str] = []
         sent += fuzz_grpc(env, mode, problems)
         fuzz_data_port(env, mode, problems)
         check_phase(env, mode, problems, before, outside_before, snapshot)
         report += problems
-    # the cluster still does its job after all of it
-    payload = os.urandom(300_000)
-    env.admin.write_file("/after-fuzz", payload)
-    assert env.admin.read_file("/after-fuzz") == payload
     assert sent == len(MODES) * len(methods) * ROUNDS
     assert not report, f"seed {SEED}, {len(report)} problems:\n" + "\n".join(report[:40])
     print(f"fuzz: seed {SEED}, {sent} calls, {len(MODES) * FRAMES} data connections, "
