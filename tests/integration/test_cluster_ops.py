@@ -33,7 +33,7 @@ def status(root: Path) -> tuple[int, dict[str, Any]]:
 def root(tmp_path: Path) -> Iterator[Path]:
     root = tmp_path / "c"
     done = chainfs("cluster", "up", "--dir", str(root), "--storage-nodes", "3", "--targets-per-node", "1",
-                   "--heartbeat-timeout", "2")
+                   "--heartbeat-timeout", "2", "--stall-timeout", "20", "--data-max-per-client", "64")
     assert done.returncode == 0, done.stderr
     try:
         yield root
@@ -71,6 +71,11 @@ def test_status_exit_codes_up_restart_and_down(root: Path) -> None:
     assert restarted.returncode == 0, restarted.stderr
     new_pid = json.loads((root / "cluster.json").read_text())["storage"][0]["pid"]
     assert new_pid != state["storage"][0]["pid"] and is_alive(new_pid)
+    # the limits given to `up` are kept in cluster.json and passed to restarted nodes too
+    assert state["limits"] == {"stall_timeout": 20.0, "max_connections": None, "max_per_client": 64}
+    argv = Path(f"/proc/{new_pid}/cmdline").read_text().split("\0")
+    assert argv[argv.index("--stall-timeout") + 1] == "20.0"
+    assert argv[argv.index("--data-max-per-client") + 1] == "64" and "--data-max-connections" not in argv
     assert not is_alive(state["storage"][0]["pid"])
     assert chainfs("cluster", "restart-node", "7", "--dir", str(root)).returncode == 1
 
