@@ -94,8 +94,9 @@ class Backend:
             out.append(blob if isinstance(blob, Exception) else None)
         return out
 
-    def write_many(self, blobs: dict[str, bytes]) -> list[BlockRef | Exception]:
+    def write_many(self, blobs: dict[str, bytes | bytearray]) -> list[BlockRef | Exception]:
         """Writes whole block files, each visible atomically; each one's ref or its failure."""
+        blobs = {p: bytes(b) for p, b in blobs.items()}  # what every fsspec filesystem takes
         try:
             self.fs.pipe(blobs)
         except FileNotFoundError:  # a filesystem that wants parents made first
@@ -154,7 +155,7 @@ class LocalBackend(Backend):
                 out.append(exc)
         return out
 
-    def write_many(self, blobs: dict[str, bytes]) -> list[BlockRef | Exception]:
+    def write_many(self, blobs: dict[str, bytes | bytearray]) -> list[BlockRef | Exception]:
         out: list[BlockRef | Exception] = []
         for path, blob in blobs.items():
             try:
@@ -199,7 +200,7 @@ class ChainfsBackend(Backend):
                 else EOFError(f"{r.path} holds {r.handle.length} bytes, not {r.offset + r.size}")
                 if r.offset + r.size > r.handle.length else None for k, r in enumerate(refs)]
 
-    def write_many(self, blobs: dict[str, bytes]) -> list[BlockRef | Exception]:
+    def write_many(self, blobs: dict[str, bytes | bytearray]) -> list[BlockRef | Exception]:
         return [r if isinstance(r, Exception) else BlockRef(p, int(r.length), r)
                 for p, r in zip(blobs, self.client.write_files(blobs))]
 

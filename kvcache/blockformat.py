@@ -51,16 +51,28 @@ class BlockHeader:
 
 def encode(key: bytes, kv: np.ndarray, tokens: int) -> bytes:
     """One block file's bytes."""
+    out = bytearray(encoded_size(kv))
+    encode_into(memoryview(out), key, kv, tokens)
+    return bytes(out)
+
+
+def encoded_size(kv: np.ndarray) -> int:
+    return HEADER_SIZE + kv.nbytes
+
+
+def encode_into(out: memoryview, key: bytes, kv: np.ndarray, tokens: int) -> None:
+    """Writes one block's bytes into `out` (`encoded_size(kv)` bytes, e.g. its place in a segment):
+    the tensor is copied once, straight into place."""
     dtype = np.dtype(kv.dtype).newbyteorder("<")
     if dtype not in _CODES:
         raise ValueError(f"unsupported KV dtype {kv.dtype}")
     if kv.ndim > MAX_DIMS or len(key) != 16:
         raise ValueError("KV block must have at most 6 dims and a 16-byte key")
-    payload = np.ascontiguousarray(kv, dtype=dtype).tobytes()
+    payload = out[HEADER_SIZE:HEADER_SIZE + kv.nbytes]
+    np.copyto(np.frombuffer(payload, dtype=dtype).reshape(kv.shape), kv, casting="no" if kv.dtype == dtype else "equiv")
     shape = tuple(kv.shape) + (0,) * (MAX_DIMS - kv.ndim)
-    fixed = _FIXED.pack(MAGIC, VERSION, _CODES[dtype], kv.ndim, tokens, len(payload), key, *shape)
-    crc = crc32c(payload, crc32c(fixed))
-    return b"".join((fixed, _CRC.pack(crc), payload))
+    _FIXED.pack_into(out, 0, MAGIC, VERSION, _CODES[dtype], kv.ndim, tokens, kv.nbytes, key, *shape)
+    _CRC.pack_into(out, _FIXED.size, crc32c(payload, crc32c(out[:_FIXED.size])))
 
 
 def decode_header(data: bytes, key: bytes | None = None) -> BlockHeader:

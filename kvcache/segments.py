@@ -25,6 +25,9 @@ from __future__ import annotations
 
 from typing import Sequence, TypeVar
 
+import numpy as np
+
+from chainfs.kvcache import blockformat
 from chainfs.kvcache.backends import BlockRef
 
 SEGMENT_BYTES = 4 << 20  # a segment at most this big (one chunk of chainfs's default layout)
@@ -73,4 +76,15 @@ def ranges(refs: Sequence[BlockRef]) -> list[tuple[BlockRef, int]]:
                 out[-1] = (BlockRef(last.path, last.size + ref.size, last.handle, last.offset), n + 1)
                 continue
         out.append((ref, 1))
+    return out
+
+
+def encode_segment(keys: Sequence[bytes], kvs: Sequence[np.ndarray], tokens: int) -> bytearray:
+    """A segment's bytes: its blocks encoded straight into one buffer (one copy of the KV)."""
+    out = bytearray(sum(blockformat.encoded_size(kv) for kv in kvs))
+    view, at = memoryview(out), 0
+    for key, kv in zip(keys, kvs):
+        size = blockformat.encoded_size(kv)
+        blockformat.encode_into(view[at:at + size], key, kv, tokens)
+        at += size
     return out

@@ -48,7 +48,7 @@ from chainfs.kvcache.blockformat import CorruptBlock
 from chainfs.kvcache.breaker import CircuitBreaker, GuardedBackend, StoreUnavailable, is_unreachable
 from chainfs.kvcache.hashing import KVNamespace, block_keys
 from chainfs.kvcache.index import LRUIndex, RefCache
-from chainfs.kvcache.segments import covered, ranges, segment_blocks_for, split_run
+from chainfs.kvcache.segments import covered, encode_segment, ranges, segment_blocks_for, split_run
 from chainfs.kvcache.stats import CacheStats
 
 log = logging.getLogger(__name__)
@@ -301,18 +301,18 @@ class KVBlockStore:
 
         Each run's blocks not known present are packed into segments (`segments.py`), so a run
         must be consecutive blocks of one prompt: a segment is found by its last block's key."""
-        segments: dict[str, tuple[list[bytes], list[bytes]]] = {}
+        segments: dict[str, tuple[list[bytes], list[np.ndarray]]] = {}
         skipped = 0
         for keys, blocks in runs:
-            stretch: list[tuple[bytes, bytes]] = []
+            stretch: list[tuple[bytes, np.ndarray]] = []
             for k, kv in [*zip(keys, blocks), (None, None)]:
                 if k is not None and not self.holds(k):
-                    stretch.append((k, blockformat.encode(k, kv, self.block_tokens)))
+                    stretch.append((k, kv))
                     continue
                 skipped += k is not None
                 if not stretch:
                     continue
-                self.block_bytes = self.block_bytes or len(stretch[0][1])
+                self.block_bytes = self.block_bytes or blockformat.encoded_size(stretch[0][1])
                 per = self.segment_blocks or segment_blocks_for(self.block_bytes, self.block_tokens)
                 for seg in split_run(stretch, per):
                     path = self.path_of(seg[-1][0])
@@ -321,7 +321,7 @@ class KVBlockStore:
                 stretch = []
         written = nbytes = 0
         if segments:
-            blobs = {path: b"".join(enc) if len(enc) > 1 else enc[0] for path, (_, enc) in segments.items()}
+            blobs = {path: encode_segment(keys, kvs, self.block_tokens) for path, (keys, kvs) in segments.items()}
             if not self._size_marked:  # so a lookup in a fresh store need not read a header
                 blobs[f"{self.dir}/block-bytes-{self.block_bytes}"] = b""
             try:
@@ -329,15 +329,16 @@ class KVBlockStore:
             except Exception as exc:  # noqa: BLE001
                 results = [exc] * len(blobs)
             failure: Exception | None = None
-            for (path, (keys, enc)), result in zip(segments.items(), results):
+            for (path, (keys, kvs)), result in zip(segments.items(), results):
                 if isinstance(result, Exception):
                     failure = result
                     continue
                 self.index.touch(_name(path), len(blobs[path]))
                 at = 0
-                for key, blob in zip(keys, enc):
-                    self._refs.put(key, BlockRef(path, len(blob), result.handle, at))
-                    at += len(blob)
+                for key, kv in zip(keys, kvs):
+                    size = blockformat.encoded_size(kv)
+                    self._refs.put(key, BlockRef(path, size, result.handle, at))
+                    at += size
                 written += len(keys)
                 nbytes += at
             if failure is not None:
