@@ -10,7 +10,6 @@ connection carries one request at a time; a client or forwarding node keeps a po
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 import ssl
@@ -25,6 +24,7 @@ from chainfs.common.checksum import BLOCK_BYTES
 from chainfs.common.errors import ChainfsError, Reason
 from chainfs.common.metrics import record_request
 from chainfs.proto import storage_pb2
+from chainfs.storageserver.admission import Admission
 from chainfs.storageserver.metrics import record_data_drop
 from chainfs.storageserver.reads import ChunkReader
 from chainfs.storageserver.replication import Replicator
@@ -79,12 +79,7 @@ class DataServer:
         self.replicator = replicator
         # inside a frame, the peer must send a byte at least every stall_timeout s (config.py)
         self.stall_timeout = config.STALL_TIMEOUT if stall_timeout is None else stall_timeout
-        # a thread each
-        self.max_connections = config.DATA_MAX_CONNECTIONS if max_connections is None else max_connections
-        self.max_per_client = config.DATA_MAX_PER_CLIENT if max_per_client is None else max_per_client
-        self._per_client: dict[str, int] = {}  # open connections per client key (_client_key)
-        self.refused = 0
-        self._refused_logged = -math.inf
+        self.admission = Admission(max_connections, max_per_client)  # the node's and each client's cap
         self.reader = reader
         self._host, self._requested_port = host, port
         self._local_path = Path(local_socket) if local_socket is not None else None
@@ -150,7 +145,7 @@ class DataServer:
             if not local:
                 wire.tune(conn)
             with self._mu:
-                full = len(self._conns) >= self.max_connections
+                full = len(self._conns) >= self.admission.max_connections
                 if not full:
                     self._conns.add(conn)
             if full:
@@ -161,25 +156,16 @@ class DataServer:
     def _refuse(self, conn: socket.socket, local: bool) -> None:
         """A connection past max_connections: BUSY (retryable) in plaintext, then closed; a TLS
         peer, which expects a handshake first, only sees the close."""
-        self._note_refusal("refused", f"data connections refused: {self.max_connections} open")
+        self.admission.note_refusal("refused", f"data connections refused: {self.admission.max_connections} open")
         try:
             if self._tls is None or local:
                 conn.settimeout(1.0)
-                wire.send_error(conn, ChainfsError(Reason.BUSY, f"node serves {self.max_connections} data "
+                wire.send_error(conn, ChainfsError(Reason.BUSY, f"node serves {self.admission.max_connections} data "
                                                                 "connections already"))
         except OSError:
             pass
         finally:
             conn.close()
-
-    def _note_refusal(self, reason: str, what: str) -> None:
-        """Counts a refused connection; logs at most every 10 s (a flood must not flood the log)."""
-        self.refused += 1
-        record_data_drop(reason)
-        now = time.monotonic()
-        if now - self._refused_logged >= 10.0:
-            self._refused_logged = now
-            log.warning("%s (%d refused so far)", what, self.refused)
 
     def _handshake(self, conn: socket.socket) -> ssl.SSLSocket | None:
         """The TLS side of an accepted connection, or None (closed) when its peer fails the
@@ -213,9 +199,12 @@ class DataServer:
                 ident = self._authenticate(conn)
                 if ident is None:
                     return
-            key = None if local else self._client_key(conn, ident)
+            key = None if local else self.admission.client_key(conn, ident)
             if key is not None:
-                if not self._admit(conn, key):
+                held = self.admission.admit(key)
+                if held is not None:
+                    wire.send_error(conn, ChainfsError(Reason.BUSY, f"{key} holds {held} data connections "
+                                                                    "to this node already"))
                     return
                 client = key  # counted until the connection closes
             if ident is not None:
@@ -257,43 +246,9 @@ class DataServer:
         finally:
             with self._mu:
                 self._conns.discard(conn)
-                if client is not None:
-                    self._release(client)
+            if client is not None:
+                self.admission.release(client)
             conn.close()
-
-    @staticmethod
-    def _client_key(conn: socket.socket, ident: auth.Identity | None) -> str | None:
-        """Whose connection this is, for the per-client cap: the token's principal, or without
-        tokens the peer's host. None for storage nodes: they carry every client's forwards."""
-        if ident is not None:
-            return None if ident.is_node else auth.principal(ident)
-        try:
-            return "host:" + str(conn.getpeername()[0])
-        except OSError:
-            return None
-
-    def _admit(self, conn: socket.socket, client: str) -> bool:
-        """Counts the connection against its client's cap; past it, BUSY (retryable) and False."""
-        with self._mu:
-            held = self._per_client.get(client, 0)
-            if held < self.max_per_client:
-                self._per_client[client] = held + 1
-                return True
-        self._note_refusal("per_client", f"data connection of {client} refused: it holds {held} already")
-        try:
-            wire.send_error(conn, ChainfsError(Reason.BUSY, f"{client} holds {held} data connections to this "
-                                                            "node already"))
-        except OSError:
-            pass
-        return False
-
-    def _release(self, client: str) -> None:
-        """Under self._mu: one connection of `client` closed."""
-        held = self._per_client.get(client, 0) - 1
-        if held > 0:
-            self._per_client[client] = held
-        else:
-            self._per_client.pop(client, None)
 
     def _authenticate(self, conn: socket.socket) -> auth.Identity | None:
         """The connection's first frame must be OP_AUTH with a token this cluster signed (the
