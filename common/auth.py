@@ -195,21 +195,12 @@ def secret() -> bytes | None:
     return _secret
 
 
-def set_process_token(token: str | None) -> None:
-    """The token this process's outgoing calls carry unless an address has its own."""
-    _TOKENS.set_default(token)
-
-
-def register(addresses: Iterable[str], token: str | None) -> None:
-    _TOKENS.register(addresses, token)
-
-
-def forget(addresses: Iterable[str]) -> None:
-    _TOKENS.forget(addresses)
-
-
-def token_for(address: str) -> str | None:
-    return _TOKENS.get(address)
+# The token this process's outgoing calls carry unless an address has its own; the addresses that
+# have one (a cluster started here, a routing table's nodes); the token a call to an address carries.
+set_process_token = _TOKENS.set_default
+register = _TOKENS.register
+forget = _TOKENS.forget
+token_for = _TOKENS.get
 
 
 def resolve(address: str, explicit: TokenArg = None) -> str | None:

@@ -20,7 +20,7 @@ import ssl
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Union
+from typing import TYPE_CHECKING, Union
 
 import grpc
 
@@ -102,28 +102,17 @@ _CONFIGS: PerAddress[TlsConfig] = PerAddress()  # the default is the process's o
 _contexts: dict[tuple[TlsConfig, bool], ssl.SSLContext] = {}
 
 
-def set_process(cfg: TlsConfig | None) -> None:
-    """This process's own identity: servers use it for their ports and every outgoing connection."""
-    _CONFIGS.set_default(cfg)
+# This process's own identity (servers use it for their ports and every outgoing connection); the
+# addresses with a config of their own (None: plaintext), whatever the process's; the config of a
+# connection to an address (looked up on every call, ChannelPool.get, without a lock).
+set_process = _CONFIGS.set_default
+register = _CONFIGS.register
+forget = _CONFIGS.forget
+for_address = _CONFIGS.get
 
 
 def process_config() -> TlsConfig | None:
     return _CONFIGS.default
-
-
-def register(addresses: Iterable[str], cfg: TlsConfig | None) -> None:
-    """Connections to these addresses use `cfg` (None: plaintext), whatever the process default."""
-    _CONFIGS.register(addresses, cfg)
-
-
-def forget(addresses: Iterable[str]) -> None:
-    """Drops what `register` said of these addresses (a cluster that stopped)."""
-    _CONFIGS.forget(addresses)
-
-
-def for_address(address: str) -> TlsConfig | None:
-    """Looked up on every call (ChannelPool.get), without a lock."""
-    return _CONFIGS.get(address)
 
 
 def resolve(address: str, explicit: TlsArg = None) -> TlsConfig | None:
