@@ -20,7 +20,7 @@ from chainfs.cli.targets import human
 from chainfs.client.rpc.meta_client import MetaClient
 from chainfs.cluster import LocalCluster
 from chainfs.cluster.limits import DataLimits
-from chainfs.cluster.local import STATE_FILE
+from chainfs.cluster.state import STATE_FILE
 from chainfs.common import credentials
 from chainfs.common.scrape import scrape_all
 from chainfs.proto import meta_pb2 as mpb

@@ -14,7 +14,7 @@ from chainfs.cluster.netns import NetnsLab, host_command
 from chainfs.cluster.process import is_alive, is_ours, wait_for
 
 if TYPE_CHECKING:
-    from chainfs.cluster.local import ClusterState, ServerState
+    from chainfs.cluster.state import ClusterState, ServerState
 
 META_MODULE = "chainfs.metaserver"
 

@@ -1,7 +1,7 @@
 """A local multi-process cluster: metaserver(s) and N storage servers on loopback.
 
 `chainfs cluster up/down/status/restart-node` and the tests use it. State lives under one
-directory: `cluster.json` (addresses, ports, metrics ports and current pids), `pids` (every server
+directory: `cluster.json` (addresses, ports, metrics ports and current pids; `state.py`), `pids` (every server
 process ever started here, one `pid module port-file` line each, so `down` stops restarted ones
 too), `logs/`, `meta/`, `storage-<i>/`, with the etcd backend `etcd/` (the etcd members), and with
 `tls=True` `tls/` (the CA and every process's certificate, `certs.py`), and `auth/` (the cluster
@@ -17,9 +17,8 @@ import logging
 import os
 import signal
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from chainfs.common.config import DEFAULT_HOST
 from chainfs.proto import meta_pb2 as mpb
@@ -31,81 +30,11 @@ from chainfs.cluster.ha import HaMixin
 from chainfs.cluster.limits import DataLimits
 from chainfs.cluster.netns import NetnsLab
 from chainfs.cluster.process import is_alive, is_ours, read_port, spawn, stop_pid, wait_for
+from chainfs.cluster.state import META_MODULE, STATE_FILE, STORAGE_MODULE, ClusterState, ServerState, servers_of
 
 log = logging.getLogger(__name__)
 
-META_MODULE = "chainfs.metaserver"
-STORAGE_MODULE = "chainfs.storageserver"
-STATE_FILE = "cluster.json"
 PID_LOG = "pids"
-
-
-@dataclass
-class ServerState:
-    pid: int = 0
-    port: int = 0
-    data_dir: str = ""
-    log: str = ""
-    host: str = ""  # its own address on a netns host; "" = the cluster's host
-    netns: int = -1  # its netns host index, -1 when not in a namespace
-    metrics_port: int = 0
-
-
-@dataclass
-class ClusterState:
-    host: str
-    replicas: int
-    targets_per_node: int
-    heartbeat_timeout: float
-    metas: list[ServerState]
-    storage: list[ServerState] = field(default_factory=list)
-    gc_interval: float = 2.0
-    gc_grace: float = 30.0
-    meta_backend: str = "rocksdb"
-    etcd: list[dict[str, Any]] = field(default_factory=list)  # EtcdMember fields
-    etcd_prefix: str = "/chainfs"
-    netns_tag: str = ""  # the NetnsLab of a `netns=True` cluster
-    netns_hosts: int = 0
-    scrub_mib_s: float = 16.0       # each storage node's background scrub rate (0 = off)
-    scrub_interval: float = 600.0   # seconds between scrub passes
-    tls: bool = False               # mutual TLS everywhere, certificates in tls/ (cluster/certs.py)
-    auth: bool = True               # every call carries a token signed with auth/secret (auth_files.py)
-    limits: DataLimits = field(default_factory=DataLimits)  # the storage nodes' data-service limits
-    capability_ttl: float | None = None  # seconds the metaserver's chunk capabilities last (None: its default)
-
-    @property
-    def meta(self) -> ServerState:
-        return self.metas[0]
-
-    def host_of(self, server: ServerState) -> str:
-        return server.host or self.host
-
-    @property
-    def address(self) -> str:
-        return ",".join(f"{self.host_of(m)}:{m.port}" for m in self.metas)
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["meta"] = asdict(self.meta)  # the first metaserver, as single-metaserver readers expect
-        data["address"] = self.address
-        data["url"] = f"chainfs://{self.address}"
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ClusterState":
-        metas = data.get("metas") or [data["meta"]]
-        return cls(
-            host=data["host"], replicas=data["replicas"], targets_per_node=data["targets_per_node"],
-            heartbeat_timeout=data["heartbeat_timeout"], metas=[ServerState(**m) for m in metas],
-            storage=[ServerState(**s) for s in data["storage"]],
-            gc_interval=data.get("gc_interval", 2.0), gc_grace=data.get("gc_grace", 30.0),
-            meta_backend=data.get("meta_backend", "rocksdb"), etcd=data.get("etcd", []),
-            etcd_prefix=data.get("etcd_prefix", "/chainfs"),
-            netns_tag=data.get("netns_tag", ""), netns_hosts=data.get("netns_hosts", 0),
-            scrub_mib_s=data.get("scrub_mib_s", 16.0), scrub_interval=data.get("scrub_interval", 600.0),
-            tls=data.get("tls", False), auth=data.get("auth", True), limits=DataLimits(**data.get("limits", {})),
-            capability_ttl=data.get("capability_ttl"),
-        )
 
 
 class LocalCluster(HaMixin):
@@ -191,7 +120,7 @@ class LocalCluster(HaMixin):
         self.root.mkdir(parents=True, exist_ok=True)
         if (self.root / STATE_FILE).exists():
             old = ClusterState.from_json(json.loads((self.root / STATE_FILE).read_text()))
-            if any(_running(s, m) for s, m in _servers(old)):
+            if any(_running(s, m) for s, m in servers_of(old)):
                 raise FileExistsError(17, "a cluster is already running in this directory "
                                           "(`cluster up` on it starts what is missing)", str(self.root))
         try:
@@ -306,7 +235,7 @@ class LocalCluster(HaMixin):
         """Stops every server process started in this directory, by pid (storage, metaservers, then
         etcd): the current ones and any older ones (restarted by another process, or left by a
         start that failed half way)."""
-        for name, (server, marker) in reversed(list(zip(self._names(), _servers(self.state)))):
+        for name, (server, marker) in reversed(list(zip(self._names(), servers_of(self.state)))):
             if server.pid:
                 stop_pid(server.pid, marker, proc=self._procs.get(name))
         for pid, module, _ in reversed(self._live_logged()):
@@ -460,14 +389,10 @@ class LocalCluster(HaMixin):
 
     def running(self) -> dict[str, bool]:
         out = {name: _running(server, marker)
-               for name, (server, marker) in zip(self._names(), _servers(self.state))}
+               for name, (server, marker) in zip(self._names(), servers_of(self.state))}
         for i, m in enumerate(self.state.etcd):
             out[f"etcd-{i}"] = bool(m.get("pid")) and is_alive(m["pid"]) and is_ours(m["pid"], "etcd")
         return out
-
-
-def _servers(state: ClusterState) -> list[tuple[ServerState, str]]:
-    return [(m, META_MODULE) for m in state.metas] + [(s, STORAGE_MODULE) for s in state.storage]
 
 
 def _running(server: ServerState, marker: str) -> bool:
