@@ -52,11 +52,6 @@ def root_token(root: Path) -> str:
     return auth.read_token_file(Path(root) / AUTH_DIR / f"{ROOT_USER}.token")
 
 
-def node_token(root: Path, name: str = "storage-0") -> str:
-    """The node token of server process `name` of the cluster in `root` (what it registers with)."""
-    return auth.read_token_file(Path(root) / AUTH_DIR / f"{name}.token")
-
-
 def server_args(root: Path, name: str) -> list[str]:
     """The flags of server process `name`: the secret, and its own node token."""
     secret = ensure(root)

@@ -111,10 +111,6 @@ forget = _CONFIGS.forget
 for_address = _CONFIGS.get
 
 
-def process_config() -> TlsConfig | None:
-    return _CONFIGS.default
-
-
 def resolve(address: str, explicit: TlsArg = None) -> TlsConfig | None:
     """A client's TLS config for the cluster at `address` ("h:p" or "h1:p1,h2:p2"), looked for as
     credentials are: the explicit argument (a TlsConfig, a directory, or False for plaintext), then
@@ -185,10 +181,6 @@ def server_wrapper() -> "ssl.SSLContext | None":
     """The context a data server wraps accepted connections with (None: plaintext)."""
     cfg = _CONFIGS.default
     return None if cfg is None else _context(cfg, server_side=True)
-
-
-def is_tls(sock: socket.socket) -> bool:
-    return isinstance(sock, ssl.SSLSocket)
 
 
 # ---- server processes ----

@@ -49,14 +49,6 @@ class ManagerElection:
     def interval(self) -> float:
         return self.ttl_s / 4
 
-    def current_leader(self) -> str:
-        """The address of the metaserver holding the role now ("" when none)."""
-        try:
-            kv = self.client.get(self.key)
-        except ChainfsError:
-            return ""
-        return "" if kv is None else kv.value.decode()
-
     def start(self) -> None:
         self._background.start()
 

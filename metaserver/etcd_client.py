@@ -71,10 +71,6 @@ def range_unchanged_since(start: bytes, end: bytes, revision: int) -> epb.Compar
                        mod_revision=revision + 1)
 
 
-def value_equals(key: bytes, value: bytes) -> epb.Compare:
-    return epb.Compare(result=epb.Compare.EQUAL, target=epb.Compare.VALUE, key=key, value=value)
-
-
 class EtcdClient:
     """Calls one of several etcd endpoints ("host:port"), moving on when one is unreachable."""
 
@@ -198,10 +194,6 @@ class EtcdClient:
             self._call("Lease", "LeaseRevoke", epb.LeaseRevokeRequest(ID=lease_id), idempotent=True)
         except ChainfsError as exc:
             log.info("etcd lease %x not revoked (%s); it will expire", lease_id, exc.message)
-
-    def time_to_live(self, lease_id: int) -> int:
-        resp = self._call("Lease", "LeaseTimeToLive", epb.LeaseTimeToLiveRequest(ID=lease_id), idempotent=True)
-        return int(resp.TTL)  # type: ignore[attr-defined]
 
     # ---- members ----
 

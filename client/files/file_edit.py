@@ -47,11 +47,6 @@ def submit_range(client: ChainClient, inode: mpb.Inode, offset: int, data: bytes
     return futures
 
 
-def write_range(client: ChainClient, inode: mpb.Inode, offset: int, data: bytes | memoryview) -> None:
-    for fut in submit_range(client, inode, offset, data):
-        fut.result()
-
-
 def remove_chunks_from(client: ChainClient, inode: mpb.Inode, from_index: int) -> None:
     """Deletes the inode's chunks with index >= from_index on every chain of its stripe (each
     head removes and forwards along its chain, as the garbage collector's removals do)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from chainfs.cluster import auth_files
+from chainfs.common import auth
 from chainfs.common.checksum import crc32c
 from chainfs.common.rpc import ChannelPool
 from chainfs.proto import meta_pb2 as mpb
@@ -46,7 +47,7 @@ def test_fsck_cli(tmp_path: Path) -> None:
                                  chunk=spb.ChunkId(inode=inode.id, index=1), length=len(bogus), replace=True,
                                  data_crc=crc32c(bogus), chunk_size=CHUNK, version=7, from_target=pred.target_id)
         # Only a node may forward (a user token's forward is PERMISSION_DENIED): speak as one.
-        stub = spb_grpc.StorageStub(ChannelPool().get(address, auth_files.node_token(cluster.root)))
+        stub = spb_grpc.StorageStub(ChannelPool().get(address, auth.read_token_file(Path(cluster.root) / auth_files.AUTH_DIR / "storage-0.token")))
         stub.Write(iter([spb.WriteRequest(header=header), spb.WriteRequest(data=bogus)]), timeout=10)
         done = run_fsck(cluster.url)
         assert done.returncode == 1
