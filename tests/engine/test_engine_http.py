@@ -14,7 +14,6 @@ from chainfs.engine.cache import CacheHandle, namespace_for
 from chainfs.engine.model import Transformer
 from chainfs.engine.server import EngineApp
 from chainfs.engine.service import Engine
-from chainfs.kvcache import block_keys
 
 PROMPT = "The KV cache of a shared prefix lives on chainfs; " * 4  # 200 tokens: 12 full blocks of 16
 
@@ -173,14 +172,19 @@ def test_corrupt_block_is_detected_counted_and_recomputed(tiny_model: Transforme
     client, engine = make(tiny_model, f"file://{tmp_path}/kv")
     _, clean = post(client, {"prompt": PROMPT, "max_tokens": 4})
     store = engine.cache.get()
-    path = store.path_of(block_keys(store.namespace, list(PROMPT.encode()))[5])
-    data = bytearray(open(path, "rb").read())
-    data[-3] ^= 0x10
-    open(path, "wb").write(bytes(data))
+    ref = store.lookup(list(PROMPT.encode())).refs[5]  # block 5's bytes in its segment file
+    data = bytearray(open(ref.path, "rb").read())
+    data[ref.offset + ref.size - 3] ^= 0x10
+    open(ref.path, "wb").write(bytes(data))
+    store.drop_cached_refs()
     _, body = post(client, {"prompt": PROMPT, "max_tokens": 4})
     assert body["usage"]["prompt_cache_hit_tokens"] == 5 * 16, "blocks from the corrupt one on are recomputed"
     assert body["choices"][0]["token_ids"] == clean["choices"][0]["token_ids"]
     assert store.stats.corrupt_blocks == 1
-    _, again = post(client, {"prompt": PROMPT, "max_tokens": 4})  # the bad block was rewritten
+    # The rewritten blocks 5.. replace the segment they shared with blocks 0..4 (its path is the
+    # last block's): those are recomputed once more, then everything hits again.
+    _, again = post(client, {"prompt": PROMPT, "max_tokens": 4})
+    assert again["usage"]["prompt_cache_hit_tokens"] == 0
+    _, again = post(client, {"prompt": PROMPT, "max_tokens": 4})
     assert again["usage"]["prompt_cache_hit_tokens"] == 192
     assert np.isfinite(again["timings"]["ttft_ms"])
