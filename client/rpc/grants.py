@@ -90,22 +90,19 @@ class CapabilityCache:
         found = self._find(inode_id, right)
         if found is None or found[1].refresh is None:
             return False
-        return self._refresh(*found, forced=True)
+        self._refresh(*found, forced=True)
+        now = self._find(inode_id, right)
+        return now is not None and now[1] is not found[1]
 
-    def _refresh(self, key: tuple[int, str], entry: _Entry, forced: bool = False) -> bool:
+    def _refresh(self, key: tuple[int, str], entry: _Entry, forced: bool = False) -> None:
         with entry.lock:  # one refresh per capability, however many chunk requests wait for it
             with self._lock:
                 current = self._entries.get(key)
-            if current is not entry:
-                return True  # another thread refreshed it meanwhile
-            if not forced and not entry.due(time.time()):
-                return True
+            if current is not entry or (not forced and not entry.due(time.time())):
+                return  # another thread refreshed it meanwhile
             try:
                 assert entry.refresh is not None
                 entry.refresh()
                 self.refreshes += 1
             except Exception as exc:  # noqa: BLE001 - the old capability is used; a node may refuse it
                 log.debug("refreshing the capability for inode %d failed: %s", key[0], exc)
-                return False
-        with self._lock:
-            return self._entries.get(key) is not entry

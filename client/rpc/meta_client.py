@@ -127,8 +127,14 @@ class MetaClient:
     def _learn_session(self, session: pb.WriteSession) -> None:
         if session.inode.capability:
             sid, path = session.session_id, session.path
-            self.caps.learn(session.inode.id, session.inode.capability, "rwd",
-                            lambda: self.renew_session(sid, path))
+
+            def refresh() -> None:
+                try:
+                    self.renew_session(sid, path)
+                except OSError:  # the session closed: reads of what it wrote need a read capability
+                    self.stat(path)
+
+            self.caps.learn(session.inode.id, session.inode.capability, "rwd", refresh)
 
     def list_page(self, path: str, start_after: str = "", limit: int = 0) -> pb.ListReply:
         path = checked_path(path)

@@ -228,6 +228,10 @@ def test_long_writer_and_readers_outlive_their_capabilities(cluster: LocalCluste
     writer.write(pieces[2])
     inode = writer.close()
     assert alice.meta.caps.refreshes >= 1
+    # the writer reads what it wrote by inode (as the KV cache does from its refs) once every
+    # capability it got while writing has lapsed: the closed session's is replaced by a stat's
+    wait_until_expired(capabilities.issue(b"x" * 32, 0, "r", TTL))
+    assert alice.read_ranges([(inode, 0, inode.length)])[0] == b"".join(pieces)
     # readers: ChainClient (stat at open), fsspec's file, and a batched StatMany read
     reader = user(cluster, "reader")
     stat = reader.stat("/caps/long")
