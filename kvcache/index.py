@@ -11,8 +11,21 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from datetime import datetime
+from typing import Any
 
 from chainfs.kvcache.backends import BlockRef
+
+
+def file_time(info: dict[str, Any]) -> float:
+    """A listed file's time (whichever the filesystem reports), the index's first recency order."""
+    for name in ("mtime", "last_access", "atime", "created", "LastModified"):
+        value = info.get(name)
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, datetime):
+            return value.timestamp()
+    return 0.0
 
 
 class LRUIndex:

@@ -33,9 +33,7 @@ import logging
 import re
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Sequence
 
 import fsspec
@@ -47,7 +45,7 @@ from chainfs.kvcache.backends import BlockRef, backend_for
 from chainfs.kvcache.blockformat import CorruptBlock
 from chainfs.kvcache.breaker import CircuitBreaker, GuardedBackend, StoreUnavailable, is_unreachable
 from chainfs.kvcache.hashing import KVNamespace, block_keys
-from chainfs.kvcache.index import LRUIndex, RefCache
+from chainfs.kvcache.index import LRUIndex, RefCache, file_time
 from chainfs.kvcache.segments import covered, encode_segment, ranges, segment_blocks_for, split_run
 from chainfs.kvcache.stats import CacheStats
 
@@ -385,12 +383,12 @@ class KVBlockStore:
         for path, info in listing.items():
             name = path.rsplit("/", 1)[-1]
             if _KEY_NAME.match(name):
-                entries[name] = (int(info.get("size") or 0), _file_time(info))
+                entries[name] = (int(info.get("size") or 0), file_time(info))
             elif (marker := _SIZE_NAME.match(name)) and path.rsplit("/", 2)[-2] == self.namespace.dirname:
                 size = int(marker.group(1))
                 self.block_bytes = self.block_bytes or size
                 self._size_marked = self._size_marked or size == self.block_bytes
-            elif ".tmp-" in name and self._local and now - _file_time(info) > _STALE_TMP_S:
+            elif ".tmp-" in name and self._local and now - file_time(info) > _STALE_TMP_S:
                 try:  # a writer died between write and rename
                     self.fs.rm_file(path)
                 except OSError:
@@ -447,13 +445,3 @@ class KVBlockStore:
 def _name(path: str) -> str:
     """A segment file's index name: its last block's key, in hex."""
     return path.rsplit("/", 1)[-1]
-
-
-def _file_time(info: dict[str, Any]) -> float:
-    for field in ("mtime", "last_access", "atime", "created", "LastModified"):
-        value = info.get(field)
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, datetime):
-            return value.timestamp()
-    return 0.0
