@@ -26,20 +26,21 @@ from chainfs.cluster import LocalCluster
 from chainfs.common.config import MiB
 
 
-def stat_rate(client: ChainClient, seconds: float = 0.5) -> float:
+def _rate(call, seconds: float) -> float:  # type: ignore[no-untyped-def]
+    """Calls per second of `call` over `seconds`."""
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        client.stat("/bench/blob")
+        call()
         n += 1
     return n / (time.perf_counter() - t0)
+
+
+def stat_rate(client: ChainClient, seconds: float = 0.5) -> float:
+    return _rate(lambda: client.stat("/bench/blob"), seconds)
 
 
 def small_reads(client: ChainClient, seconds: float = 0.5) -> float:
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        client.read_file("/bench/small")
-        n += 1
-    return n / (time.perf_counter() - t0)
+    return _rate(lambda: client.read_file("/bench/small"), seconds)
 
 
 def micro_us(fn, n: int = 20000) -> float:  # type: ignore[no-untyped-def]
