@@ -15,10 +15,10 @@ load reads is still verified against its own key, so a file that holds anything 
 A block file of the old layout (one block at its own key's path) is a segment of one.
 
 What packing gives up: a prompt that shares only part of a segment with an earlier one misses the
-shared part of that segment (it finds segments by their last key). The store splits runs into
-segments of at most `segment_blocks` blocks (see `segment_blocks_for`), counted from the run's
-start and ending at the run's end, so a prompt that continues an earlier one (a chat's next turn)
-finds everything the earlier one stored.
+shared part of that segment (it finds segments by their last key). So the store cuts runs into
+segments that double from one block (see `split_run`) up to `segment_blocks` blocks (see
+`segment_blocks_for`), and ends the last at the run's end, so a prompt that continues an earlier
+one (a chat's next turn) finds everything the earlier one stored.
 """
 
 from __future__ import annotations
@@ -42,9 +42,19 @@ def segment_blocks_for(block_bytes: int, block_tokens: int) -> int:
 
 
 def split_run(items: Sequence[T], per_segment: int) -> list[Sequence[T]]:
-    """A run of consecutive blocks cut into segments: full ones from its start, the rest last."""
-    step = max(1, per_segment)
-    return [items[at:at + step] for at in range(0, len(items), step)]
+    """A run of consecutive blocks cut into segments that double from one block up to
+    `per_segment` (1, 1, 2, 4, ... from the run's start), then `per_segment` each, the rest last.
+
+    Why doubling: prompts mostly share a leading part (a system prompt, a document), and a run
+    usually starts at block 0, so small segments there keep such prefixes findable (a shared
+    prefix of 2^k blocks hits whole) while the long tail still packs into few files."""
+    out: list[Sequence[T]] = []
+    at, cap = 0, max(1, per_segment)
+    while at < len(items):
+        n = min(max(1, at), cap)
+        out.append(items[at:at + n])
+        at += n
+    return out
 
 
 def covered(stats: Sequence[BlockRef | None], known: Sequence[BlockRef | None],

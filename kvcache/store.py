@@ -179,7 +179,9 @@ class KVBlockStore:
         for i, st in zip(todo, stats):
             if isinstance(st, BlockRef):
                 found[i] = st
-            elif not isinstance(st, FileNotFoundError):
+            elif isinstance(st, FileNotFoundError):
+                self.index.discard(keys[i].hex())  # no segment ends here (any more)
+            else:
                 failure = st
         if failure is not None:  # counted once per call, not once per block
             self._backend_error(what, failure)

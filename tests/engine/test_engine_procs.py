@@ -64,7 +64,7 @@ def test_two_engines_share_a_chainfs_store(start_engine, cluster) -> None:
     fs = fsspec.filesystem("chainfs", host=host, port=int(port))
     files = [p.rsplit("/", 1)[-1] for p in fs.find("/kvcache-procs") if ".tmp" not in p]
     blocks = [f for f in files if not f.startswith("block-bytes-")]
-    assert len(blocks) == 1 and len(files) == 2  # the 12 blocks in one segment file, and the size marker
+    assert len(blocks) == 5 and len(files) == 6  # 12 blocks in segments of 1, 1, 2, 4, 4; the size marker
     a.stop()
     a2 = start_engine(cache, "--block-tokens", "16")
     assert a2.complete(PROMPT)["usage"]["prompt_cache_hit_tokens"] == 192

@@ -127,7 +127,7 @@ def test_restart_rebuilds_index_and_keeps_hits(fs_root, ns: KVNamespace) -> None
     toks = tokens(6 * B)
     fill(first, toks)
     second = open_store(fs, root, ns, capacity_bytes=10 ** 9)
-    assert len(second.index) == 1 and second.index.total_bytes == first.index.total_bytes  # one segment
+    assert len(second.index) == 4 and second.index.total_bytes == first.index.total_bytes  # 1+1+2+2 blocks
     assert second.lookup(toks).hit_blocks == 6
     assert second.store(toks, [block_for(i) for i in range(6)]) == 0  # known present: not rewritten
 
