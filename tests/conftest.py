@@ -11,8 +11,23 @@ import pytest
 
 from chainfs.client import ChainClient
 from chainfs.cluster import LocalCluster
+from chainfs.common import auth, tls
 from chainfs.cluster.etcd import EtcdCluster, etcd_binary
 from chainfs.metaserver.store import MetaStore, Store
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _per_address_settings_stay_in_their_module() -> Iterator[None]:
+    """Clients remember per address which token and TLS config to use (common/addresses.PerAddress),
+    for the process's life. A later module's server that reuses a freed port must not inherit a
+    TLS or token choice from an earlier module's cluster, so each module leaves them as it found them."""
+    saved = [(reg, dict(reg._by_address), reg.default) for reg in (auth._TOKENS, tls._CONFIGS)]
+    yield
+    for reg, by_address, default in saved:
+        with reg._lock:
+            reg._by_address.clear()
+            reg._by_address.update(by_address)
+            reg.default = default
 
 
 @pytest.fixture(scope="module")
