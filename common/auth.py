@@ -36,7 +36,7 @@ import grpc
 
 from chainfs.common.addresses import PerAddress
 from chainfs.common.errors import ChainfsError, Reason, abort
-from chainfs.common.decoding import Malformed
+from chainfs.common.decoding import Malformed, handler_kind
 
 ENV_TOKEN_FILE = "CHAINFS_TOKEN_FILE"
 METADATA_KEY = "authorization"
@@ -327,8 +327,7 @@ class ServerAuth(grpc.ServerInterceptor):
         if handler is None or _secret is None or details.method in OPEN:
             return handler
         method = details.method
-        kind = ("stream" if handler.request_streaming else "unary") + "_" + (
-            "stream" if handler.response_streaming else "unary")
+        kind = handler_kind(handler)
         make = getattr(grpc, f"{kind}_rpc_method_handler")
         try:
             ident = check(bearer(details.invocation_metadata))

@@ -47,14 +47,20 @@ def _checked(requests: Iterator[Any], context: grpc.ServicerContext, method: str
         yield request
 
 
+def handler_kind(handler: grpc.RpcMethodHandler) -> str:
+    """`unary_unary`, `stream_unary`, ...: the attribute holding a handler's behaviour and the
+    stem of the grpc factory that rebuilds it (every server interceptor here needs both)."""
+    return (("stream" if handler.request_streaming else "unary") + "_"
+            + ("stream" if handler.response_streaming else "unary"))
+
+
 class LenientDecoding(grpc.ServerInterceptor):
     def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(details)
         if handler is None or handler.request_deserializer is None:
             return handler
         method = details.method.rsplit("/", 1)[-1]
-        kind = ("stream" if handler.request_streaming else "unary") + "_" + (
-            "stream" if handler.response_streaming else "unary")
+        kind = handler_kind(handler)
         behavior = getattr(handler, kind)
         if handler.request_streaming:
             def run(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:

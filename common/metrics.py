@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessColl
 from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
+from chainfs.common.decoding import handler_kind
 from chainfs.common.errors import REASON_KEY, RULES, Reason
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,7 @@ class RpcMetrics(grpc.ServerInterceptor):
             return None
         service, _, method = details.method.lstrip("/").rpartition("/")
         service = service.rpartition(".")[2] or service
-        kind = ("stream" if handler.request_streaming else "unary") + "_" + (
-            "stream" if handler.response_streaming else "unary")
+        kind = handler_kind(handler)
         behavior = getattr(handler, kind)
         streams_out = handler.response_streaming
 
